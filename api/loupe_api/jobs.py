@@ -1,0 +1,36 @@
+"""Job payloads passed from the operator (or the CLI) to the workers."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from loupe_api.common import ApiModel
+from loupe_api.dataset import DatasetSpec, DatasetStats
+from loupe_api.ingest import IngestSourceSpec
+
+
+class RunRequest(ApiModel):
+    """Everything a worker needs to build the next version of one dataset. Never carries credentials."""
+
+    dataset: str = Field(description="Dataset name (namespace/name on Kubernetes).")
+    spec: DatasetSpec = Field(description="The dataset spec.")
+    sources: dict[str, IngestSourceSpec] = Field(description="The referenced IngestSource specs by name.")
+    store_uri: str = Field(description="Resolved storage URI (s3://bucket/prefix or a folder).")
+    store_endpoint: str | None = Field(default=None, description="S3 endpoint of the store.")
+    store_region: str | None = Field(default=None, description="S3 region of the store.")
+    run_id: str | None = Field(default=None, description="Run id; derived from the inputs when empty.")
+    commit: bool = Field(default=True, description="Commit the version (false: compute and report only).")
+
+
+class RunResult(ApiModel):
+    """What a run produced."""
+
+    dataset: str = Field(description="Dataset name.")
+    run_id: str = Field(description="Run id.")
+    version: str | None = Field(
+        default=None, description="The version committed or adopted; none if nothing changed."
+    )
+    created: bool = Field(default=False, description="Whether this run committed a new version.")
+    current_version: str | None = Field(default=None, description="Latest version after the run.")
+    stats: DatasetStats = Field(description="Counts of the run.")
+    message: str = Field(default="", description="Summary in words.")

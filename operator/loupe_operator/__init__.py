@@ -1,0 +1,1 @@
+"""Loupe Kubernetes operator."""
