@@ -79,8 +79,9 @@ _loupe_ensure() (
     fi
     local tmp
     tmp="$(mktemp -d "${dir}/.build.XXXXXX")"
-    # shellcheck disable=SC2064  # expand ${tmp} now, on purpose
-    trap "rm -rf '${tmp}'" EXIT
+    # On any exit: drop the temporary build dir, and the version dir too if nothing got cached in it.
+    # shellcheck disable=SC2064  # expand the paths now, on purpose
+    trap "rm -rf '${tmp}'; rmdir '${dir}' 2>/dev/null || true" EXIT
     _loupe_log "building ${tool} ${version} (first time only; this takes several minutes) ..."
     local start=${SECONDS}
     if ! "_loupe_build_${tool}" "${tmp}" >&2; then

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 
@@ -45,10 +45,15 @@ def _check_duration(text: str) -> str:
     return text
 
 
+_DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+
+# The pattern follows the AfterValidator, so pydantic cannot fold it into the string schema and
+# leaves it out of the JSON schema; WithJsonSchema puts it back so the generated CRD checks it too.
 Duration = Annotated[
     str,
     AfterValidator(_check_duration),
-    Field(pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"),
+    Field(pattern=_DURATION_PATTERN),
+    WithJsonSchema({"type": "string", "pattern": _DURATION_PATTERN}),
 ]
 
 GateAction = Literal["reject", "flag", "quarantine"]

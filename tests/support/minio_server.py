@@ -29,6 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -128,6 +129,8 @@ class MinioServer:
         startup_timeout: float = 60.0,
     ) -> None:
         self._workdir = Path(tempfile.mkdtemp(prefix="loupe-minio-"))
+        # Deletes the work dir on close(), or when this object is garbage-collected unclosed.
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._workdir, ignore_errors=True)
         self.data_dir: Path = self._workdir / "data" if data_dir is None else Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path: Path = self._workdir / "minio.log"
@@ -142,6 +145,7 @@ class MinioServer:
         self._console_port = console_port
         self._ports_chosen = port is not None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
         self._paused = False
 
     # --- addresses -------------------------------------------------------------------------------
@@ -189,7 +193,7 @@ class MinioServer:
                 self.wait_ready(self.startup_timeout)
             except MinioError:
                 self._terminate()
-                if attempt + 1 < attempts and "address already in use" in self.log_tail().lower():
+                if attempt + 1 < attempts and "already in use" in self._log_since_spawn().lower():
                     continue  # lost a race for the port we picked: try other ports
                 raise
             break
@@ -220,6 +224,7 @@ class MinioServer:
             str(self._certs_dir),
         ]
         with self.log_path.open("ab") as log:
+            self._log_offset = log.tell()
             log.write(f"\n--- {time.strftime('%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
@@ -303,7 +308,7 @@ class MinioServer:
         """``stop()``, then delete the temporary directory (and the data, unless ``data_dir`` was given)."""
         self.stop()
         # The work dir holds the log, the empty certs dir and, when we created it, the data.
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        self._cleanup()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -330,6 +335,14 @@ class MinioServer:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def _log_since_spawn(self) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def _log_excerpt(self) -> str:
         return f"--- last lines of {self.log_path} ---\n{self.log_tail()}"
