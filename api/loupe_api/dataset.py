@@ -87,11 +87,11 @@ class MaxPixelsGate(ApiModel):
 
 
 class BlurGate(ApiModel):
-    """Blur, from the spread of an edge filter over a 64 px grey thumbnail (cleanvision's metric)."""
+    """Blur: sharpness 1 - exp(-s / 20), s the spread of an edge filter over a 64 px grey thumbnail."""
 
     enabled: bool = Field(default=True, description="Check blur.")
     threshold: float = Field(
-        default=0.29, ge=0, le=1, description="Sharpness score in [0, 1] below which an image is blurry."
+        default=0.5, ge=0, le=1, description="Sharpness score in [0, 1] below which an image is blurry."
     )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
 

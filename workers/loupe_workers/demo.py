@@ -5,13 +5,13 @@ applied (``kind``), the original it came from (``of``), its class label (the
 folder) and what a correct pipeline should do with it (``expect``).
 
 ``expect`` vocabulary: ``accept``; ``exact_duplicate`` (same bytes as ``of``);
-``pixel_duplicate`` (same decoded pixels as ``of``); ``near_duplicate``;
-``quarantine:<reason>`` (cannot or must not be decoded); ``reject:<gate>``
-(decodes but fails a quality gate); ``flag:<gate>`` (kept, but reported).
-Gates run before deduplication, so a rejected file derived from an original is
-not also expected to be reported as its near duplicate. Originals always sort
-before their derived files and have the highest quality, so a keep-first or
-keep-best policy keeps the original.
+``pixel_duplicate`` (same decoded pixels as ``of``); ``near_duplicate``; and
+``<action>:<gate>`` for a file made to trip a quality gate, with Loupe's gate names
+and default actions (:data:`DEFAULT_ACTIONS`), e.g. ``quarantine:corrupt``,
+``reject:resolution``, ``flag:blur``. A flagged file is kept, so one derived from an
+original may also be grouped with it as a near duplicate (:data:`ALSO_ACCEPTABLE`).
+Originals sort before their derived files and have the highest resolution, so
+keep-first and keep-highest-resolution policies keep the original.
 """
 
 from __future__ import annotations
@@ -31,35 +31,56 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageEnhance, ImageFilter, ImageOps
 
-#: Gate and quarantine-reason names used in ``DemoFile.expect``.
-GATES: tuple[str, ...] = (
-    "empty",
-    "decode",
-    "truncated",
-    "max_pixels",
-    "format_mismatch",
-    "min_resolution",
-    "aspect_ratio",
-    "blur",
-    "underexposed",
-    "overexposed",
-    "noise",
-    "low_information",
-)
-
-#: Other verdicts that are also defensible for a kind (the images trip more than one gate).
-ALSO_ACCEPTABLE: dict[str, tuple[str, ...]] = {
-    "low_information": ("reject:blur",),
-    "dark": ("reject:low_information", "reject:blur"),
-    "bright": ("reject:low_information",),
-    "blurry": ("reject:low_information",),
-    "odd_aspect": ("reject:min_resolution",),
-    "zero_bytes": ("quarantine:decode", "quarantine:truncated"),
-    "text_as_jpg": ("quarantine:format_mismatch",),
-    "truncated": ("quarantine:decode",),
+#: Gate name -> default action, mirroring ``loupe_api.dataset.QualityGates`` (a test keeps them in step).
+DEFAULT_ACTIONS: dict[str, str] = {
+    "corrupt": "quarantine",
+    "format": "reject",
+    "extension": "flag",
+    "resolution": "reject",
+    "max_pixels": "quarantine",
+    "blur": "flag",
+    "dark": "flag",
+    "bright": "flag",
+    "noise": "flag",
+    "low_information": "flag",
+    "aspect_ratio": "flag",
 }
 
-#: Originals (expect ``accept``) that trip naive gate metrics; numbers are for the grayscale image.
+#: The gate each defect kind is made to trip.
+KIND_GATES: dict[str, str] = {
+    "zero_bytes": "corrupt",
+    "text_as_jpg": "corrupt",
+    "truncated": "corrupt",
+    "bomb": "max_pixels",
+    "wrong_extension": "extension",
+    "too_small": "resolution",
+    "odd_aspect": "aspect_ratio",
+    "blurry": "blur",
+    "dark": "dark",
+    "bright": "bright",
+    "noisy": "noise",
+    "low_information": "low_information",
+}
+
+#: Other verdicts also defensible for a kind: some images trip more than one gate, and a flagged
+#: (so kept) file derived from an original may also be grouped with it as a near duplicate.
+ALSO_ACCEPTABLE: dict[str, tuple[str, ...]] = {
+    "low_information": ("flag:blur", "flag:dark", "flag:bright"),
+    "dark": ("flag:low_information", "flag:blur", "near_duplicate"),
+    "bright": ("flag:low_information", "flag:blur", "near_duplicate"),
+    "blurry": ("flag:low_information", "near_duplicate"),
+    "noisy": ("near_duplicate",),
+    "odd_aspect": ("reject:resolution",),
+}
+
+
+def expect_for(kind: str, actions: dict[str, str] | None = None) -> str:
+    """``<action>:<gate>`` for a defect kind, under ``actions`` (default: :data:`DEFAULT_ACTIONS`)."""
+    gate = KIND_GATES[kind]
+    return f"{(actions or DEFAULT_ACTIONS)[gate]}:{gate}"
+
+
+#: Real originals (expect ``accept``) that trip naive gate metrics (numbers for the grey image).
 HARD_NEGATIVES: dict[str, str] = {
     "space/hubble_deep_field.jpg": "black sky: mean luma 19, 67% of pixels <= 16, but p99 171 (judge exposure by percentiles)",
     "science/retina.jpg": "1411 px fundus, smooth: Laplacian variance 11 at native size, 75 at 512 px, 23% black border",
@@ -220,9 +241,9 @@ def _strip(img: Image.Image, where: float = 0.5, ratio: int = 8) -> Image.Image:
 
 
 def _overexposed(img: Image.Image) -> Image.Image | None:
-    out = _scale(img, 2.5, 90.0)
+    out = _scale(img, 2.5, 150.0)
     luma = np.asarray(out.convert("L"))
-    return out if luma.mean() >= 200 and np.mean(luma >= 250) >= 0.5 else None
+    return out if np.percentile(luma, 5) >= 242 else None  # 95% of pixels (nearly) blown out
 
 
 def _low_information(rng: np.random.Generator) -> Image.Image:
@@ -285,7 +306,8 @@ def _video(path: Path, img: Image.Image, *, seconds: int = 3, fps: int = 10) -> 
     with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as out:
         try:
             stream = out.add_stream("libx264", rate=fps)
-            stream.options = {"preset": "veryfast", "crf": "26", "threads": "1"}
+            # mbtree off: with it, x264 output differs on the first encode of a process.
+            stream.options = {"preset": "veryfast", "crf": "26", "threads": "1", "x264-params": "mbtree=0"}
         except Exception:  # PyAV build without libx264
             stream = out.add_stream("mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -330,7 +352,9 @@ def build_demo_corpus(root: Path, *, size: str = "small", seed: int = 0) -> list
             stored = upright.transpose(Image.Transpose.ROTATE_90)
             path.write_bytes(_encode(stored, "jpg", exif=_exif_bytes()))
         elif src.name == wrong_name:
-            path = w.add(f"{src.label}/{src.stem}.jpg", "wrong_extension", None, "flag:format_mismatch")
+            path = w.add(
+                f"{src.label}/{src.stem}.jpg", "wrong_extension", None, expect_for("wrong_extension")
+            )
             path.write_bytes(_encode(img, "png"))
         else:
             w.image(img, rel, "original", None, "accept")
@@ -385,17 +409,17 @@ def build_demo_corpus(root: Path, *, size: str = "small", seed: int = 0) -> list
     def defect(item: tuple[_Source, Image.Image, str], kind: str) -> None:
         _, img, rel = item
         if kind == "blurry":
-            out = img.filter(ImageFilter.GaussianBlur(radius=8))
-            w.image(out, derived(item, "blurry", "jpg"), kind, rel, "reject:blur")
+            out = img.filter(ImageFilter.GaussianBlur(radius=max(8, max(img.size) // 25)))
+            w.image(out, derived(item, "blurry", "jpg"), kind, rel, expect_for("blurry"))
         elif kind == "dark":
-            w.image(_scale(img, 0.1), derived(item, "dark", "jpg"), kind, rel, "reject:underexposed")
+            w.image(_scale(img, 0.1), derived(item, "dark", "jpg"), kind, rel, expect_for("dark"))
         elif kind == "bright":
-            over = _overexposed(img)  # dark scenes (the deep field) do not clip: skip them
+            over = _overexposed(img)  # photos with deep shadows do not blow out: skip them
             if over is not None:
-                w.image(over, derived(item, "overexposed", "jpg"), kind, rel, "reject:overexposed")
+                w.image(over, derived(item, "overexposed", "jpg"), kind, rel, expect_for("bright"))
         elif kind == "noisy":
             out = _noisy(img, rng, 60.0)
-            w.image(out, derived(item, "noisy", "jpg"), kind, rel, "reject:noise")
+            w.image(out, derived(item, "noisy", "jpg"), kind, rel, expect_for("noisy"))
 
     # Duplicates.
     exact_copy(pick("astronaut"))
@@ -406,10 +430,14 @@ def build_demo_corpus(root: Path, *, size: str = "small", seed: int = 0) -> list
     # Quality gates.
     defect(pick("chelsea"), "blurry")
     defect(pick("motorcycle"), "dark")
-    defect(pick("astronaut"), "bright")
+    defect(pick("immunohistochemistry", "chelsea", "coins"), "bright")
     defect(pick("camera"), "noisy")
     w.image(
-        _low_information(rng), "objects/blank_wall.jpg", "low_information", None, "reject:low_information"
+        _low_information(rng),
+        "objects/blank_wall.jpg",
+        "low_information",
+        None,
+        expect_for("low_information"),
     )
     strip_src = pick("motorcycle")
     w.image(
@@ -417,7 +445,7 @@ def build_demo_corpus(root: Path, *, size: str = "small", seed: int = 0) -> list
         derived(strip_src, "strip", "jpg"),
         "odd_aspect",
         strip_src[2],
-        "reject:aspect_ratio",
+        expect_for("odd_aspect"),
     )
     small_src = pick("coins")
     w.image(
@@ -425,19 +453,19 @@ def build_demo_corpus(root: Path, *, size: str = "small", seed: int = 0) -> list
         derived(small_src, "thumb", "jpg"),
         "too_small",
         small_src[2],
-        "reject:min_resolution",
+        expect_for("too_small"),
     )
     # Broken or hostile files.
     trunc_src = jpeg_pick("hubble_deep_field")
     data = (root / trunc_src[2]).read_bytes()
     w.add(
-        derived(trunc_src, "partial", "jpg"), "truncated", trunc_src[2], "quarantine:truncated"
+        derived(trunc_src, "partial", "jpg"), "truncated", trunc_src[2], expect_for("truncated")
     ).write_bytes(data[: len(data) * 6 // 10])
-    w.add("objects/empty.jpg", "zero_bytes", None, "quarantine:empty").write_bytes(b"")
-    w.add("documents/notes.jpg", "text_as_jpg", None, "quarantine:decode").write_bytes(
+    w.add("objects/empty.jpg", "zero_bytes", None, expect_for("zero_bytes")).write_bytes(b"")
+    w.add("documents/notes.jpg", "text_as_jpg", None, expect_for("text_as_jpg")).write_bytes(
         b"Shopping list\n- film\n- lens cloth\nThis is a text file, not a JPEG.\n"
     )
-    w.add("space/deep_field_mosaic.png", "bomb", None, "quarantine:max_pixels").write_bytes(bomb_png())
+    w.add("space/deep_field_mosaic.png", "bomb", None, expect_for("bomb")).write_bytes(bomb_png())
     # Video.
     vid_src = pick("hubble_deep_field")
     _video(w.add("videos/hubble_pan.mp4", "video", vid_src[2], "accept"), vid_src[1])
@@ -468,7 +496,7 @@ def build_demo_corpus(root: Path, *, size: str = "small", seed: int = 0) -> list
                 derived(strip_src, suffix, "jpg"),
                 "odd_aspect",
                 strip_src[2],
-                "reject:aspect_ratio",
+                expect_for("odd_aspect"),
             )
         for name in ("astronaut", "chelsea"):
             item = pick(name)
@@ -479,14 +507,14 @@ def build_demo_corpus(root: Path, *, size: str = "small", seed: int = 0) -> list
                 derived(item, "thumb", "jpg"),
                 "too_small",
                 item[2],
-                "reject:min_resolution",
+                expect_for("too_small"),
             )
         for name in ("astronaut", "retina"):
             item = jpeg_pick(name)
             if w.taken(derived(item, "partial", "jpg")):
                 continue
             data = (root / item[2]).read_bytes()
-            w.add(derived(item, "partial", "jpg"), "truncated", item[2], "quarantine:truncated").write_bytes(
+            w.add(derived(item, "partial", "jpg"), "truncated", item[2], expect_for("truncated")).write_bytes(
                 data[: len(data) * 6 // 10]
             )
         w.image(
@@ -494,7 +522,7 @@ def build_demo_corpus(root: Path, *, size: str = "small", seed: int = 0) -> list
             "documents/blank_scan.png",
             "low_information",
             None,
-            "reject:low_information",
+            expect_for("low_information"),
         )
         ret = pick("retina")
         _video(w.add("videos/retina_pan.mp4", "video", ret[2], "accept"), ret[1])

@@ -31,7 +31,9 @@ def _popcount(values: HashArray) -> npt.NDArray[np.uint8]:
     return np.bitwise_count(values)
 
 
-def _brute_force(hashes: HashArray, max_distance: int, query: npt.NDArray[np.bool_]) -> tuple[IntArray, IntArray]:
+def _brute_force(
+    hashes: HashArray, max_distance: int, query: npt.NDArray[np.bool_]
+) -> tuple[IntArray, IntArray]:
     firsts: list[IntArray] = []
     seconds: list[IntArray] = []
     query_idx = np.flatnonzero(query)
@@ -130,4 +132,5 @@ def connected_groups(n: int, firsts: IntArray, seconds: IntArray) -> IntArray:
 
     graph = coo_matrix((np.ones(len(firsts), dtype=np.int8), (firsts, seconds)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
-    return labels.astype(np.int64)
+    result: IntArray = labels.astype(np.int64)
+    return result

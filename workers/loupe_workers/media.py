@@ -19,7 +19,15 @@ Image.MAX_IMAGE_PIXELS = None
 # JPEGs get there by DCT scaling during decode (draft), other formats by an integer box reduction.
 WORKING_SIZE = 128
 
-_PIL_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tiff", "GIF": "gif"}
+_PIL_FORMATS = {
+    "JPEG": "jpeg",
+    "MPO": "jpeg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "BMP": "bmp",
+    "TIFF": "tiff",
+    "GIF": "gif",
+}
 _EXTENSIONS = {
     "jpeg": {".jpg", ".jpeg", ".jpe", ".jfif"},
     "png": {".png"},
@@ -48,7 +56,11 @@ def sniff_format(data: bytes) -> str | None:
         return "tiff"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
-    if head[4:8] == b"ftyp" or head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4] == b"RIFF" and head[8:11] == b"AVI"):
+    if (
+        head[4:8] == b"ftyp"
+        or head[:4] == b"\x1a\x45\xdf\xa3"
+        or (head[:4] == b"RIFF" and head[8:11] == b"AVI")
+    ):
         return "video"
     if head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"):
         return "video"

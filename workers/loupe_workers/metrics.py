@@ -14,7 +14,7 @@ import numpy.typing as npt
 from PIL import Image, ImageFilter
 
 BLUR_THUMBNAIL = 64
-BLUR_NORMALIZER = 0.01  # cleanvision's normalising factor for the edge-filter spread
+BLUR_SCALE = 20.0  # edge spread (0-255 scale) that maps to a sharpness of 1 - 1/e
 HASH_KINDS = ("phash", "dhash", "ahash", "whash")
 
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
@@ -29,12 +29,15 @@ _BRIGHTNESS_LEVELS = 1024
 def perceived_brightness(rgb: U8Array) -> npt.NDArray[np.float32]:
     """Per-pixel brightness in [0, 1]: sqrt(.241 R^2 + .691 G^2 + .068 B^2) / 255."""
     weighted = 0.241 * _SQUARES[rgb[..., 0]] + 0.691 * _SQUARES[rgb[..., 1]] + 0.068 * _SQUARES[rgb[..., 2]]
-    return np.sqrt(weighted) / 255.0
+    brightness: npt.NDArray[np.float32] = np.sqrt(weighted) / 255.0
+    return brightness
 
 
 def exposure(rgb: U8Array) -> tuple[float, float]:
     """(99th percentile, 5th percentile) of perceived brightness, from a 1024-level histogram."""
-    levels = np.minimum((perceived_brightness(rgb) * _BRIGHTNESS_LEVELS).astype(np.int32), _BRIGHTNESS_LEVELS - 1)
+    levels = np.minimum(
+        (perceived_brightness(rgb) * _BRIGHTNESS_LEVELS).astype(np.int32), _BRIGHTNESS_LEVELS - 1
+    )
     cumulative = np.cumsum(np.bincount(levels.ravel(), minlength=_BRIGHTNESS_LEVELS))
     total = cumulative[-1]
     p99 = int(np.searchsorted(cumulative, 0.99 * total))
@@ -43,11 +46,14 @@ def exposure(rgb: U8Array) -> tuple[float, float]:
 
 
 def sharpness_score(grey: Image.Image) -> float:
-    """Score in [0, 1]; low means blurry. Spread of an edge filter over a 64 px thumbnail."""
+    """Score in [0, 1]; low means blurry: 1 - exp(-s / 20), s the spread of an edge filter over a
+    64 px grey thumbnail (as cleanvision measures it), borders excluded."""
     thumb = grey.copy()
     thumb.thumbnail((BLUR_THUMBNAIL, BLUR_THUMBNAIL), Image.Resampling.BILINEAR)
-    edges = np.asarray(thumb.filter(ImageFilter.FIND_EDGES), dtype=np.float32)
-    return float(1.0 - math.exp(-float(edges.std()) * BLUR_NORMALIZER * 10))
+    edges = np.asarray(thumb.filter(ImageFilter.FIND_EDGES), dtype=np.float32)[1:-1, 1:-1]
+    if edges.size == 0:
+        return 0.0
+    return float(1.0 - math.exp(-float(edges.std()) / BLUR_SCALE))
 
 
 def noise_sigma(grey: U8Array) -> float:
@@ -68,7 +74,7 @@ def noise_sigma(grey: U8Array) -> float:
         + _NOISE_KERNEL[2, 2] * g[2:, 2:]
     )
     total = float(np.abs(response).sum())
-    return total * math.sqrt(math.pi / 2) / (6.0 * (width - 2) * (height - 2))
+    return float(total * math.sqrt(math.pi / 2) / (6.0 * (width - 2) * (height - 2)))
 
 
 def entropy_bits(grey: U8Array) -> float:
@@ -80,7 +86,7 @@ def entropy_bits(grey: U8Array) -> float:
 
 def aspect_ratio(width: int, height: int) -> float:
     """min(w/h, h/w), in (0, 1]."""
-    return min(width / height, height / width)
+    return float(min(width / height, height / width))
 
 
 _HASHERS = {

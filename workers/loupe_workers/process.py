@@ -11,7 +11,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from loupe_api.ingest import IngestSourceSpec
-
 from loupe_workers import media
 from loupe_workers.sources import ListedObject
 from loupe_workers.store import ObjectStore, put_blob
@@ -111,7 +110,7 @@ def process_video(
     video_sha = hashlib.sha256(data).hexdigest()
     failed = _base(obj, settings) | {"sha256": video_sha, "sample_id": video_sha, "media": "video"}
     try:
-        container = av.open(io.BytesIO(data))
+        container = av.open(io.BytesIO(data), mode="r")
     except Exception as error:
         put_blob(blobs, data, video_sha) if data else None
         return [failed | _failure(media.ImageRejected("corrupt", f"not a readable video: {error}"))]
@@ -135,13 +134,17 @@ def process_video(
                     next_time += 1.0 / fps
                     while next_time <= time:
                         next_time += 1.0 / fps
-                image: Image.Image = frame.to_image()
+                image: Image.Image = frame.to_image()  # type: ignore[no-untyped-call]
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG", compress_level=1)
                 frame_bytes = buffer.getvalue()
                 record = process_image(obj, frame_bytes, blobs, settings)
                 record.update(
-                    media="frame", frame_index=index, frame_time=round(time, 6), video_sha256=video_sha, extension=".png"
+                    media="frame",
+                    frame_index=index,
+                    frame_time=round(time, 6),
+                    video_sha256=video_sha,
+                    extension=".png",
                 )
                 records.append(record)
     except Exception as error:
@@ -155,7 +158,11 @@ def process_video(
 
 
 def process_object(
-    obj: ListedObject, source: ObjectStore, blobs: ObjectStore, settings: ProcessSettings, spec: IngestSourceSpec
+    obj: ListedObject,
+    source: ObjectStore,
+    blobs: ObjectStore,
+    settings: ProcessSettings,
+    spec: IngestSourceSpec,
 ) -> list[Record]:
     """Every record one listed object yields; never raises for bad content."""
     try:

@@ -9,8 +9,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from loupe_api.ingest import IngestSourceSpec
-
-from loupe_workers.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from loupe_workers.media import VIDEO_EXTENSIONS
 from loupe_workers.store import LocalStore, ObjectInfo, ObjectStore, S3Store
 
 # Files that sit beside images (annotations, notes) and are never treated as media.
@@ -80,7 +79,9 @@ class ListedObject:
     uri: str
 
 
-def list_media(name: str, spec: IngestSourceSpec, store: ObjectStore) -> tuple[list[ListedObject], list[ObjectInfo]]:
+def list_media(
+    name: str, spec: IngestSourceSpec, store: ObjectStore
+) -> tuple[list[ListedObject], list[ObjectInfo]]:
     """Media objects of the source (sorted by key), and the other listed objects (sidecars, label files)."""
     media: list[ListedObject] = []
     others: list[ObjectInfo] = []

@@ -145,7 +145,9 @@ class LocalStore:
 class S3Store:
     """A bucket and prefix on S3 or any S3-compatible server; credentials from the environment."""
 
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None, region: str | None = None):
+    def __init__(
+        self, bucket: str, prefix: str = "", *, endpoint: str | None = None, region: str | None = None
+    ):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint

@@ -1,0 +1,384 @@
+"""One run of one dataset: list, process what is new, curate, version, commit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+from loupe_api.dataset import DatasetSpec, DatasetStats
+from loupe_api.ingest import IngestSourceSpec
+from loupe_api.jobs import RunRequest, RunResult
+from loupe_api.versions import VersionChange, VersionRecord
+from loupe_workers import annotate, gates, manifest, media
+from loupe_workers.dedup import find_duplicates
+from loupe_workers.executor import Executor, InlineExecutor
+from loupe_workers.process import ProcessSettings, Record
+from loupe_workers.semver import SampleState, decide, next_version
+from loupe_workers.sources import ListedObject, list_media, listing_digest, source_store
+from loupe_workers.splits import SplitUnit, assign_splits
+from loupe_workers.store import ObjectStore, blob_key, open_store
+from loupe_workers.versions import commit_version, latest_version, run_prefix, utcnow
+
+
+def code_version() -> str:
+    try:
+        return package_version("loupe")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class RunError(RuntimeError):
+    """A run that could not complete; nothing was committed."""
+
+
+@dataclass
+class RunEvents:
+    """Callbacks for progress reporting (the CLI draws them with rich)."""
+
+    phase: Callable[[str], None] = lambda _: None
+    start_processing: Callable[[int], None] = lambda _: None
+    advance: Callable[[int], None] = lambda _: None
+
+
+@dataclass
+class Curated:
+    rows: list[Record]
+    stats: DatasetStats
+    states: dict[str, SampleState] = field(default_factory=dict)
+
+
+def spec_digest(spec: DatasetSpec, sources: dict[str, IngestSourceSpec]) -> str:
+    """Digest of everything that decides membership, labels and splits (not storage or execution)."""
+    relevant = {
+        "sources": [s.to_wire() for s in spec.sources],
+        "qualityGates": spec.quality_gates.to_wire(),
+        "dedup": spec.dedup.to_wire(),
+        "splits": spec.splits.to_wire(),
+        "sourceSpecs": {
+            name: src.model_dump(mode="json", by_alias=True, exclude={"poll_interval"})
+            for name, src in sources.items()
+        },
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def _content_digest(rows: list[Record]) -> str:
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: r["sample_id"]):
+        digest.update(f"{row['sample_id']}\0{row['labels']}\0{row['split']}\n".encode())
+    return digest.hexdigest()
+
+
+def _derived_digest(row: Record) -> str:
+    fields = ("metadata", "flags", "dup_group", "uri", "pixel_sha256", "sharpness", "noise", "entropy")
+    return hashlib.sha256(json.dumps([row.get(f) for f in fields], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def curate(
+    records: list[Record],
+    *,
+    spec: DatasetSpec,
+    sources: dict[str, IngestSourceSpec],
+    labels: dict[str, dict[str, annotate.LabelSet]],
+    previous: dict[str, Record],
+    is_new: list[bool],
+    pixel_digest: Callable[[Record], str],
+) -> Curated:
+    """Pure curation over processed records: metadata, labels, filters, gates, dedup, splits."""
+    filters = {ref.name: ref.filter for ref in spec.sources}
+    stats = DatasetStats()
+    rows: list[Record] = []
+    candidates: list[int] = []
+    for record, new in zip(records, is_new, strict=True):
+        row: Record = {c: record.get(c) for c in manifest.PROCESSING_COLUMNS}
+        row["_new"] = new
+        source_spec = sources[row["source"]]
+        metadata = annotate.sample_metadata(row, source_spec) if row["status"] == "ok" else {}
+        if any(metadata.get(k) != v for k, v in filters[row["source"]].items()):
+            continue  # not part of this dataset at all
+        label_set = labels.get(row["source"], {}).get(row["key"], annotate.LabelSet())
+        row["metadata"] = json.dumps(metadata, sort_keys=True)
+        row["capture_time"] = metadata.get("capture_time")
+        row["label"] = label_set.label
+        row["labels"] = label_set.to_json()
+        outcome = gates.evaluate(row, spec.quality_gates)
+        row["flags"] = outcome.flags
+        row["disposition"] = outcome.disposition
+        row["reason"], row["detail"] = outcome.reason, outcome.detail
+        if outcome.disposition == "rejected":
+            stats.rejected[outcome.reason or "unknown"] = (
+                stats.rejected.get(outcome.reason or "unknown", 0) + 1
+            )
+        elif outcome.disposition == "quarantined":
+            key = outcome.reason or "unknown"
+            stats.quarantined[key] = stats.quarantined.get(key, 0) + 1
+            row["blob_uri"] = blob_key(row["sha256"])
+        else:
+            candidates.append(len(rows))
+            row["blob_uri"] = blob_key(row["sha256"])
+        rows.append(row)
+    accepted = [rows[i] for i in candidates]
+    previously_kept = {sid for sid, r in previous.items() if r.get("disposition") == "accepted"}
+    for row in accepted:
+        old = previous.get(row["sample_id"])
+        if old is not None and not row["_new"]:
+            row["dup_group"], row["dup_kind"] = old.get("dup_group"), old.get("dup_kind")
+    duplicates = find_duplicates(
+        accepted,
+        spec.dedup,
+        is_new=[bool(r["_new"]) for r in accepted],
+        previously_kept=previously_kept,
+        pixel_digest=pixel_digest,
+    )
+    groups: dict[str, list[Record]] = {}
+    seen_ids: Counter[str] = Counter()
+    for row, dup in zip(accepted, duplicates, strict=True):
+        row["dup_group"], row["dup_kind"], row["duplicate_of"] = dup.group, dup.kind, dup.of
+        if dup.kind == "exact_duplicate":
+            stats.exact_duplicates += 1
+        elif dup.kind == "near_duplicate":
+            stats.near_duplicates += 1
+        if not dup.kept:
+            row["disposition"], row["reason"] = "duplicate", dup.kind
+            row["detail"] = f"copy of {dup.of}"
+            continue
+        seen_ids[row["sample_id"]] += 1
+        if seen_ids[row["sample_id"]] > 1:  # the same bytes kept twice (dedup off or flag): keep ids unique
+            row["sample_id"] = hashlib.sha256(
+                f"{row['sha256']}:{row['source']}:{row['key']}".encode()
+            ).hexdigest()
+        groups.setdefault(dup.group or row["sample_id"], []).append(row)
+    stats.duplicate_groups = sum(1 for g in groups.values() if len(g) > 1) + len(
+        {d.group for d in duplicates if d.group and not d.kept} - {k for k, g in groups.items() if len(g) > 1}
+    )
+    stratify = spec.splits.stratify_by
+    units = []
+    for members in groups.values():
+        first = members[0]
+        if stratify is None:
+            stratum = ""
+        elif stratify == "label":
+            stratum = first["label"] or ""
+        else:
+            stratum = json.loads(first["metadata"]).get(stratify, "")
+        units.append(SplitUnit(tuple(m["sample_id"] for m in members), stratum))
+    ratios = {"train": spec.splits.train, "val": spec.splits.val, "test": spec.splits.test}
+    previous_splits = {sid: r["split"] for sid, r in previous.items() if r.get("split")}
+    assignment = assign_splits(units, ratios, spec.splits.seed, previous_splits)
+    states: dict[str, SampleState] = {}
+    for row in rows:
+        row.pop("_new", None)
+        if row["disposition"] == "accepted":
+            row["split"] = assignment[row["sample_id"]]
+            states[row["sample_id"]] = SampleState(row["labels"], row["split"], _derived_digest(row))
+            if row["flags"]:
+                stats.flagged += 1
+                for flag in row["flags"]:
+                    stats.flags[flag] = stats.flags.get(flag, 0) + 1
+            stats.splits[row["split"]] = stats.splits.get(row["split"], 0) + 1
+    stats.samples = stats.accepted = len(states)
+    return Curated(rows, stats, states)
+
+
+def run_dataset(
+    request: RunRequest,
+    *,
+    base_dir: Path | None = None,
+    executor: Executor | None = None,
+    events: RunEvents | None = None,
+    store: ObjectStore | None = None,
+) -> RunResult:
+    """Build the next version of one dataset. Idempotent: unchanged inputs commit nothing."""
+    events = events or RunEvents()
+    executor = executor or InlineExecutor()
+    store = store or open_store(
+        request.store_uri, endpoint=request.store_endpoint, region=request.store_region
+    )
+    spec = request.spec
+    missing = [ref.name for ref in spec.sources if ref.name not in request.sources]
+    if missing:
+        raise RunError(f"dataset {request.dataset} refers to unknown IngestSource(s): {', '.join(missing)}")
+    used = {ref.name: request.sources[ref.name] for ref in spec.sources}
+
+    events.phase("reading the previous version")
+    parent = latest_version(store, request.dataset)
+    previous_rows: list[Record] = []
+    if parent is not None:
+        previous_rows = manifest.read_rows(store, parent.manifest_uri) + manifest.read_rows(
+            store, parent.rejected_uri
+        )
+
+    events.phase("listing sources")
+    stores = {name: (src, source_store(src, base_dir)) for name, src in used.items()}
+    listed: list[ListedObject] = []
+    sidecars: dict[str, list[str]] = {}
+    for name, (src, src_store) in stores.items():
+        try:
+            found, others = list_media(name, src, src_store)
+        except Exception as exc:
+            raise RunError(f"cannot list IngestSource {name} ({src.location_uri()}): {exc}") from exc
+        listed.extend(found)
+        sidecars[name] = [o.key for o in others]
+    source_digest = listing_digest(listed)
+    settings = ProcessSettings(
+        hash_kind=spec.dedup.perceptual.hash, max_pixels=spec.quality_gates.max_pixels.limit
+    )
+
+    by_object: dict[tuple[str, str, str], list[Record]] = {}
+    for row in previous_rows:
+        if row.get("processing_key") == settings.key():
+            by_object.setdefault((row["source"], row["key"], row["etag"]), []).append(row)
+    carried: list[Record] = []
+    to_process: list[ListedObject] = []
+    for obj in listed:
+        old = by_object.get((obj.source, obj.key, obj.etag))
+        if old:
+            carried.extend({**r, "uri": obj.uri} for r in old)
+        else:
+            to_process.append(obj)
+
+    events.phase(f"processing {len(to_process)} new or changed objects")
+    events.start_processing(len(to_process))
+    fresh = executor.process(to_process, stores, store, settings, events.advance)
+
+    events.phase("curating")
+    labels: dict[str, dict[str, annotate.LabelSet]] = {}
+    for name, (src, src_store) in stores.items():
+        if src.labels is not None:
+            keys = [o.key for o in listed if o.source == name]
+            try:
+                labels[name] = annotate.load_labels(src.labels, src_store, keys)
+            except Exception as exc:
+                raise RunError(f"cannot read labels of IngestSource {name}: {exc}") from exc
+    previous_by_id = {
+        r["sample_id"]: r for r in previous_rows if r.get("disposition") in ("accepted", "duplicate")
+    }
+    pixel_cache = {r["sha256"]: r["pixel_sha256"] for r in previous_rows if r.get("pixel_sha256")}
+
+    def pixel_digest(row: Record) -> str:
+        if not row.get("pixel_sha256"):
+            row["pixel_sha256"] = pixel_cache.get(row["sha256"]) or media.pixel_digest(
+                store.get(blob_key(row["sha256"]))
+            )
+        return str(row["pixel_sha256"])
+
+    records = carried + fresh
+    curated = curate(
+        records,
+        spec=spec,
+        sources=used,
+        labels=labels,
+        previous=previous_by_id,
+        is_new=[False] * len(carried) + [True] * len(fresh),
+        pixel_digest=pixel_digest,
+    )
+    stats = curated.stats
+    stats.scanned = len(listed)
+    stats.processed = len(to_process)
+    digest = spec_digest(spec, used)
+    before = None
+    if parent is not None:
+        before = {
+            r["sample_id"]: SampleState(r["labels"], r["split"], _derived_digest(r))
+            for r in manifest.read_rows(store, parent.manifest_uri)
+        }
+    change = decide(before, curated.states, spec_changed=parent is not None and parent.spec_digest != digest)
+    current = parent.version if parent else None
+    run_id = hashlib.sha256(
+        f"{request.dataset}\0{current}\0{digest}\0{source_digest}\0{code_version()}".encode()
+    ).hexdigest()[:16]
+    if request.run_id:
+        run_id = request.run_id
+    result = RunResult(dataset=request.dataset, run_id=run_id, current_version=current, stats=stats)
+    if change is None:
+        result.message = f"no change since {current}" if current else "no samples"
+        return result
+    if change.bump == "minor" and change.added < spec.versioning.min_new_samples:
+        result.message = f"{change.added} new samples, fewer than versioning.minNewSamples ({spec.versioning.min_new_samples})"
+        return result
+    if not curated.states and parent is None:
+        result.message = "no samples were accepted; nothing to version"
+        return result
+    version = next_version(current, change.bump)
+    if not request.commit:
+        result.version = version
+        result.message = f"would create {version} ({change.bump}: {'; '.join(change.reasons)}); not committed"
+        return result
+    events.phase(f"committing {version}")
+    record = _commit(store, request.dataset, run_id, version, current, curated, change, digest, source_digest)
+    result.version = record.version
+    result.current_version = record.version
+    result.created = record.run_id == run_id
+    result.message = f"created {record.version} ({change.bump}: {'; '.join(change.reasons)})"
+    return result
+
+
+def _commit(
+    store: ObjectStore,
+    dataset: str,
+    run_id: str,
+    version: str,
+    parent: str | None,
+    curated: Curated,
+    change: VersionChange,
+    spec_digest_value: str,
+    source_digest: str,
+) -> VersionRecord:
+    """Stage every file under the run, then publish the version record with one conditional put."""
+    prefix = run_prefix(dataset, run_id)
+    accepted = sorted(
+        (r for r in curated.rows if r["disposition"] == "accepted"), key=lambda r: r["sample_id"]
+    )
+    others = sorted(
+        (r for r in curated.rows if r["disposition"] != "accepted"),
+        key=lambda r: (r["source"], r["key"], r["sample_id"]),
+    )
+    lineage = [
+        {
+            "version": version,
+            "sample_id": r["sample_id"],
+            "disposition": r["disposition"],
+            "source": r["source"],
+            "key": r["key"],
+            "uri": r["uri"],
+            "etag": r["etag"],
+            "raw_sha256": r["video_sha256"] or r["sha256"],
+            "blob": blob_key(r["sha256"]),
+            "frame_index": r["frame_index"],
+        }
+        for r in accepted + others
+    ]
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lineage_sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(lineage), lineage_sink, compression="zstd")
+    store.put(f"{prefix}/manifest.parquet", manifest.to_bytes(accepted))
+    store.put(f"{prefix}/rejected.parquet", manifest.to_bytes(others))
+    store.put(f"{prefix}/lineage.parquet", lineage_sink.getvalue())
+    record = VersionRecord(
+        dataset=dataset,
+        version=version,
+        parent=parent,
+        created=utcnow(),
+        run_id=run_id,
+        spec_digest=spec_digest_value,
+        source_digest=source_digest,
+        content_digest=_content_digest(accepted),
+        code_version=code_version(),
+        manifest_uri=f"{prefix}/manifest.parquet",
+        rejected_uri=f"{prefix}/rejected.parquet",
+        lineage_uri=f"{prefix}/lineage.parquet",
+        samples=len(accepted),
+        stats=curated.stats,
+        change=change,
+    )
+    return commit_version(store, record)
