@@ -256,9 +256,12 @@ def run_dataset(
                 labels[name] = annotate.load_labels(src.labels, src_store, keys)
             except Exception as exc:
                 raise RunError(f"cannot read labels of IngestSource {name}: {exc}") from exc
-    previous_by_id = {
-        r["sample_id"]: r for r in previous_rows if r.get("disposition") in ("accepted", "duplicate")
-    }
+    # A dropped byte-identical copy shares its sample id with the kept one: the kept row must win.
+    ranked = sorted(
+        (r for r in previous_rows if r.get("disposition") in ("accepted", "duplicate")),
+        key=lambda r: r["disposition"] == "accepted",
+    )
+    previous_by_id = {r["sample_id"]: r for r in ranked}
     pixel_cache = {r["sha256"]: r["pixel_sha256"] for r in previous_rows if r.get("pixel_sha256")}
 
     def pixel_digest(row: Record) -> str:

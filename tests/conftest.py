@@ -1,0 +1,45 @@
+"""Shared fixtures: the demo corpus of real photos, a MinIO server, a local Ray cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loupe_workers.demo import DemoFile, build_demo_corpus
+
+
+@pytest.fixture(scope="session")
+def demo_master(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[DemoFile]]:
+    root = tmp_path_factory.mktemp("demo") / "images"
+    files = build_demo_corpus(root, size="small")
+    return root, files
+
+
+@pytest.fixture
+def corpus(demo_master: tuple[Path, list[DemoFile]], tmp_path: Path) -> tuple[Path, list[DemoFile]]:
+    """A private copy of the demo corpus that a test may change."""
+    root = tmp_path / "images"
+    shutil.copytree(demo_master[0], root)
+    return root, demo_master[1]
+
+
+@pytest.fixture(scope="session")
+def minio() -> Iterator[object]:
+    from support.minio_server import MinioServer
+
+    with MinioServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -1,0 +1,32 @@
+"""Job entrypoint used by Ray jobs: ``python -m loupe_workers run-job PAYLOAD.json``.
+
+The payload is a loupe_api.RunRequest; the result (a RunResult) is printed as the last line of
+output, prefixed with ``LOUPE_RESULT``, so whoever launched the job can read it from the job logs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from loupe_api.jobs import RunRequest
+
+from loupe_workers.executor import RayExecutor
+from loupe_workers.pipeline import run_dataset
+
+RESULT_PREFIX = "LOUPE_RESULT "
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "run-job":
+        sys.stderr.write("usage: python -m loupe_workers run-job PAYLOAD.json (or - for standard input)\n")
+        return 2
+    text = sys.stdin.read() if argv[1] == "-" else Path(argv[1]).read_text()
+    request = RunRequest.model_validate_json(text)
+    result = run_dataset(request, executor=RayExecutor(parallelism=request.spec.ray.parallelism))
+    sys.stdout.write(RESULT_PREFIX + result.model_dump_json(by_alias=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
