@@ -251,8 +251,8 @@ def test_commit_crash_after_version_written_is_adopted(
 
 
 def test_lineage_edges_cover_every_object(corpus: tuple[Path, list[DemoFile]], tmp_path: Path) -> None:
-    import io
     import hashlib
+    import io
 
     import pyarrow.parquet as pq
 

@@ -10,10 +10,11 @@ if ! command -v uv >/dev/null 2>&1; then
     export PATH="$HOME/.local/bin:$PATH"
 fi
 uv sync --frozen --python 3.11 --quiet
+loupe="$PWD/.venv/bin/loupe"
 cd "$here"
 rm -rf images images-truth.json .loupe
-uv run --frozen --no-sync loupe demo images
-uv run --frozen --no-sync loupe run -f loupe.yaml
-uv run --frozen --no-sync loupe run -f loupe.yaml
-uv run --frozen --no-sync loupe versions defects
-uv run --frozen --no-sync loupe show defects
+"$loupe" demo images
+"$loupe" run -f loupe.yaml
+"$loupe" run -f loupe.yaml
+"$loupe" versions defects
+"$loupe" show defects

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from loupe_api.jobs import RunRequest
-
 from loupe_workers.executor import RayExecutor
 from loupe_workers.pipeline import run_dataset
 

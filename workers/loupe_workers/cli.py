@@ -150,8 +150,8 @@ def _run_with_progress(request: Any, base_dir: Path, engine: Any, quiet: bool) -
 
 def _print_run(name: str, result: dict[str, Any], store_uri: str) -> None:
     stats = result["stats"]
-    mark = "[green]created[/green]" if result["created"] else "[yellow]unchanged[/yellow]"
-    out.print(f"[bold]{name}[/bold] {mark}: {result['message']}")
+    colour = "green" if result["created"] else "yellow"
+    out.print(f"[bold]{name}[/bold]: [{colour}]{result['message']}[/{colour}]")
     out.print(
         f"  scanned {stats['scanned']}, processed {stats['processed']}, samples {stats['samples']} "
         f"(flagged {stats['flagged']}), exact duplicates {stats['exact_duplicates']}, "

@@ -15,6 +15,10 @@ from loupe_workers.store import ObjectStore
 
 Progress = Callable[[int], None]
 
+# Under `uv run`, Ray would rebuild the uv environment for every worker from the working directory;
+# the embedded cluster shares this interpreter's environment instead.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
 
 class Executor(Protocol):
     def process(

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 BRUTE_FORCE_LIMIT = 3000
+MAX_BAND_BITS = 24  # a band's counting table has 2**width entries: wider bands cannot be tabled
 _CHUNK = 512
 
 IntArray = npt.NDArray[np.int64]
@@ -67,9 +68,11 @@ def _flip_masks(width: int, radius: int) -> list[int]:
 
 
 def band_layout(n: int, max_distance: int) -> list[tuple[int, int]]:
-    """(offset, width) of each band: about log2(n) bits per band, at most max_distance + 1 bands."""
-    bits = min(24, max(8, math.ceil(math.log2(max(n, 2)))))
-    bands = max(1, min(max_distance + 1, 64 // bits))
+    """(offset, width) of each band: about log2(n) bits per band, at most max_distance + 1 bands
+    unless that would make a band wider than MAX_BAND_BITS (more bands only lower the probe radius
+    max_distance // bands, so the pigeonhole bound still holds)."""
+    bits = min(MAX_BAND_BITS, max(8, math.ceil(math.log2(max(n, 2)))))
+    bands = max(-(-64 // MAX_BAND_BITS), min(max_distance + 1, 64 // bits))
     widths = [64 // bands + (1 if i < 64 % bands else 0) for i in range(bands)]
     offsets = np.cumsum([0, *widths[:-1]]).tolist()
     return list(zip(offsets, widths, strict=True))

@@ -143,6 +143,9 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageRejected("corrupt", "empty file")
     real = sniff_format(data)
+    # Re-asserted on every call: another import may have restored Pillow's limit, whose check
+    # would report a bomb (or a large image within max_pixels) as corrupt.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
