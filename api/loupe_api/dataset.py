@@ -16,6 +16,7 @@ RayMode = Literal["local", "submit", "kuberay"]
 HashKind = Literal["phash", "dhash", "ahash", "whash"]
 KeepPolicy = Literal["highestResolution", "largestFile", "earliest", "first"]
 DuplicateAction = Literal["drop", "flag"]
+DropAction = Literal["reject", "quarantine"]
 SPLIT_RATIO_TOLERANCE = 1e-6
 
 
@@ -45,9 +46,9 @@ class StorageSpec(ApiModel):
 
 
 class CorruptGate(ApiModel):
-    """Files that cannot be decoded: empty, truncated, not an image at all."""
+    """Files that cannot be decoded: empty, truncated, not an image at all (never kept: no flag)."""
 
-    action: GateAction = Field(default="quarantine", description="reject, flag or quarantine.")
+    action: DropAction = Field(default="quarantine", description="reject or quarantine.")
 
 
 class FormatGate(ApiModel):
@@ -56,7 +57,10 @@ class FormatGate(ApiModel):
     allowed: list[ImageFormat] = Field(
         default_factory=lambda: list(ALL_IMAGE_FORMATS), min_length=1, description="Accepted formats."
     )
-    action: GateAction = Field(default="reject", description="Action for any other format.")
+    action: GateAction = Field(
+        default="reject",
+        description="Action for any other format. A format Loupe cannot decode is never kept: flag acts as reject.",
+    )
 
 
 class ExtensionGate(ApiModel):
@@ -83,7 +87,9 @@ class MaxPixelsGate(ApiModel):
     """Decompression-bomb guard: images declaring more pixels are refused before decoding."""
 
     limit: int = Field(default=100_000_000, ge=1, description="Largest accepted width x height.")
-    action: GateAction = Field(default="quarantine", description="reject, flag or quarantine.")
+    action: DropAction = Field(
+        default="quarantine", description="reject or quarantine (never decoded, so never kept)."
+    )
 
 
 class BlurGate(ApiModel):

@@ -87,7 +87,8 @@ def _csv_labels(spec: LabelImport, text: str) -> dict[str, LabelSet]:
     if missing:
         raise LabelError(f"{spec.path}: missing column(s) {', '.join(sorted(missing))}")
     return {
-        row[spec.path_column].strip().lstrip("./"): LabelSet(row[spec.label_column].strip()) for row in reader
+        row[spec.path_column].strip().removeprefix("./"): LabelSet(row[spec.label_column].strip())
+        for row in reader
     }
 
 

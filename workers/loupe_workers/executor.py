@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -108,6 +109,7 @@ class RayExecutor:
         import ray
         from ray.data import DataContext
 
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # Loupe draws its own progress
         context = DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False

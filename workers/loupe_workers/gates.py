@@ -28,7 +28,10 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
             "format": gates.format.action,
             "max_pixels": gates.max_pixels.action,
         }
-        return [(reason, actions.get(reason, gates.corrupt.action), record["fail_detail"] or reason)]
+        action: str = actions.get(reason, gates.corrupt.action)
+        if action == "flag":  # a file that was never decoded cannot be a sample
+            action = "reject"
+        return [(reason, action, record["fail_detail"] or reason)]
     out: list[tuple[str, str, str]] = []
     fmt, width, height = record["format"], int(record["width"]), int(record["height"])
     if fmt not in gates.format.allowed:

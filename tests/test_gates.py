@@ -1,0 +1,566 @@
+"""Quality gates on real photos: every gate fires on a faulty copy and stays quiet on the original.
+
+Faults are made here from scikit-image photos with PIL/numpy, so the transform is the label. Each
+file goes through ``process_image`` (one decode, blobs in a LocalStore) and ``gates.evaluate``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import time
+import zlib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import ExifTags, Image, ImageFilter
+
+from loupe_api.dataset import QualityGates
+from loupe_workers import gates, media, metrics
+from loupe_workers.process import ProcessSettings, process_image
+from loupe_workers.sources import ListedObject
+from loupe_workers.store import LocalStore, blob_key
+
+SETTINGS = ProcessSettings(hash_kind="phash", max_pixels=100_000_000)
+DEFAULT = QualityGates()
+PILLOW_DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # Pillow's own decompression-bomb limit
+
+
+@cache
+def _photo(name: str) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(np.ascontiguousarray(getattr(data, name)()))
+
+
+def photo(name: str, mode: str = "RGB") -> Image.Image:
+    return _photo(name).convert(mode)
+
+
+def encode(img: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:
+    if fmt == "JPEG":
+        options.setdefault("quality", 92)
+    elif fmt == "PNG":
+        options.setdefault("compress_level", 1)
+    buffer = io.BytesIO()
+    img.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def from_array(values: np.ndarray, mode: str | None = None) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode)
+
+
+def scaled(img: Image.Image, gain: float, offset: float = 0.0) -> Image.Image:
+    return from_array(np.asarray(img, dtype=np.float32) * gain + offset, img.mode)
+
+
+def noisy(img: Image.Image, sigma: float, seed: int = 0) -> Image.Image:
+    values = np.asarray(img, dtype=np.float32)
+    return from_array(values + np.random.default_rng(seed).normal(0.0, sigma, values.shape), img.mode)
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "blobs")
+
+
+def process(blobs: LocalStore, key: str, data: bytes, settings: ProcessSettings = SETTINGS) -> dict[str, Any]:
+    obj = ListedObject("cams", key, len(data), f"etag-{len(data)}", "image", f"/images/{key}")
+    return process_image(obj, data, blobs, settings)
+
+
+def verdict(
+    blobs: LocalStore,
+    key: str,
+    data: bytes,
+    quality: QualityGates = DEFAULT,
+    settings: ProcessSettings = SETTINGS,
+) -> gates.GateOutcome:
+    return gates.evaluate(process(blobs, key, data, settings), quality)
+
+
+def custom(**wire: Any) -> QualityGates:
+    """Gates as a user writes them in a Dataset spec (camelCase)."""
+    return QualityGates.model_validate(wire)
+
+
+def failed_names(record: dict[str, Any], quality: QualityGates = DEFAULT) -> set[str]:
+    return {name for name, _, _ in gates.failed_gates(record, quality)}
+
+
+def test_gate_defaults_match_the_api() -> None:
+    assert DEFAULT.corrupt.action == "quarantine"
+    assert DEFAULT.max_pixels.action == "quarantine"
+    assert DEFAULT.format.action == DEFAULT.resolution.action == "reject"
+    for gate in ("extension", "blur", "dark", "bright", "noise", "low_information", "aspect_ratio"):
+        assert getattr(DEFAULT, gate).action == "flag", gate
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "camera", "rocket"])
+def test_clean_photos_pass_every_gate(blobs: LocalStore, name: str) -> None:
+    record = process(blobs, f"{name}.jpg", encode(photo(name)))
+    assert record["status"] == "ok" and record["format"] == "jpeg"
+    assert gates.failed_gates(record, DEFAULT) == [], record
+    assert gates.evaluate(record, DEFAULT) == gates.GateOutcome("accepted")
+    assert blobs.get(blob_key(record["sha256"])) is not None
+
+
+# --- corrupt -------------------------------------------------------------------------------------
+
+
+@cache
+def _corrupt_files() -> dict[str, bytes]:
+    jpeg = encode(photo("astronaut"))
+    return {
+        "zero_bytes": b"",
+        "truncated_half": jpeg[: len(jpeg) // 2],
+        "truncated_header": jpeg[:600],
+        "random_bytes": np.random.default_rng(7).bytes(20_000),
+        "text_named_jpg": b"Shift report, line 3: camera 2 offline.\n" * 40,
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["zero_bytes", "truncated_half", "truncated_header", "random_bytes", "text_named_jpg"]
+)
+def test_corrupt_files_are_quarantined_with_a_reason(blobs: LocalStore, kind: str) -> None:
+    data = _corrupt_files()[kind]
+    record = process(blobs, f"line1/{kind}.jpg", data)  # never raises
+    assert record["status"] == "failed" and record["fail_reason"] == "corrupt"
+    outcome = gates.evaluate(record, DEFAULT)
+    assert outcome.disposition == "quarantined" and outcome.reason == "corrupt"
+    assert outcome.detail, outcome
+    if data:  # the bytes are kept so a quarantined file can be inspected
+        assert blobs.get(blob_key(record["sha256"])) == data
+    else:
+        assert outcome.detail == "empty file"
+    # with another action the same file is rejected instead
+    rejected = gates.evaluate(record, custom(corrupt={"action": "reject"}))
+    assert (rejected.disposition, rejected.reason) == ("rejected", "corrupt")
+
+
+def test_truncated_jpeg_is_corrupt_even_though_its_header_reads(blobs: LocalStore) -> None:
+    jpeg = encode(photo("coffee"))
+    media.open_image(jpeg[: len(jpeg) // 2], max_pixels=SETTINGS.max_pixels)  # the header is fine
+    record = process(blobs, "coffee.jpg", jpeg[: len(jpeg) // 2])
+    assert record["fail_reason"] == "corrupt" and record["format"] == "jpeg"
+    assert "truncated" in record["fail_detail"]
+
+
+def test_flag_action_never_accepts_an_undecodable_file(blobs: LocalStore) -> None:
+    with pytest.raises(ValueError, match=r"corrupt\.action"):
+        custom(corrupt={"action": "flag"})  # refused by the API: an undecodable file cannot be kept
+    with pytest.raises(ValueError, match=r"maxPixels\.action"):
+        custom(maxPixels={"action": "flag"})
+    unsupported = {**process(blobs, "notes.jpg", b"not an image"), "fail_reason": "format"}
+    outcome = gates.evaluate(unsupported, custom(format={"action": "flag"}))
+    assert outcome.disposition == "rejected"
+
+
+# --- format and extension ------------------------------------------------------------------------
+
+
+def test_format_gate_rejects_formats_outside_the_allowed_list(blobs: LocalStore) -> None:
+    only_jpeg = custom(format={"allowed": ["jpeg"]})
+    png = verdict(blobs, "chelsea.png", encode(photo("chelsea"), "PNG"), only_jpeg)
+    assert (png.disposition, png.reason) == ("rejected", "format")
+    assert verdict(blobs, "chelsea.jpg", encode(photo("chelsea")), only_jpeg).disposition == "accepted"
+    # the real format counts, not the name: PNG bytes named .jpg are still a PNG
+    renamed = verdict(blobs, "chelsea.jpg", encode(photo("chelsea"), "PNG"), only_jpeg)
+    assert (renamed.disposition, renamed.reason) == ("rejected", "format")
+    quarantine = custom(format={"allowed": ["jpeg"], "action": "quarantine"})
+    assert verdict(blobs, "chelsea.png", encode(photo("chelsea"), "PNG"), quarantine).disposition == (
+        "quarantined"
+    )
+
+
+def test_a_format_loupe_does_not_read_is_rejected_by_the_format_gate(blobs: LocalStore) -> None:
+    record = process(blobs, "astronaut.ppm", encode(photo("astronaut"), "PPM"))
+    assert (record["status"], record["fail_reason"]) == ("failed", "format")
+    assert (record["width"], record["height"]) == (512, 512)
+    outcome = gates.evaluate(record, DEFAULT)
+    assert (outcome.disposition, outcome.reason) == ("rejected", "format")
+
+
+def test_extension_mismatch_is_flagged(blobs: LocalStore) -> None:
+    png_bytes = encode(photo("rocket"), "PNG")
+    wrong = verdict(blobs, "rocket.jpg", png_bytes)
+    assert wrong.disposition == "accepted" and wrong.flags == ["extension"]
+    for key in ("rocket.png", "ROCKET.PNG"):
+        assert verdict(blobs, key, png_bytes).flags == []
+    for key in ("rocket.jpg", "rocket.JPEG", "rocket.jfif"):
+        assert verdict(blobs, key, encode(photo("rocket"))).flags == []
+    record = process(blobs, "rocket", png_bytes)
+    assert any("(no extension)" in detail for _, _, detail in gates.failed_gates(record, DEFAULT))
+    assert verdict(blobs, "rocket.jpg", png_bytes, custom(extension={"enabled": False})).flags == []
+    rejected = verdict(blobs, "rocket.jpg", png_bytes, custom(extension={"action": "reject"}))
+    assert (rejected.disposition, rejected.reason) == ("rejected", "extension")
+
+
+# --- resolution and pixel limit ------------------------------------------------------------------
+
+
+def test_resolution_minimum(blobs: LocalStore) -> None:
+    coins = photo("coins")
+    thumb = coins.crop((40, 0, 343, 303)).resize((24, 24), Image.Resampling.LANCZOS)
+    small = verdict(blobs, "coins_thumb.jpg", encode(thumb))
+    assert (small.disposition, small.reason) == ("rejected", "resolution")
+    assert "below 32x32" in (small.detail or "")
+    at_limit = process(blobs, "coins_32.png", encode(coins.resize((32, 32)), "PNG"))
+    assert "resolution" not in failed_names(at_limit)
+    assert verdict(blobs, "thumb.jpg", encode(thumb), custom(resolution={"enabled": False})).reason is None
+    stricter = custom(resolution={"minWidth": 500, "minHeight": 300})
+    assert verdict(blobs, "chelsea.jpg", encode(photo("chelsea")), stricter).reason == "resolution"
+
+
+def test_resolution_maximum(blobs: LocalStore) -> None:
+    capped = custom(resolution={"maxWidth": 500, "maxHeight": 400})
+    big = verdict(blobs, "astronaut.jpg", encode(photo("astronaut")), capped)  # 512 x 512
+    assert (big.disposition, big.reason) == ("rejected", "resolution")
+    assert "above 500x400" in (big.detail or "")
+    assert verdict(blobs, "chelsea.jpg", encode(photo("chelsea")), capped).disposition == "accepted"
+    assert verdict(blobs, "astronaut.jpg", encode(photo("astronaut"))).disposition == "accepted"
+
+
+def _chunk(tag: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+
+
+def bomb_png(side: int = 50_000) -> bytes:
+    """A few dozen bytes of PNG whose header declares side x side RGB pixels (7.5 GB decoded)."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(b"\0" * 1024)),
+            _chunk(b"IEND", b""),
+        ]
+    )
+
+
+def test_decompression_bomb_is_refused_before_decoding(
+    blobs: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = bomb_png()
+    assert len(data) < 200
+    # Pillow's own limit is not what protects Loupe: restore it, Loupe must still report max_pixels.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", PILLOW_DEFAULT_MAX_PIXELS)
+    with pytest.raises(media.ImageRejected) as caught:
+        media.open_image(data, max_pixels=SETTINGS.max_pixels)
+    assert caught.value.reason == "max_pixels"
+    assert (caught.value.width, caught.value.height, caught.value.format) == (50_000, 50_000, "png")
+    started = time.perf_counter()
+    record = process(blobs, "space/deep_field_mosaic.png", data)
+    assert time.perf_counter() - started < 2.0  # a decode of 2.5 G pixels would take minutes
+    assert (record["status"], record["fail_reason"]) == ("failed", "max_pixels")
+    assert (record["width"], record["height"]) == (50_000, 50_000)
+    outcome = gates.evaluate(record, DEFAULT)
+    assert (outcome.disposition, outcome.reason) == ("quarantined", "max_pixels")
+    assert "50000x50000" in (outcome.detail or "")
+    assert blobs.get(blob_key(record["sha256"])) == data
+    rejected = gates.evaluate(record, custom(maxPixels={"action": "reject"}))
+    assert (rejected.disposition, rejected.reason) == ("rejected", "max_pixels")
+
+
+def test_the_pixel_limit_is_loupes_own(blobs: LocalStore) -> None:
+    low = ProcessSettings(hash_kind="phash", max_pixels=200_000)  # far below Pillow's limit
+    big = verdict(blobs, "astronaut.jpg", encode(photo("astronaut")), settings=low)  # 262 144 px
+    assert (big.disposition, big.reason) == ("quarantined", "max_pixels")
+    assert verdict(blobs, "chelsea.jpg", encode(photo("chelsea")), settings=low).disposition == (
+        "accepted"  # 135 300 px
+    )
+    with pytest.raises(media.ImageRejected) as caught:
+        media.open_image(encode(photo("astronaut")), max_pixels=512 * 512 - 1)
+    assert caught.value.reason == "max_pixels"
+    media.open_image(encode(photo("astronaut")), max_pixels=512 * 512)
+
+
+# --- pixel-quality gates -------------------------------------------------------------------------
+
+
+def test_blur(blobs: LocalStore) -> None:
+    for name, radius in (("chelsea", 8), ("astronaut", 16), ("coffee", 16)):
+        original = process(blobs, f"{name}.jpg", encode(photo(name)))
+        blurred = process(
+            blobs, f"{name}_blur.jpg", encode(photo(name).filter(ImageFilter.GaussianBlur(radius)))
+        )
+        assert "blur" not in failed_names(original), original["sharpness"]
+        assert "blur" in failed_names(blurred), (name, blurred["sharpness"])
+        assert gates.evaluate(blurred, DEFAULT).flags == ["blur"]
+        assert blurred["sharpness"] < original["sharpness"] - 0.3
+    sharp = process(blobs, "chelsea.jpg", encode(photo("chelsea")))  # sharpness ~0.88
+    picky = custom(blur={"threshold": 0.95, "action": "reject"})
+    assert gates.evaluate(sharp, picky).reason == "blur"
+    assert gates.evaluate(sharp, custom(blur={"enabled": False, "threshold": 0.95})).flags == []
+
+
+def test_dark(blobs: LocalStore) -> None:
+    for name in ("astronaut", "coffee", "rocket"):
+        original = process(blobs, f"{name}.jpg", encode(photo(name)))
+        dark = process(blobs, f"{name}_dark.jpg", encode(scaled(photo(name), 0.08)))
+        assert "dark" not in failed_names(original), original["brightness_p99"]
+        assert "dark" in failed_names(dark), dark["brightness_p99"]
+        assert dark["brightness_p99"] < 0.15 < 0.6 < original["brightness_p99"]
+    dark = process(blobs, "astronaut_dark.jpg", encode(scaled(photo("astronaut"), 0.08)))
+    quarantine = gates.evaluate(dark, custom(dark={"action": "quarantine"}))
+    assert (quarantine.disposition, quarantine.reason) == ("quarantined", "dark")
+    assert "dark" not in failed_names(dark, custom(dark={"threshold": 0.05}))
+
+
+def test_bright(blobs: LocalStore) -> None:
+    for name in ("astronaut", "coffee", "camera"):
+        original = process(blobs, f"{name}.jpg", encode(photo(name)))
+        # 95 % of the pixels blown out: every value in [245, 255]
+        blown = process(blobs, f"{name}_blown.jpg", encode(scaled(photo(name), 0.05, 245)))
+        assert "bright" not in failed_names(original), original["brightness_p5"]
+        assert "bright" in failed_names(blown), blown["brightness_p5"]
+    # washed out (every value in [220, 255], 1 - p5 ~ 0.14) only trips a looser threshold
+    washed = process(blobs, "astronaut_washed.jpg", encode(scaled(photo("astronaut"), 0.15, 220)))
+    original = process(blobs, "astronaut.jpg", encode(photo("astronaut")))
+    loose = custom(bright={"threshold": 0.2, "action": "reject"})
+    assert gates.evaluate(washed, loose).reason == "bright"
+    assert gates.evaluate(original, loose).disposition == "accepted"
+
+
+def test_noise(blobs: LocalStore) -> None:
+    for name in ("camera", "astronaut"):
+        clean = process(blobs, f"{name}.png", encode(photo(name, "L"), "PNG"))
+        grainy = process(blobs, f"{name}_iso.jpg", encode(noisy(photo(name, "L"), 60.0)))
+        assert "noise" not in failed_names(clean), clean["noise"]
+        assert "noise" in failed_names(grainy), (name, grainy["noise"])
+        assert gates.evaluate(grainy, DEFAULT).flags == ["noise"]
+    # at working resolution (long side < 2 * WORKING_SIZE the photo is measured as is)
+    small = photo("astronaut").resize((240, 240), Image.Resampling.LANCZOS)
+    assert "noise" not in failed_names(process(blobs, "small.png", encode(small, "PNG")))
+    assert "noise" in failed_names(process(blobs, "small_iso.jpg", encode(noisy(small, 25.0))))
+    clean = process(blobs, "camera.png", encode(photo("camera", "L"), "PNG"))  # sigma ~4
+    assert gates.evaluate(clean, custom(noise={"threshold": 2.0, "action": "reject"})).reason == "noise"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="noise is estimated on the reduced working image (1/4 scale for 512 px), so per-channel "
+    "sigma-60 noise on a 512 px colour photo reads ~10 < 12; the estimate shrinks with resolution",
+)
+def test_noise_on_a_full_size_colour_photo(blobs: LocalStore) -> None:
+    grainy = process(blobs, "astronaut_iso.jpg", encode(noisy(photo("astronaut"), 60.0)))
+    assert "noise" in failed_names(grainy), grainy["noise"]
+
+
+def test_low_information(blobs: LocalStore) -> None:
+    flat = process(blobs, "wall.png", encode(Image.new("RGB", (640, 480), (128, 126, 120)), "PNG"))
+    assert flat["entropy"] == 0.0
+    assert "low_information" in failed_names(flat)
+    plain = from_array(np.full((480, 640, 3), 128.0) + np.random.default_rng(1).normal(0, 1.0, (480, 640, 3)))
+    nearly = process(blobs, "plain_wall.jpg", encode(plain))
+    assert "low_information" in failed_names(nearly), nearly["entropy"]
+    for name in ("astronaut", "camera"):
+        assert "low_information" not in failed_names(process(blobs, f"{name}.jpg", encode(photo(name))))
+
+
+def test_aspect_ratio(blobs: LocalStore) -> None:
+    wide = photo("coffee").resize((1200, 800), Image.Resampling.LANCZOS).crop((0, 340, 1200, 460))
+    strip = process(blobs, "coffee_strip.jpg", encode(wide))
+    assert (strip["width"], strip["height"]) == (1200, 120)
+    assert strip["aspect_ratio"] == pytest.approx(0.1)
+    assert gates.evaluate(strip, DEFAULT).flags == ["aspect_ratio"]
+    assert "aspect_ratio" not in failed_names(process(blobs, "coffee.jpg", encode(photo("coffee"))))
+    tall = process(blobs, "tall.png", encode(wide.transpose(Image.Transpose.ROTATE_90), "PNG"))
+    assert "aspect_ratio" in failed_names(tall)
+    assert "aspect_ratio" not in failed_names(strip, custom(aspectRatio={"minRatio": 0.05}))
+
+
+# --- several gates at once -----------------------------------------------------------------------
+
+
+def test_quarantine_beats_reject_beats_flag(blobs: LocalStore) -> None:
+    tiny_dark = scaled(photo("astronaut").resize((24, 24), Image.Resampling.LANCZOS), 0.08)
+    record = process(blobs, "tiny_dark.png", encode(tiny_dark, "PNG"))
+    assert {"resolution", "dark"} <= failed_names(record)
+    rejected = gates.evaluate(record, DEFAULT)  # resolution rejects, dark only flags
+    assert (rejected.disposition, rejected.reason) == ("rejected", "resolution")
+    assert "dark" in rejected.flags and "resolution" not in rejected.flags
+    quarantined = gates.evaluate(record, custom(dark={"action": "quarantine"}))
+    assert (quarantined.disposition, quarantined.reason) == ("quarantined", "dark")
+    assert "dark" not in quarantined.flags and "resolution" not in quarantined.flags
+    accepted = gates.evaluate(record, custom(resolution={"action": "flag"}))
+    assert accepted.disposition == "accepted" and accepted.reason is None
+    assert {"resolution", "dark"} <= set(accepted.flags)
+
+
+def test_flags_accumulate(blobs: LocalStore) -> None:
+    wide = photo("coffee").resize((1200, 800), Image.Resampling.LANCZOS).crop((0, 340, 1200, 460))
+    outcome = gates.evaluate(process(blobs, "strip_dark.jpg", encode(scaled(wide, 0.08))), DEFAULT)
+    assert outcome.disposition == "accepted"
+    assert {"aspect_ratio", "dark"} <= set(outcome.flags)
+    more = gates.evaluate(process(blobs, "strip_dark.jpg", encode(scaled(wide, 0.08), "PNG")), DEFAULT)
+    assert more.disposition == "accepted"
+    assert {"extension", "aspect_ratio", "dark"} <= set(more.flags)
+    # fixed order, whatever fired
+    order = [
+        "format",
+        "extension",
+        "resolution",
+        "aspect_ratio",
+        "low_information",
+        "dark",
+        "bright",
+        "blur",
+        "noise",
+    ]
+    assert more.flags == sorted(more.flags, key=order.index)
+
+
+# --- decoding ------------------------------------------------------------------------------------
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "Loupe"
+    exif[ExifTags.Base.Model] = "LineCam 2"
+    exif[ExifTags.Base.Orientation] = orientation
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "2024:03:05 07:08:09"
+    return exif.tobytes()
+
+
+def test_exif_orientation_6_swaps_width_and_height(blobs: LocalStore) -> None:
+    upright = photo("coffee")  # 600 x 400 as displayed
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # 400 x 600 as stored by the camera
+    record = process(blobs, "coffee_rotated.jpg", encode(stored, exif=_exif(6)))
+    assert (record["width"], record["height"]) == (600, 400)
+    assert record["aspect_ratio"] == pytest.approx(400 / 600, abs=1e-6)
+    exif = json.loads(record["exif"])
+    assert exif == {
+        "camera_make": "Loupe",
+        "camera_model": "LineCam 2",
+        "capture_time": "2024-03-05T07:08:09",
+    }
+    plain = process(blobs, "coffee.jpg", encode(upright))
+    assert metrics.hamming(record["hash"], plain["hash"]) <= 4  # measured upright, like the original
+    unrotated = process(blobs, "coffee_unrotated.jpg", encode(stored, exif=_exif(1)))
+    assert (unrotated["width"], unrotated["height"]) == (400, 600)
+    assert metrics.hamming(unrotated["hash"], plain["hash"]) > 10
+
+
+def test_gif_uses_the_first_frame(blobs: LocalStore) -> None:
+    frame = photo("astronaut").quantize(256)
+    palette = frame.getpalette() or []
+    darkest = int(np.asarray(palette).reshape(-1, 3).sum(axis=1).argmin())
+    black = Image.new("P", frame.size, darkest)
+    black.putpalette(palette)
+    animated = encode(frame, "GIF", save_all=True, append_images=[black], duration=100, loop=0)
+    black_first = encode(black, "GIF", save_all=True, append_images=[frame], duration=100, loop=0)
+    with Image.open(io.BytesIO(animated)) as gif:
+        assert getattr(gif, "n_frames", 1) == 2
+    record = process(blobs, "astronaut.gif", animated)
+    assert (record["status"], record["format"], record["width"], record["height"]) == ("ok", "gif", 512, 512)
+    assert gates.evaluate(record, DEFAULT) == gates.GateOutcome("accepted")
+    single = process(blobs, "astronaut_still.gif", encode(frame, "GIF"))
+    assert metrics.hamming(record["hash"], single["hash"]) <= 2
+    assert "dark" in failed_names(process(blobs, "black_first.gif", black_first))
+
+
+@cache
+def _formats() -> dict[str, tuple[str, str, bytes]]:
+    astronaut = photo("astronaut")
+    rgba = astronaut.convert("RGBA")
+    alpha = np.full((512, 512), 255, np.uint8)
+    alpha[:, :128] = 128
+    rgba.putalpha(Image.fromarray(alpha))
+    camera16 = Image.fromarray(np.asarray(photo("camera", "L"), dtype=np.uint16) * 257)
+    return {
+        "webp": ("astronaut.webp", "webp", encode(astronaut, "WEBP", quality=90)),
+        "webp_lossless": ("astronaut.webp", "webp", encode(astronaut, "WEBP", lossless=True, method=0)),
+        "bmp": ("astronaut.bmp", "bmp", encode(astronaut, "BMP")),
+        "tiff": ("astronaut.tif", "tiff", encode(astronaut, "TIFF", compression="tiff_deflate")),
+        "png16": ("camera16.png", "png", encode(camera16, "PNG")),
+        "palette_png": ("astronaut_p.png", "png", encode(astronaut.quantize(256), "PNG")),
+        "rgba_png": ("astronaut_rgba.png", "png", encode(rgba, "PNG")),
+        "grey_jpeg": ("camera.jpg", "jpeg", encode(photo("camera", "L"))),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["webp", "webp_lossless", "bmp", "tiff", "png16", "palette_png", "rgba_png", "grey_jpeg"]
+)
+def test_formats_decode(blobs: LocalStore, kind: str) -> None:
+    key, fmt, data = _formats()[kind]
+    record = process(blobs, key, data)
+    assert record["status"] == "ok", record
+    assert (record["format"], record["width"], record["height"]) == (fmt, 512, 512)
+    assert gates.evaluate(record, DEFAULT) == gates.GateOutcome("accepted"), record
+    reference_name = "camera" if kind in ("png16", "grey_jpeg") else "astronaut"
+    reference = process(blobs, "ref.png", encode(photo(reference_name), "PNG"))
+    assert metrics.hamming(record["hash"], reference["hash"]) <= 8
+
+
+def test_sixteen_bit_png_is_really_sixteen_bit() -> None:
+    _, _, data = _formats()["png16"]
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.mode.startswith("I")
+
+
+def test_metrics_are_deterministic(tmp_path: Path) -> None:
+    data = encode(noisy(photo("rocket"), 10.0))
+    first = process(LocalStore(tmp_path / "a"), "rocket.jpg", data)
+    second = process(LocalStore(tmp_path / "b"), "rocket.jpg", data)
+    assert first == second
+    analysis = media.analyze_image(data, max_pixels=SETTINGS.max_pixels, hash_kind="dhash")
+    assert analysis == media.analyze_image(data, max_pixels=SETTINGS.max_pixels, hash_kind="dhash")
+    assert set(analysis.metrics) == {
+        "brightness_p99",
+        "brightness_p5",
+        "sharpness",
+        "noise",
+        "entropy",
+        "aspect_ratio",
+    }
+
+
+def _metrics_of(working: Image.Image, width: int, height: int) -> dict[str, float]:
+    grey = working.convert("L")
+    p99, p5 = metrics.exposure(np.asarray(working, dtype=np.uint8))
+    values = {
+        "brightness_p99": p99,
+        "brightness_p5": p5,
+        "sharpness": metrics.sharpness_score(grey),
+        "noise": metrics.noise_sigma(np.asarray(grey, dtype=np.uint8)),
+        "entropy": metrics.entropy_bits(np.asarray(grey, dtype=np.uint8)),
+        "aspect_ratio": metrics.aspect_ratio(width, height),
+    }
+    return {k: round(v, 6) for k, v in values.items()}
+
+
+def test_large_jpeg_is_measured_on_a_reduced_decode() -> None:
+    big = photo("coffee").resize((1920, 1280), Image.Resampling.LANCZOS).crop((0, 100, 1920, 1180))
+    jpeg = encode(big)
+    with Image.open(io.BytesIO(jpeg)) as decoded:
+        png = encode(decoded.convert("RGB"), "PNG")  # the same pixels, losslessly
+    a_jpeg = media.analyze_image(jpeg, max_pixels=SETTINGS.max_pixels)
+    a_png = media.analyze_image(png, max_pixels=SETTINGS.max_pixels)
+    # reported at full size ...
+    assert (a_jpeg.width, a_jpeg.height) == (a_png.width, a_png.height) == (1920, 1080)
+    assert media.pixel_digest(jpeg) == media.pixel_digest(png)
+    assert metrics.hamming(a_jpeg.hashes["phash"], a_png.hashes["phash"]) <= 10
+    # ... but measured on a working image whose long side is in [WORKING_SIZE, 2 * WORKING_SIZE):
+    # the JPEG by DCT scaling in the decoder (draft), the PNG by an integer box reduction.
+    size = media.WORKING_SIZE
+    with Image.open(io.BytesIO(jpeg)) as draft:
+        draft.draft("RGB", (math.ceil(1920 * size / 1920), math.ceil(1080 * size / 1920)))
+        draft.load()
+        assert size <= max(draft.size) < 2 * size and draft.size == (240, 135)
+        assert a_jpeg.metrics == _metrics_of(draft.convert("RGB"), 1920, 1080)
+        assert a_jpeg.hashes["phash"] == metrics.perceptual_hash(draft.convert("L"), "phash")
+    with Image.open(io.BytesIO(png)) as full:
+        reduced = full.convert("RGB").reduce(1920 // size)
+        assert size <= max(reduced.size) < 2 * size
+        assert a_png.metrics == _metrics_of(reduced, 1920, 1080)
+    with Image.open(io.BytesIO(jpeg)) as full_jpeg:  # a full decode would have measured otherwise
+        assert _metrics_of(full_jpeg.convert("RGB").reduce(15), 1920, 1080) != a_jpeg.metrics
