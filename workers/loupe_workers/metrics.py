@@ -45,11 +45,16 @@ def exposure(rgb: U8Array) -> tuple[float, float]:
     return (p99 + 0.5) / _BRIGHTNESS_LEVELS, (p5 + 0.5) / _BRIGHTNESS_LEVELS
 
 
-def sharpness_score(grey: Image.Image) -> float:
+def thumbnail(image: Image.Image) -> Image.Image:
+    """The image reduced to at most 64 px on its long side."""
+    thumb = image.copy()
+    thumb.thumbnail((BLUR_THUMBNAIL, BLUR_THUMBNAIL), Image.Resampling.BILINEAR)
+    return thumb
+
+
+def sharpness_score(thumb: Image.Image) -> float:
     """Score in [0, 1]; low means blurry: 1 - exp(-s / 20), s the spread of an edge filter over a
     64 px grey thumbnail (as cleanvision measures it), borders excluded."""
-    thumb = grey.copy()
-    thumb.thumbnail((BLUR_THUMBNAIL, BLUR_THUMBNAIL), Image.Resampling.BILINEAR)
     edges = np.asarray(thumb.filter(ImageFilter.FIND_EDGES), dtype=np.float32)[1:-1, 1:-1]
     if edges.size == 0:
         return 0.0
