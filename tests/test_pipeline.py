@@ -138,6 +138,15 @@ def test_spec_change_bumps(corpus: tuple[Path, list[DemoFile]], tmp_path: Path) 
     )
     assert nodedup.version is not None and nodedup.version.split(".")[1] != "0"
     assert nodedup.stats.exact_duplicates >= 2
+    # every copy is now in the manifest, and a group of copies never straddles two splits
+    store = LocalStore(store_uri)
+    rows = rows_of(store, list_versions(store, "defects")[-1].manifest_uri)
+    splits_by_group: dict[str, set[str]] = {}
+    for row in rows:
+        if row["dup_group"]:
+            splits_by_group.setdefault(row["dup_group"], set()).add(row["split"])
+    assert len(splits_by_group) >= 4 and all(len(s) == 1 for s in splits_by_group.values())
+    assert sum(1 for r in rows if r["dup_kind"]) >= 5
 
 
 def test_min_new_samples_and_dry_run(corpus: tuple[Path, list[DemoFile]], tmp_path: Path) -> None:
