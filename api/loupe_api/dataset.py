@@ -306,6 +306,10 @@ class JobStatus(ApiModel):
     start_time: datetime | None = Field(default=None, description="When it started.")
     completion_time: datetime | None = Field(default=None, description="When it finished.")
     message: str = Field(default="", description="Why it is in this state.")
+    inputs_digest: str = Field(
+        default="", description="Digest of the inputs the job runs on (spec generation and source listings)."
+    )
+    attempts: int = Field(default=1, ge=1, description="Attempt number for these inputs (failed jobs are retried).")
 
 
 class DatasetStatus(ApiModel):

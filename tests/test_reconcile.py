@@ -1,0 +1,160 @@
+"""The operator's pure Dataset reconciliation: launch, adopt, succeed, fail, retry, give up."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from loupe_api.dataset import DatasetSpec, DatasetStats, DatasetStatus
+from loupe_api.versions import VersionRecord
+from loupe_operator.conditions import get_condition
+from loupe_operator.reconcile import JobObservation, Observed, inputs_digest, job_id, reconcile_dataset
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SPEC = DatasetSpec.model_validate({"sources": [{"name": "cams"}]})
+
+
+def observed(status: DatasetStatus | None = None, **changes: object) -> Observed:
+    base: dict[str, object] = {
+        "name": "defects",
+        "generation": 1,
+        "spec": SPEC,
+        "status": status or DatasetStatus(),
+        "now": T0,
+        "mode": "submit",
+        "source_digests": {"cams": "abc"},
+    }
+    base.update(changes)
+    return Observed(**base)  # type: ignore[arg-type]
+
+
+def version(v: str, samples: int = 10) -> VersionRecord:
+    return VersionRecord(
+        dataset="defects", version=v, created=T0, run_id="r", spec_digest="s", source_digest="d",
+        content_digest=f"c{v}", code_version="0.1.0", manifest_uri=f"datasets/defects/runs/{v}/manifest.parquet",
+        rejected_uri="x", lineage_uri=f"datasets/defects/runs/{v}/lineage.parquet", samples=samples,
+        stats=DatasetStats(samples=samples),
+    )  # fmt: skip
+
+
+def condition(status: DatasetStatus, type_: str) -> tuple[str, str]:
+    found = get_condition(status.conditions, type_)
+    assert found is not None, type_
+    return found.status, found.reason
+
+
+def test_first_reconcile_launches_one_deterministic_job() -> None:
+    decision = reconcile_dataset(observed())
+    assert decision.launch is not None
+    assert decision.launch.id == job_id("defects", inputs_digest(1, {"cams": "abc"}), 1)
+    assert decision.status.job == decision.launch and decision.status.observed_generation == 1
+    assert condition(decision.status, "Progressing") == ("True", "JobStarted")
+    assert condition(decision.status, "Ready") == ("False", "NoVersion")
+    # a restarted operator that lost the status computes the same job id: it adopts, never duplicates
+    assert reconcile_dataset(observed()).launch == decision.launch
+
+
+def test_running_job_is_tracked_not_relaunched() -> None:
+    started = reconcile_dataset(observed()).status
+    running = reconcile_dataset(observed(started, job=JobObservation("Running")))
+    assert running.launch is None and running.requeue_after
+    assert running.status.job is not None and running.status.job.state == "Running"
+
+
+def test_success_reports_the_version_and_stops() -> None:
+    started = reconcile_dataset(observed()).status
+    done = reconcile_dataset(
+        observed(started, job=JobObservation("Succeeded", "created 1.0.0"), versions=[version("1.0.0", 23)])
+    )
+    assert done.launch is None
+    assert done.status.current_version == "1.0.0" and done.status.samples == 23
+    assert [v.version for v in done.status.versions] == ["1.0.0"]
+    assert condition(done.status, "Ready") == ("True", "VersionAvailable")
+    assert condition(done.status, "Progressing") == ("False", "UpToDate")
+    assert {e.reason for e in done.events} == {"JobSucceeded", "VersionCreated"}
+    # nothing changed: the next reconcile is a no-op with an identical status
+    again = reconcile_dataset(observed(done.status, versions=[version("1.0.0", 23)]))
+    assert again.launch is None and again.events == []
+    assert again.status == done.status
+
+
+def test_new_source_listing_or_spec_generation_starts_a_new_run() -> None:
+    start = reconcile_dataset(observed()).status
+    done = reconcile_dataset(
+        observed(start, job=JobObservation("Succeeded"), versions=[version("1.0.0")])
+    ).status
+    changed = reconcile_dataset(observed(done, versions=[version("1.0.0")], source_digests={"cams": "new"}))
+    assert changed.launch is not None and changed.launch.attempts == 1
+    respec = reconcile_dataset(observed(done, versions=[version("1.0.0")], generation=2))
+    assert respec.launch is not None and respec.launch.id != changed.launch.id
+
+
+def test_failure_keeps_previous_version_and_retries_with_backoff_then_gives_up() -> None:
+    start = reconcile_dataset(observed()).status
+    done = reconcile_dataset(
+        observed(start, job=JobObservation("Succeeded"), versions=[version("1.0.0")])
+    ).status
+    launched = reconcile_dataset(
+        observed(done, versions=[version("1.0.0")], source_digests={"cams": "new"})
+    ).status
+    failed = reconcile_dataset(
+        observed(
+            launched,
+            versions=[version("1.0.0")],
+            source_digests={"cams": "new"},
+            job=JobObservation("Failed", "S3 unreachable"),
+        )
+    )
+    assert failed.launch is None
+    assert failed.status.current_version == "1.0.0"
+    assert condition(failed.status, "Ready") == ("True", "VersionAvailable")
+    degraded = get_condition(failed.status.conditions, "Degraded")
+    assert degraded is not None and degraded.status == "True" and "S3 unreachable" in degraded.message
+    assert "1.0.0 stays current" in degraded.message
+    assert failed.requeue_after == 30.0
+    status = failed.status
+    for attempt in (2, 3):
+        later = reconcile_dataset(
+            observed(
+                status,
+                versions=[version("1.0.0")],
+                source_digests={"cams": "new"},
+                now=T0 + timedelta(hours=attempt),
+            )
+        )
+        assert later.launch is not None and later.launch.attempts == attempt
+        status = reconcile_dataset(
+            observed(
+                later.status,
+                versions=[version("1.0.0")],
+                source_digests={"cams": "new"},
+                job=JobObservation("Failed", "again"),
+            )
+        ).status
+    gave_up = reconcile_dataset(
+        observed(
+            status, versions=[version("1.0.0")], source_digests={"cams": "new"}, now=T0 + timedelta(days=1)
+        )
+    )
+    assert gave_up.launch is None and condition(gave_up.status, "Progressing") == ("False", "GaveUp")
+
+
+def test_lost_job_counts_as_failed() -> None:
+    started = reconcile_dataset(observed()).status
+    lost = reconcile_dataset(observed(started, job=None))
+    assert lost.status.job is not None and lost.status.job.state == "Failed"
+    assert condition(lost.status, "Degraded")[0] == "True"
+
+
+def test_missing_source_is_degraded_without_launching() -> None:
+    decision = reconcile_dataset(observed(missing_sources=["cams"]))
+    assert decision.launch is None
+    assert condition(decision.status, "Degraded") == ("True", "SourceMissing")
+
+
+def test_transition_time_kept_while_condition_unchanged() -> None:
+    first = reconcile_dataset(observed()).status
+    second = reconcile_dataset(
+        observed(first, job=JobObservation("Running"), now=T0 + timedelta(minutes=5))
+    ).status
+    a, b = get_condition(first.conditions, "Progressing"), get_condition(second.conditions, "Progressing")
+    assert a is not None and b is not None and a.last_transition_time == b.last_transition_time == T0
