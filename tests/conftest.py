@@ -36,10 +36,27 @@ def minio() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
+def ray_cluster() -> Iterator[str]:
+    """A real local Ray cluster with its dashboard and Job Submission API; yields that API's address."""
+    import socket
+    import sys
+
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    yield
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+    # jobs run `python -m loupe_workers ...`: this interpreter's environment must come first on PATH
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = ray.init(
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
+    yield f"http://{context.dashboard_url}"
     ray.shutdown()

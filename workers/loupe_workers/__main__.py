@@ -6,6 +6,7 @@ output, prefixed with ``LOUPE_RESULT``, so whoever launched the job can read it 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,9 +19,15 @@ RESULT_PREFIX = "LOUPE_RESULT "
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "run-job":
-        sys.stderr.write("usage: python -m loupe_workers run-job PAYLOAD.json (or - for standard input)\n")
+        sys.stderr.write("usage: python -m loupe_workers run-job PAYLOAD.json | - | env:VARIABLE\n")
         return 2
-    text = sys.stdin.read() if argv[1] == "-" else Path(argv[1]).read_text()
+    source = argv[1]
+    if source == "-":
+        text = sys.stdin.read()
+    elif source.startswith("env:"):  # how Ray jobs receive it: an env var of their runtime_env
+        text = os.environ[source[len("env:") :]]
+    else:
+        text = Path(source).read_text()
     request = RunRequest.model_validate_json(text)
     result = run_dataset(request, executor=RayExecutor(parallelism=request.spec.ray.parallelism))
     sys.stdout.write(RESULT_PREFIX + result.model_dump_json(by_alias=True) + "\n")

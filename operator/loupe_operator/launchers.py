@@ -1,0 +1,142 @@
+"""Ways to run a Dataset job. Each is idempotent by job id: launching an id that exists adopts it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Protocol
+
+from loupe_api.jobs import RunRequest, RunResult
+from loupe_operator.reconcile import JobObservation
+
+RESULT_PREFIX = "LOUPE_RESULT "  # the job prints its RunResult on a line starting with this
+PAYLOAD_ENV = "LOUPE_RUN_REQUEST"
+ENTRYPOINT = f"python -m loupe_workers run-job env:{PAYLOAD_ENV}"
+
+
+def result_from_logs(logs: str) -> RunResult | None:
+    for line in reversed(logs.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return RunResult.model_validate_json(line[len(RESULT_PREFIX) :])
+    return None
+
+
+def _failure_message(logs: str, fallback: str) -> str:
+    lines = [line for line in logs.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else fallback)[:500]
+
+
+class Launcher(Protocol):
+    def launch(self, job_id: str, request: RunRequest, env: dict[str, str]) -> None: ...
+
+    def observe(self, job_id: str) -> JobObservation | None: ...
+
+    def result(self, job_id: str) -> RunResult | None: ...
+
+    def stop(self, job_id: str) -> None: ...
+
+
+class SubmitLauncher:
+    """The Ray Job Submission API of an existing Ray cluster (http://head:8265)."""
+
+    _STATES = {
+        "PENDING": "Pending",
+        "RUNNING": "Running",
+        "SUCCEEDED": "Succeeded",
+        "FAILED": "Failed",
+        "STOPPED": "Failed",
+    }
+
+    def __init__(self, address: str) -> None:
+        from ray.job_submission import JobSubmissionClient
+
+        self.client = JobSubmissionClient(address)
+
+    def launch(self, job_id: str, request: RunRequest, env: dict[str, str]) -> None:
+        if self.observe(job_id) is not None:
+            return  # already launched (e.g. before an operator restart): adopt it
+        self.client.submit_job(
+            entrypoint=ENTRYPOINT,
+            submission_id=job_id,
+            runtime_env={"env_vars": {PAYLOAD_ENV: request.model_dump_json(by_alias=True), **env}},
+            metadata={"loupe.dev/dataset": request.dataset},
+        )
+
+    def observe(self, job_id: str) -> JobObservation | None:
+        try:
+            info = self.client.get_job_info(job_id)
+        except RuntimeError:  # the SDK raises RuntimeError for unknown ids
+            return None
+        state = self._STATES.get(str(info.status), "Running")
+        message = info.message or ""
+        if state == "Failed":
+            message = _failure_message(self.client.get_job_logs(job_id), message or "the job failed")
+        return JobObservation(state, message)  # type: ignore[arg-type]
+
+    def result(self, job_id: str) -> RunResult | None:
+        return result_from_logs(self.client.get_job_logs(job_id))
+
+    def stop(self, job_id: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.client.stop_job(job_id)
+
+
+class LocalLauncher:
+    """A child process on the operator's machine, for development. State lives in files under
+    ``state_dir`` so a restarted operator finds (and adopts) what it launched."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+
+    def _paths(self, job_id: str) -> tuple[Path, Path, Path]:
+        base = self.state_dir / job_id
+        return base.with_suffix(".pid"), base.with_suffix(".log"), base.with_suffix(".rc")
+
+    def launch(self, job_id: str, request: RunRequest, env: dict[str, str]) -> None:
+        pid_file, log_file, rc_file = self._paths(job_id)
+        if pid_file.exists():
+            return
+        environment = {**os.environ, **env, PAYLOAD_ENV: request.model_dump_json(by_alias=True)}
+        # A shell wrapper records the exit code, so the outcome survives the operator itself.
+        script = f'{sys.executable} -m loupe_workers run-job env:{PAYLOAD_ENV} > "{log_file}" 2>&1; echo $? > "{rc_file}"'
+        process = subprocess.Popen(["/bin/sh", "-c", script], env=environment, start_new_session=True)
+        pid_file.write_text(str(process.pid))
+
+    def observe(self, job_id: str) -> JobObservation | None:
+        pid_file, log_file, rc_file = self._paths(job_id)
+        if not pid_file.exists():
+            return None
+        if rc_file.exists() and rc_file.read_text().strip():
+            code = int(rc_file.read_text().strip())
+            if code == 0:
+                return JobObservation("Succeeded")
+            logs = log_file.read_text() if log_file.exists() else ""
+            return JobObservation("Failed", _failure_message(logs, f"exit code {code}"))
+        try:
+            os.kill(int(pid_file.read_text()), 0)
+        except (ProcessLookupError, ValueError):
+            return JobObservation("Failed", "the job process disappeared")
+        return JobObservation("Running")
+
+    def result(self, job_id: str) -> RunResult | None:
+        _, log_file, _ = self._paths(job_id)
+        return result_from_logs(log_file.read_text()) if log_file.exists() else None
+
+    def stop(self, job_id: str) -> None:
+        pid_file, _, _ = self._paths(job_id)
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+                os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def describe(request: RunRequest) -> str:
+    """A log-safe summary of a request (never credentials: requests carry none)."""
+    return json.dumps(
+        {"dataset": request.dataset, "store": request.store_uri, "sources": sorted(request.sources)}
+    )
