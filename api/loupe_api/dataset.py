@@ -309,7 +309,9 @@ class JobStatus(ApiModel):
     inputs_digest: str = Field(
         default="", description="Digest of the inputs the job runs on (spec generation and source listings)."
     )
-    attempts: int = Field(default=1, ge=1, description="Attempt number for these inputs (failed jobs are retried).")
+    attempts: int = Field(
+        default=1, ge=1, description="Attempt number for these inputs (failed jobs are retried)."
+    )
 
 
 class DatasetStatus(ApiModel):

@@ -36,8 +36,6 @@ _EXTENSIONS = {
     "tiff": {".tif", ".tiff"},
     "gif": {".gif"},
 }
-IMAGE_EXTENSIONS = frozenset(ext for exts in _EXTENSIONS.values() for ext in exts)
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
 
 
