@@ -35,4 +35,11 @@ class OperatorSettings(BaseSettings):
     )
     poll_seconds: float = Field(default=10.0, gt=0, description="How often a running job is checked.")
     log_format: Literal["json", "text"] = Field(default="json", description="Log line format.")
-    metrics_port: int = Field(default=9090, description="Port of the Prometheus metrics endpoint.")
+    metrics_port: int = Field(default=9090, description="Port of the Prometheus metrics endpoint (0: off).")
+    liveness_port: int = Field(default=8080, description="Port of the liveness endpoint /healthz (0: off).")
+    local_state_dir: str = Field(
+        default="~/.cache/loupe-operator/jobs", description="Where local-mode jobs keep their state and logs."
+    )
+    source_poll_seconds: float = Field(
+        default=300.0, gt=0, description="Rescan interval of sources without pollInterval."
+    )

@@ -1,0 +1,127 @@
+"""What the operator reads from object storage and from sources: version records and cheap listings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from loupe_api.ingest import IngestSourceSpec
+from loupe_api.listing import listing_digest, selected
+from loupe_api.versions import VersionRecord
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in name.split("."))
+
+
+def _s3_client(endpoint: str | None, region: str | None, credentials: dict[str, str] | None = None) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint or None,
+        region_name=region or os.environ.get("AWS_REGION") or "us-east-1",
+        aws_access_key_id=(credentials or {}).get("access_key_id"),
+        aws_secret_access_key=(credentials or {}).get("secret_access_key"),
+        config=Config(
+            s3={"addressing_style": "path"}, retries={"max_attempts": 2}, connect_timeout=5, read_timeout=20
+        ),
+    )
+
+
+def _objects(
+    uri: str, prefix: str, endpoint: str | None, region: str | None, credentials: dict[str, str] | None
+) -> Iterator[tuple[str, int, str]]:
+    """(key relative to uri, size, etag) under uri/prefix, for s3:// or a folder."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        base = parsed.path.strip("/")
+        base = f"{base}/" if base else ""
+        client = _s3_client(endpoint, region, credentials)
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=parsed.netloc, Prefix=base + prefix
+        ):
+            for item in page.get("Contents", []):
+                yield item["Key"][len(base) :], int(item["Size"]), str(item["ETag"]).strip('"')
+        return
+    root = Path(parsed.path if parsed.scheme == "file" else uri)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder")
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.startswith(".tmp-"):
+                continue
+            full = Path(dirpath) / name
+            key = full.relative_to(root).as_posix()
+            if key.startswith(prefix):
+                stat = full.stat()
+                yield key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def _read(
+    uri: str, key: str, endpoint: str | None, region: str | None, credentials: dict[str, str] | None
+) -> bytes:
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        base = parsed.path.strip("/")
+        full = f"{base}/{key}" if base else key
+        body: bytes = (
+            _s3_client(endpoint, region, credentials)
+            .get_object(Bucket=parsed.netloc, Key=full)["Body"]
+            .read()
+        )
+        return body
+    root = Path(parsed.path if parsed.scheme == "file" else uri)
+    return (root / key).read_bytes()
+
+
+def read_versions(
+    store_uri: str, dataset: str, endpoint: str | None = None, region: str | None = None,
+    credentials: dict[str, str] | None = None,
+) -> list[VersionRecord]:  # fmt: skip
+    """Committed versions of a dataset, oldest first (the workers write them; see loupe_api.versions)."""
+    prefix = f"datasets/{dataset}/versions/"
+    try:
+        names = [
+            key[len(prefix) : -len(".json")]
+            for key, _, _ in _objects(store_uri, prefix, endpoint, region, credentials)
+            if key.endswith(".json") and key.count(".") == 3
+        ]
+    except FileNotFoundError:
+        return []
+    names.sort(key=_version_key)
+    return [
+        VersionRecord.model_validate_json(
+            _read(store_uri, f"{prefix}{n}.json", endpoint, region, credentials)
+        )
+        for n in names
+    ]
+
+
+@dataclass(frozen=True)
+class Scan:
+    objects: int
+    bytes: int
+    digest: str
+
+
+def scan_source(name: str, spec: IngestSourceSpec, credentials: dict[str, str] | None = None) -> Scan:
+    """A cheap listing of the media objects a source holds (keys, sizes, ETags; no content)."""
+    if spec.s3 is not None:
+        uri, endpoint, region = f"s3://{spec.s3.bucket}", spec.s3.endpoint, spec.s3.region
+        prefix = f"{spec.s3.prefix.strip('/')}/" if spec.s3.prefix.strip("/") else ""
+    else:
+        assert spec.filesystem is not None
+        uri, endpoint, region, prefix = spec.filesystem.path, None, None, ""
+    entries = []
+    for key, size, etag in _objects(uri, prefix, endpoint, region, credentials):
+        relative = key[len(prefix) :] if spec.s3 is not None else key
+        if selected(relative, spec.include, spec.exclude, list(spec.media_kinds)) is not None:
+            entries.append((name, relative, size, etag))
+    return Scan(objects=len(entries), bytes=sum(e[2] for e in entries), digest=listing_digest(entries))
