@@ -158,3 +158,14 @@ def test_transition_time_kept_while_condition_unchanged() -> None:
     ).status
     a, b = get_condition(first.conditions, "Progressing"), get_condition(second.conditions, "Progressing")
     assert a is not None and b is not None and a.last_transition_time == b.last_transition_time == T0
+
+
+def test_version_seen_while_job_still_running_is_reported_once() -> None:
+    started = reconcile_dataset(observed()).status
+    running = reconcile_dataset(observed(started, job=JobObservation("Running"), versions=[version("1.0.0")]))
+    assert [e.reason for e in running.events] == ["VersionCreated"]
+    assert running.status.current_version == "1.0.0"
+    done = reconcile_dataset(
+        observed(running.status, job=JobObservation("Succeeded"), versions=[version("1.0.0")])
+    )
+    assert [e.reason for e in done.events] == ["JobSucceeded"]

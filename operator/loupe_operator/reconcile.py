@@ -107,6 +107,13 @@ def reconcile_dataset(observed: Observed) -> Decision:
     decision = Decision(status=status)
     previous_current = observed.status.current_version
     _apply_versions(status, observed)
+    if status.current_version and status.current_version != previous_current:
+        # level-based: reported whenever storage shows a version status did not, whichever branch runs
+        decision.events.append(
+            Event(
+                "Normal", "VersionCreated", f"version {status.current_version} with {status.samples} samples"
+            )
+        )
 
     def condition(type_: str, value: Literal["True", "False"], reason: str, message: str) -> None:
         status.conditions = set_condition(
@@ -146,14 +153,6 @@ def reconcile_dataset(observed: Observed) -> Decision:
         job.message = live.message
         if live.state == "Succeeded":
             decision.events.append(Event("Normal", "JobSucceeded", f"job {job.id} succeeded"))
-            if status.current_version and status.current_version != previous_current:
-                decision.events.append(
-                    Event(
-                        "Normal",
-                        "VersionCreated",
-                        f"version {status.current_version} with {status.samples} samples",
-                    )
-                )
             condition("Degraded", "False", "JobSucceeded", live.message or f"job {job.id} succeeded")
         else:
             decision.events.append(Event("Warning", "JobFailed", f"job {job.id} failed: {live.message}"))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from loupe_api.jobs import RunRequest
-from loupe_workers.executor import RayExecutor
+from loupe_workers.executor import make_executor
 from loupe_workers.pipeline import run_dataset
 
 RESULT_PREFIX = "LOUPE_RESULT "
@@ -29,7 +29,9 @@ def main(argv: list[str]) -> int:
     else:
         text = Path(source).read_text()
     request = RunRequest.model_validate_json(text)
-    result = run_dataset(request, executor=RayExecutor(parallelism=request.spec.ray.parallelism))
+    # LOUPE_EXECUTOR=inline runs without starting Ray (a local-mode job on a laptop or in tests)
+    executor = make_executor(os.environ.get("LOUPE_EXECUTOR", "ray"), parallelism=request.spec.ray.parallelism)
+    result = run_dataset(request, executor=executor)
     sys.stdout.write(RESULT_PREFIX + result.model_dump_json(by_alias=True) + "\n")
     return 0
 

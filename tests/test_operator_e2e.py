@@ -1,0 +1,156 @@
+"""The operator on a real kube-apiserver and etcd: apply specs, get versions in status."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from loupe_workers.demo import DemoFile
+
+REPO = Path(__file__).resolve().parents[1]
+NAMESPACE = "loupe-e2e"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    from support.control_plane import ControlPlane
+
+    with ControlPlane() as plane:
+        plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
+        plane.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/datasets.loupe.dev",
+            "crd/ingestsources.loupe.dev",
+        )
+        plane.kubectl("create", "namespace", NAMESPACE, check=True)
+        yield plane
+
+
+def get(cluster: Any, kind: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", kind, name, "-n", NAMESPACE, "-o", "json")
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def wait_for(what: str, check: Any, timeout: float = 240.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_local_mode_versions_in_status(
+    cluster: Any, corpus: tuple[Path, list[DemoFile]], tmp_path: Path
+) -> None:
+    images, _ = corpus
+    liveness, metrics_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig_path),
+        "LOUPE_RAY_MODE": "local",
+        "LOUPE_DEFAULT_STORE": str(tmp_path / "store"),
+        "LOUPE_LOCAL_STATE_DIR": str(tmp_path / "jobs"),
+        "LOUPE_NAMESPACES": json.dumps([NAMESPACE]),
+        "LOUPE_POLL_SECONDS": "2",
+        "LOUPE_SOURCE_POLL_SECONDS": "3",
+        "LOUPE_LIVENESS_PORT": str(liveness),
+        "LOUPE_METRICS_PORT": str(metrics_port),
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+        "LOUPE_EXECUTOR": "inline",  # Ray itself is covered by the submit-mode and pipeline tests
+    }
+    log = (tmp_path / "operator.log").open("w")
+    operator = subprocess.Popen(
+        [sys.executable, "-m", "loupe_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        source = {
+            "apiVersion": "loupe.dev/v1alpha1",
+            "kind": "IngestSource",
+            "metadata": {"name": "line-a-cameras", "namespace": NAMESPACE},
+            "spec": {"filesystem": {"path": str(images)}, "labels": {"format": "folder"}},
+        }
+        dataset = {
+            "apiVersion": "loupe.dev/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "defects", "namespace": NAMESPACE},
+            "spec": {"sources": [{"name": "line-a-cameras"}]},
+        }
+        manifest = tmp_path / "specs.json"
+        manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [source, dataset]}))
+        cluster.kubectl("apply", "-f", str(manifest), check=True)
+
+        def ready_version() -> str | None:
+            status = get(cluster, "dataset", "defects").get("status") or {}
+            ready = [
+                c for c in status.get("conditions", []) if c["type"] == "Ready" and c["status"] == "True"
+            ]
+            return status.get("currentVersion") if ready else None
+
+        assert wait_for("version 1.0.0", ready_version) == "1.0.0"
+        status = get(cluster, "dataset", "defects")["status"]
+        assert status["observedGeneration"] == 1 and status["samples"] > 10
+        assert status["versions"][0]["version"] == "1.0.0"
+        assert (tmp_path / "store" / "datasets" / NAMESPACE / "defects" / "versions" / "1.0.0.json").is_file()
+        table = cluster.kubectl("get", "datasets", "-n", NAMESPACE).stdout
+        assert "VERSION" in table and "1.0.0" in table and "True" in table
+        source_status = get(cluster, "ingestsource", "line-a-cameras")["status"]
+        assert source_status["lastScan"]["objects"] >= 30
+
+        # new objects: the source notices, the dataset gets a MINOR version
+        Image.fromarray(skdata.chelsea()[::-1]).save(images / "animals" / "upside-down.jpg", quality=90)
+        assert wait_for("version 1.1.0", lambda: ready_version() == "1.1.0")
+        events = cluster.kubectl("get", "events", "-n", NAMESPACE, "-o", "json").stdout
+        reasons = {e["reason"] for e in json.loads(events)["items"]}
+        assert {"JobStarted", "JobSucceeded", "VersionCreated"} <= reasons
+
+        # a failing run leaves the previous version current and says why
+        cluster.kubectl("patch", "dataset", "defects", "-n", NAMESPACE, "--type=merge",
+                        "-p", json.dumps({"spec": {"storage": {"uri": "s3://"}}}))  # fmt: skip
+
+        def degraded() -> dict[str, Any] | None:
+            status = get(cluster, "dataset", "defects").get("status") or {}
+            found = [
+                c for c in status.get("conditions", []) if c["type"] == "Degraded" and c["status"] == "True"
+            ]
+            return found[0] if found else None
+
+        condition = wait_for("Degraded", degraded)
+        assert condition["message"]
+        assert get(cluster, "dataset", "defects")["status"]["currentVersion"] == "1.1.0"
+
+        health = urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=5)
+        assert health.status == 200
+        scraped = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        )
+        assert "loupe_versions_created_total 2.0" in scraped
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+        log.close()
+        print((tmp_path / "operator.log").read_text()[-5000:])
