@@ -10,6 +10,16 @@
 #
 #   ${LOUPE_TOOLS_CACHE:-$HOME/.cache/loupe-tools}/<tool>/<version>/<binary>
 #
+# Tools:
+#   minio            MinIO S3 server
+#   kube-apiserver   Kubernetes API server   } built together from k8s.io/kubernetes into one folder,
+#   kubectl          Kubernetes CLI          } kubernetes/<version>/, laid out as envtest's
+#   etcd             etcd (the version in    } KUBEBUILDER_ASSETS; build logs and the generated
+#                    Kubernetes' module graph) wrapper module stay next to them (logs/, wrapper/)
+#   assets           ensure all three above, print the folder (use it as KUBEBUILDER_ASSETS)
+#   kuberay-crds     KubeRay's CRDs (module zip from the proxy), copied to kuberay/<version>/crds/;
+#                    prints the path of ray.io_rayjobs.yaml
+#
 # GOPATH, GOMODCACHE and GOCACHE are left at their defaults (under $HOME) so module downloads and
 # compiled packages are reused across builds and tools. A build goes into a temporary directory next
 # to its final place and is renamed into place only once it succeeded, so a half-built binary is
@@ -26,6 +36,13 @@
 # a pseudo-version; pin that exactly. This one (commit 7aac2a2c5b7c, 2026-02-12) builds with go 1.26
 # and supports conditional writes (PutObject with If-None-Match: *).
 LOUPE_MINIO_VERSION="${LOUPE_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
+
+# Kubernetes: kube-apiserver and kubectl from k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3 at
+# the version Kubernetes itself requires (v3.6.4 for v1.34.4). All three build with go 1.26.
+LOUPE_K8S_VERSION="${LOUPE_K8S_VERSION:-v1.34.4}"
+# KubeRay CRDs. v1.7.0 is listed by the module proxy here but its zip answers 403 ("This module version
+# is not available"), so this is the newest version whose zip downloads.
+LOUPE_KUBERAY_VERSION="${LOUPE_KUBERAY_VERSION:-v1.6.1}"
 
 # --- helpers ---------------------------------------------------------------------------------------
 _loupe_log() {
@@ -55,11 +72,12 @@ _loupe_go() (
     fi
 )
 
-# _loupe_ensure <tool> <version> <binary-name>
-# Build the tool with `_loupe_build_<tool> <tmpdir>` unless already cached; print the cached path.
+# _loupe_ensure <tool> <version> <binary-name> [<builder>]
+# Build the tool with `<builder> <tmpdir>` (default `_loupe_build_<tool>`) unless already cached; print
+# the cached path. The builder's output goes to stderr and, for builders that write one, to a log file.
 _loupe_ensure() (
     set -euo pipefail
-    local tool="$1" version="$2" binary="$3"
+    local tool="$1" version="$2" binary="$3" builder="${4:-_loupe_build_$1}"
     local dir target
     dir="$(_loupe_cache_root)/${tool}/${version}"
     target="${dir}/${binary}"
@@ -82,16 +100,16 @@ _loupe_ensure() (
     # On any exit: drop the temporary build dir, and the version dir too if nothing got cached in it.
     # shellcheck disable=SC2064  # expand the paths now, on purpose
     trap "rm -rf '${tmp}'; rmdir '${dir}' 2>/dev/null || true" EXIT
-    _loupe_log "building ${tool} ${version} (first time only; this takes several minutes) ..."
+    _loupe_log "building ${binary} (${tool} ${version}; first time only; this takes several minutes) ..."
     local start=${SECONDS}
-    if ! "_loupe_build_${tool}" "${tmp}" >&2; then
+    if ! "${builder}" "${tmp}" >&2; then
         _loupe_die "building ${tool} ${version} failed (see the output above). The cache at ${dir} was left untouched."
     fi
     if [[ ! -x "${tmp}/${binary}" ]]; then
         _loupe_die "building ${tool} ${version} produced no ${binary} binary in ${tmp}"
     fi
     mv -f "${tmp}/${binary}" "${target}"
-    _loupe_log "built ${tool} ${version} in $((SECONDS - start))s: ${target}"
+    _loupe_log "built ${binary} (${tool} ${version}) in $((SECONDS - start))s: ${target}"
     printf '%s\n' "${target}"
 )
 
@@ -120,20 +138,167 @@ _loupe_build_minio() (
         "${go}" install -trimpath -tags kqueue -ldflags "${ldflags}" "github.com/minio/minio@${LOUPE_MINIO_VERSION}"
 )
 
+# Kubernetes. k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces its ~31 staging modules
+# (k8s.io/api, k8s.io/apimachinery, k8s.io/apiserver, k8s.io/client-go, ...) with local ./staging paths.
+# A generated wrapper module requires k8s.io/kubernetes and replaces each of those modules with its
+# published v0.<minor>.<patch> release instead, then builds cmd/kube-apiserver and cmd/kubectl and etcd's
+# main package (go.etcd.io/etcd/server/v3, at the version Kubernetes' own module graph selects) from it.
+_loupe_k8s_dir() {
+    printf '%s\n' "$(_loupe_cache_root)/kubernetes/${LOUPE_K8S_VERSION}"
+}
+
+# Print the wrapper module's folder, generating it (go.mod + go.sum) on first use. The caller holds the
+# version folder's lock (_loupe_ensure), so two builds never generate it at once.
+_loupe_k8s_wrapper() (
+    set -euo pipefail
+    local go dir wrapper tmp upstream staging
+    go="$(_loupe_go)"
+    dir="$(_loupe_k8s_dir)"
+    wrapper="${dir}/wrapper"
+    if [[ -f "${wrapper}/go.mod" && -f "${wrapper}/go.sum" ]]; then
+        printf '%s\n' "${wrapper}"
+        return 0
+    fi
+    [[ "${LOUPE_K8S_VERSION}" =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] ||
+        _loupe_die "LOUPE_K8S_VERSION=${LOUPE_K8S_VERSION} is not a release version like v1.34.4"
+    staging="v0.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}"
+    tmp="$(mktemp -d "${dir}/.wrapper.XXXXXX")"
+    # shellcheck disable=SC2064  # expand the path now, on purpose
+    trap "rm -rf '${tmp}'" EXIT
+    cd "${tmp}"
+    upstream="$("${go}" mod download -json "k8s.io/kubernetes@${LOUPE_K8S_VERSION}" |
+        sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+    [[ -f "${upstream}" ]] || _loupe_die "could not download k8s.io/kubernetes@${LOUPE_K8S_VERSION}'s go.mod"
+    {
+        printf '// Generated by .ci/tools.sh: builds Kubernetes %s from the Go module proxy.\n' \
+            "${LOUPE_K8S_VERSION}"
+        printf 'module loupe.local/k8s-tools\n\n'
+        # Same language version and GODEBUG defaults as Kubernetes' own build.
+        grep -E '^go [0-9]' "${upstream}"
+        awk '/^godebug \(/ {block = 1} block || /^godebug / {print} block && /^\)/ {block = 0}' "${upstream}"
+        printf '\nrequire k8s.io/kubernetes %s\n\n' "${LOUPE_K8S_VERSION}"
+        printf 'replace (\n'
+        awk -v v="${staging}" '$2 == "=>" && $3 ~ /^\.\/staging\// {printf "\t%s => %s %s\n", $1, $1, v}' \
+            "${upstream}"
+        printf ')\n\n'
+        printf 'tool (\n\tgo.etcd.io/etcd/server/v3\n\tk8s.io/kubernetes/cmd/kube-apiserver\n'
+        printf '\tk8s.io/kubernetes/cmd/kubectl\n)\n'
+    } >go.mod
+    local replaced
+    replaced="$(grep -c ' => ' go.mod || true)"
+    [[ "${replaced}" -ge 20 ]] || _loupe_die "found only ${replaced} staging modules in ${upstream}"
+    _loupe_log "wrapper module for Kubernetes ${LOUPE_K8S_VERSION}: ${replaced} staging modules at ${staging}"
+    "${go}" mod tidy >&2
+    mkdir -p "${wrapper}"
+    mv -f go.mod go.sum "${wrapper}/"
+    printf '%s\n' "${wrapper}"
+)
+
+# _loupe_build_k8s <binary> <package> <out_dir>: build one binary from the wrapper module, with the version
+# stamped the way Kubernetes' own build (hack/lib/version.sh) stamps it. Output is also logged to
+# kubernetes/<version>/logs/<binary>.log.
+_loupe_build_k8s() (
+    set -euo pipefail
+    local binary="$1" package="$2" out="$3" go dir wrapper commit log
+    go="$(_loupe_go)"
+    dir="$(_loupe_k8s_dir)"
+    mkdir -p "${dir}/logs"
+    log="${dir}/logs/${binary}.log"
+    {
+        printf -- '--- %s: building %s (%s) for Kubernetes %s\n' "$(date -u +%FT%TZ)" "${binary}" \
+            "${package}" "${LOUPE_K8S_VERSION}"
+        wrapper="$(_loupe_k8s_wrapper)"
+        cd "${wrapper}"
+        [[ "${LOUPE_K8S_VERSION}" =~ ^v1\.([0-9]+)\. ]]
+        local minor="${BASH_REMATCH[1]}" ldflags="-s -w" pkg
+        commit="$("${go}" mod download -json "k8s.io/kubernetes@${LOUPE_K8S_VERSION}" |
+            sed -n 's/^[[:space:]]*"Hash": "\([0-9a-f]\{40\}\)",\{0,1\}$/\1/p' | head -n 1)"
+        for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+            ldflags+=" -X ${pkg}.gitVersion=${LOUPE_K8S_VERSION} -X ${pkg}.gitMajor=1"
+            ldflags+=" -X ${pkg}.gitMinor=${minor} -X ${pkg}.gitTreeState=clean"
+            [[ -z "${commit}" ]] || ldflags+=" -X ${pkg}.gitCommit=${commit}"
+        done
+        local -a jobs=()
+        [[ -z "${LOUPE_GO_BUILD_JOBS:-}" ]] || jobs=(-p "${LOUPE_GO_BUILD_JOBS}")
+        "${go}" version
+        local start=${SECONDS}
+        CGO_ENABLED=0 "${go}" build "${jobs[@]}" -trimpath -ldflags "${ldflags}" -o "${out}/${binary}" "${package}"
+        printf -- '--- built %s in %ss (%s bytes)\n' "${binary}" "$((SECONDS - start))" \
+            "$(stat -c %s "${out}/${binary}")"
+    } 2>&1 | tee -a "${log}"
+)
+
+_loupe_build_kube_apiserver() { _loupe_build_k8s kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$1"; }
+_loupe_build_kubectl() { _loupe_build_k8s kubectl k8s.io/kubernetes/cmd/kubectl "$1"; }
+_loupe_build_etcd() { _loupe_build_k8s etcd go.etcd.io/etcd/server/v3 "$1"; }
+
+_loupe_k8s_binary() {
+    _loupe_ensure kubernetes "${LOUPE_K8S_VERSION}" "$1" "_loupe_build_${1//-/_}"
+}
+
+# Ensure etcd, kube-apiserver and kubectl are built; print their folder (for KUBEBUILDER_ASSETS).
+_loupe_k8s_assets() (
+    set -euo pipefail
+    local binary
+    for binary in etcd kube-apiserver kubectl; do
+        _loupe_k8s_binary "${binary}" >/dev/null
+    done
+    _loupe_k8s_dir
+)
+
+# KubeRay's CRDs from the ray-operator module zip: copied to kuberay/<version>/crds/; prints the path of
+# ray.io_rayjobs.yaml.
+_loupe_kuberay_crds() (
+    set -euo pipefail
+    local go dir crds tmp module
+    go="$(_loupe_go)"
+    dir="$(_loupe_cache_root)/kuberay/${LOUPE_KUBERAY_VERSION}"
+    crds="${dir}/crds"
+    if [[ ! -f "${crds}/ray.io_rayjobs.yaml" ]]; then
+        mkdir -p "${dir}"
+        tmp="$(mktemp -d "${dir}/.download.XXXXXX")"
+        # shellcheck disable=SC2064  # expand the path now, on purpose
+        trap "rm -rf '${tmp}'" EXIT
+        _loupe_log "downloading github.com/ray-project/kuberay/ray-operator@${LOUPE_KUBERAY_VERSION} ..."
+        module="$(cd "${tmp}" && "${go}" mod download -json \
+            "github.com/ray-project/kuberay/ray-operator@${LOUPE_KUBERAY_VERSION}" |
+            sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+        if [[ -z "${module}" || ! -f "${module}/config/crd/bases/ray.io_rayjobs.yaml" ]]; then
+            _loupe_die "could not download KubeRay ${LOUPE_KUBERAY_VERSION}'s CRDs from the module proxy"
+        fi
+        mkdir -p "${tmp}/crds"
+        cp "${module}"/config/crd/bases/*.yaml "${tmp}/crds/"
+        chmod -R u+w "${tmp}/crds"
+        rm -rf "${crds}"
+        mv "${tmp}/crds" "${crds}"
+    fi
+    printf '%s\n' "${crds}/ray.io_rayjobs.yaml"
+)
+
 # loupe_tool <tool>...: ensure each tool is built and print its path.
 loupe_tool() (
     set -euo pipefail
+    local tool tools="minio etcd kube-apiserver kubectl assets kuberay-crds"
     if [[ $# -eq 0 ]]; then
-        _loupe_die "usage: tools.sh <tool>...   (tools: minio)"
+        _loupe_die "usage: tools.sh <tool>...   (tools: ${tools})"
     fi
-    local tool
     for tool in "$@"; do
         case "${tool}" in
             minio) _loupe_ensure minio "${LOUPE_MINIO_VERSION}" minio ;;
+            etcd | kube-apiserver | kubectl) _loupe_k8s_binary "${tool}" ;;
+            assets) _loupe_k8s_assets ;;
+            kuberay-crds) _loupe_kuberay_crds ;;
             -h | --help | help)
-                printf 'usage: tools.sh <tool>...\n  minio   MinIO S3 server %s\n' "${LOUPE_MINIO_VERSION}"
+                printf 'usage: tools.sh <tool>...\n'
+                printf '  minio           MinIO S3 server %s\n' "${LOUPE_MINIO_VERSION}"
+                printf '  kube-apiserver  Kubernetes %s API server\n' "${LOUPE_K8S_VERSION}"
+                printf '  kubectl         Kubernetes %s CLI\n' "${LOUPE_K8S_VERSION}"
+                printf '  etcd            etcd, as required by Kubernetes %s\n' "${LOUPE_K8S_VERSION}"
+                printf '  assets          all three; prints their folder, for KUBEBUILDER_ASSETS\n'
+                printf '  kuberay-crds    KubeRay %s CRDs; prints the path of ray.io_rayjobs.yaml\n' \
+                    "${LOUPE_KUBERAY_VERSION}"
                 ;;
-            *) _loupe_die "unknown tool '${tool}' (tools: minio)" ;;
+            *) _loupe_die "unknown tool '${tool}' (tools: ${tools})" ;;
         esac
     done
 )

@@ -36,13 +36,7 @@ def cluster() -> Iterator[Any]:
 
     with ControlPlane() as plane:
         plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-        plane.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/datasets.loupe.dev",
-            "crd/ingestsources.loupe.dev",
-        )
+        plane.wait_crds_established("datasets.loupe.dev", "ingestsources.loupe.dev")
         plane.kubectl("create", "namespace", NAMESPACE, check=True)
         yield plane
 

@@ -17,6 +17,6 @@ PLURALS: Final = {
 }
 SHORT_NAMES: Final = {
     KIND_INGEST_SOURCE: ["isrc"],
-    KIND_DATASET: ["ds"],
+    KIND_DATASET: ["lds"],
     KIND_RETRAIN_POLICY: ["rtp"],
 }
