@@ -30,7 +30,9 @@ def main(argv: list[str]) -> int:
         text = Path(source).read_text()
     request = RunRequest.model_validate_json(text)
     # LOUPE_EXECUTOR=inline runs without starting Ray (a local-mode job on a laptop or in tests)
-    executor = make_executor(os.environ.get("LOUPE_EXECUTOR", "ray"), parallelism=request.spec.ray.parallelism)
+    executor = make_executor(
+        os.environ.get("LOUPE_EXECUTOR", "ray"), parallelism=request.spec.ray.parallelism
+    )
     result = run_dataset(request, executor=executor)
     sys.stdout.write(RESULT_PREFIX + result.model_dump_json(by_alias=True) + "\n")
     return 0

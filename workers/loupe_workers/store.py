@@ -8,7 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
@@ -77,10 +77,10 @@ class LocalStore:
         return str(self.root)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if path != self.root and self.root not in path.parents:
+        parts = PurePosixPath(key).parts
+        if not parts or key.startswith("/") or ".." in parts:  # lexical: resolve() costs a stat per level
             raise StoreError(f"key {key!r} escapes the store root")
-        return path
+        return self.root / key
 
     def get(self, key: str) -> bytes:
         try:
@@ -106,7 +106,10 @@ class LocalStore:
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         # Blobs are content-addressed and verifiable; an fsync each would cost more than decoding.
-        temp = self._temp(path, data, durable=not key.startswith("blobs/"))
+        durable = not key.startswith("blobs/")
+        temp = self._temp(path, data, durable=durable)
+        if durable:
+            os.sync()  # a version record is published only after every blob it names is on disk
         try:
             os.link(temp, path)  # fails if the target exists: an atomic create-if-absent
         except FileExistsError:
