@@ -148,3 +148,78 @@ def test_local_mode_versions_in_status(
         operator.wait(timeout=30)
         log.close()
         print((tmp_path / "operator.log").read_text()[-5000:])
+
+
+def _operator(cluster: Any, tmp_path: Path, log_name: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig_path),
+        "LOUPE_RAY_MODE": "local",
+        "LOUPE_DEFAULT_STORE": str(tmp_path / "store"),
+        "LOUPE_LOCAL_STATE_DIR": str(tmp_path / "jobs"),
+        "LOUPE_NAMESPACES": json.dumps([NAMESPACE]),
+        "LOUPE_POLL_SECONDS": "1",
+        "LOUPE_SOURCE_POLL_SECONDS": "3",
+        "LOUPE_LIVENESS_PORT": "0",
+        "LOUPE_METRICS_PORT": "0",
+        "LOUPE_EXECUTOR": "inline",
+    }
+    log = (tmp_path / log_name).open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "loupe_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def test_operator_killed_mid_run_adopts_its_job(
+    cluster: Any, corpus: tuple[Path, list[DemoFile]], tmp_path: Path
+) -> None:
+    images, _ = corpus
+    specs = [
+        {
+            "apiVersion": "loupe.dev/v1alpha1",
+            "kind": "IngestSource",
+            "metadata": {"name": "restart-source", "namespace": NAMESPACE},
+            "spec": {"filesystem": {"path": str(images)}},
+        },
+        {
+            "apiVersion": "loupe.dev/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "restart", "namespace": NAMESPACE},
+            "spec": {"sources": [{"name": "restart-source"}]},
+        },
+    ]
+    first = _operator(cluster, tmp_path, "operator-1.log")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        manifest = tmp_path / "restart.json"
+        manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": specs}))
+        cluster.kubectl("apply", "-f", str(manifest), check=True)
+
+        def job_state() -> str | None:
+            job = (get(cluster, "dataset", "restart").get("status") or {}).get("job") or {}
+            return job.get("state") if job.get("state") in ("Pending", "Running") else None
+
+        wait_for("a running job", job_state, timeout=120)
+        first.kill()  # no goodbye: as if the pod were evicted mid-run
+        first.wait(timeout=30)
+        second = _operator(cluster, tmp_path, "operator-2.log")
+
+        def version() -> str | None:
+            status = get(cluster, "dataset", "restart").get("status") or {}
+            return status.get("currentVersion")
+
+        assert wait_for("version 1.0.0 after the restart", version) == "1.0.0"
+        time.sleep(3)  # a few more reconciles: nothing else may start
+        versions = sorted(
+            (tmp_path / "store" / "datasets" / NAMESPACE / "restart" / "versions").glob("*.json")
+        )
+        assert [v.name for v in versions] == ["1.0.0.json"]
+        job_ids = {p.stem for p in (tmp_path / "jobs").glob("*.pid")}
+        assert len(job_ids) == 1  # launched once, adopted by the second operator
+        status = get(cluster, "dataset", "restart")["status"]
+        assert status["job"]["id"] in job_ids and status["job"]["state"] == "Succeeded"
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)

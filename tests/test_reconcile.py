@@ -169,3 +169,9 @@ def test_version_seen_while_job_still_running_is_reported_once() -> None:
         observed(running.status, job=JobObservation("Succeeded"), versions=[version("1.0.0")])
     )
     assert [e.reason for e in done.events] == ["JobSucceeded"]
+
+
+def test_waits_for_the_first_source_listing() -> None:
+    waiting = reconcile_dataset(observed(source_digests={"cams": ""}))
+    assert waiting.launch is None and waiting.requeue_after
+    assert condition(waiting.status, "Progressing") == ("False", "WaitingForSourceScan")

@@ -159,6 +159,17 @@ def reconcile_dataset(observed: Observed) -> Decision:
             kept = f"; version {status.current_version} stays current" if status.current_version else ""
             condition("Degraded", "True", "JobFailed", f"job {job.id} failed: {live.message}{kept}")
 
+    unscanned = sorted(name for name, digest in observed.source_digests.items() if not digest)
+    if unscanned:  # launching before the first listing would only cause a second run right after it
+        condition(
+            "Progressing",
+            "False",
+            "WaitingForSourceScan",
+            f"waiting for the first listing of {', '.join(unscanned)}",
+        )
+        ready_from_versions()
+        decision.requeue_after = observed.poll_seconds
+        return decision
     digest = inputs_digest(generation, observed.source_digests)
     attempt = 1
     if job is not None and job.inputs_digest == digest:
