@@ -223,3 +223,65 @@ def test_operator_killed_mid_run_adopts_its_job(
             if process is not None and process.poll() is None:
                 process.terminate()
                 process.wait(timeout=30)
+
+
+def test_deleting_datasets_stops_jobs_and_keeps_versions(
+    cluster: Any, corpus: tuple[Path, list[DemoFile]], tmp_path: Path
+) -> None:
+    images, _ = corpus
+    source = {
+        "apiVersion": "loupe.dev/v1alpha1",
+        "kind": "IngestSource",
+        "metadata": {"name": "delete-source", "namespace": NAMESPACE},
+        "spec": {"filesystem": {"path": str(images)}},
+    }
+
+    def dataset(name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "loupe.dev/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"sources": [{"name": "delete-source"}]},
+        }
+
+    operator = _operator(cluster, tmp_path, "operator.log")
+    try:
+        manifest = tmp_path / "delete.json"
+        manifest.write_text(
+            json.dumps({"apiVersion": "v1", "kind": "List", "items": [source, dataset("kept")]})
+        )
+        cluster.kubectl("apply", "-f", str(manifest), check=True)
+        wait_for(
+            "kept@1.0.0", lambda: (get(cluster, "dataset", "kept").get("status") or {}).get("currentVersion")
+        )
+        cluster.kubectl("delete", "dataset", "kept", "-n", NAMESPACE, "--timeout=60s", check=True)
+        # committed versions are never deleted with the resource
+        assert (tmp_path / "store" / "datasets" / NAMESPACE / "kept" / "versions" / "1.0.0.json").is_file()
+
+        manifest.write_text(json.dumps(dataset("doomed")))
+        cluster.kubectl("apply", "-f", str(manifest), check=True)
+
+        def running_job() -> str | None:
+            job = (get(cluster, "dataset", "doomed").get("status") or {}).get("job") or {}
+            return job.get("id") if job.get("state") in ("Pending", "Running") else None
+
+        job_id = wait_for("a running job", running_job, timeout=120)
+        cluster.kubectl("delete", "dataset", "doomed", "-n", NAMESPACE, "--timeout=60s", check=True)
+        gone = cluster.kubectl("get", "dataset", "doomed", "-n", NAMESPACE)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr
+        pid = int((tmp_path / "jobs" / f"{job_id}.pid").read_text())
+
+        def stopped() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        assert wait_for("the job process to stop", stopped, timeout=30)
+        assert not (
+            tmp_path / "store" / "datasets" / NAMESPACE / "doomed" / "versions" / "1.0.0.json"
+        ).exists()
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)

@@ -93,6 +93,7 @@ class LocalLauncher:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # reaped here, so none lingers as a zombie
 
     def _paths(self, job_id: str) -> tuple[Path, Path, Path]:
         base = self.state_dir / job_id
@@ -106,12 +107,16 @@ class LocalLauncher:
         # A shell wrapper records the exit code, so the outcome survives the operator itself.
         script = f'{sys.executable} -m loupe_workers run-job env:{PAYLOAD_ENV} > "{log_file}" 2>&1; echo $? > "{rc_file}"'
         process = subprocess.Popen(["/bin/sh", "-c", script], env=environment, start_new_session=True)
+        self._children[job_id] = process
         pid_file.write_text(str(process.pid))
 
     def observe(self, job_id: str) -> JobObservation | None:
         pid_file, log_file, rc_file = self._paths(job_id)
         if not pid_file.exists():
             return None
+        child = self._children.get(job_id)
+        if child is not None and child.poll() is not None:
+            del self._children[job_id]
         if rc_file.exists() and rc_file.read_text().strip():
             code = int(rc_file.read_text().strip())
             if code == 0:
@@ -133,6 +138,10 @@ class LocalLauncher:
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
                 os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        child = self._children.pop(job_id, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)
 
 
 def describe(request: RunRequest) -> str:
