@@ -63,23 +63,12 @@ def test_local_mode_versions_in_status(
 ) -> None:
     images, _ = corpus
     liveness, metrics_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig_path),
-        "LOUPE_RAY_MODE": "local",
-        "LOUPE_DEFAULT_STORE": str(tmp_path / "store"),
-        "LOUPE_LOCAL_STATE_DIR": str(tmp_path / "jobs"),
-        "LOUPE_NAMESPACES": json.dumps([NAMESPACE]),
-        "LOUPE_POLL_SECONDS": "2",
-        "LOUPE_SOURCE_POLL_SECONDS": "3",
-        "LOUPE_LIVENESS_PORT": str(liveness),
-        "LOUPE_METRICS_PORT": str(metrics_port),
-        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-        "LOUPE_EXECUTOR": "inline",  # Ray itself is covered by the submit-mode and pipeline tests
-    }
-    log = (tmp_path / "operator.log").open("w")
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "loupe_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
+    operator = _operator(
+        cluster,
+        tmp_path,
+        "operator.log",
+        LOUPE_LIVENESS_PORT=str(liveness),
+        LOUPE_METRICS_PORT=str(metrics_port),
     )
     try:
         source = {
@@ -146,11 +135,11 @@ def test_local_mode_versions_in_status(
     finally:
         operator.terminate()
         operator.wait(timeout=30)
-        log.close()
         print((tmp_path / "operator.log").read_text()[-5000:])
 
 
-def _operator(cluster: Any, tmp_path: Path, log_name: str) -> subprocess.Popen[bytes]:
+def _operator(cluster: Any, tmp_path: Path, log_name: str, **settings: str) -> subprocess.Popen[bytes]:
+    """The operator as its own process, in local mode, watching the test namespace."""
     env = {
         **os.environ,
         "KUBECONFIG": str(cluster.kubeconfig_path),
@@ -162,7 +151,9 @@ def _operator(cluster: Any, tmp_path: Path, log_name: str) -> subprocess.Popen[b
         "LOUPE_SOURCE_POLL_SECONDS": "3",
         "LOUPE_LIVENESS_PORT": "0",
         "LOUPE_METRICS_PORT": "0",
-        "LOUPE_EXECUTOR": "inline",
+        "LOUPE_EXECUTOR": "inline",  # Ray itself is covered by the submit-mode and pipeline tests
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+        **settings,
     }
     log = (tmp_path / log_name).open("w")
     return subprocess.Popen(
