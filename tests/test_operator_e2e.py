@@ -276,3 +276,80 @@ def test_deleting_datasets_stops_jobs_and_keeps_versions(
     finally:
         operator.terminate()
         operator.wait(timeout=30)
+
+
+@pytest.mark.s3
+def test_s3_storage_outage_degrades_then_recovers_without_leaking_credentials(
+    cluster: Any, corpus: tuple[Path, list[DemoFile]], tmp_path: Path, minio: Any
+) -> None:
+    images, _ = corpus
+    minio.make_bucket("e2e-store")
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "store-credentials", "namespace": NAMESPACE},
+        "stringData": {"AWS_ACCESS_KEY_ID": minio.access_key, "AWS_SECRET_ACCESS_KEY": minio.secret_key},
+    }
+    source = {
+        "apiVersion": "loupe.dev/v1alpha1",
+        "kind": "IngestSource",
+        "metadata": {"name": "s3-source", "namespace": NAMESPACE},
+        "spec": {"filesystem": {"path": str(images)}},
+    }
+    dataset = {
+        "apiVersion": "loupe.dev/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "on-s3", "namespace": NAMESPACE},
+        "spec": {
+            "sources": [{"name": "s3-source"}],
+            "storage": {
+                "uri": "s3://e2e-store/loupe",
+                "endpoint": minio.endpoint,
+                "credentialsSecretRef": {"name": "store-credentials"},
+            },
+        },
+    }
+    operator = _operator(cluster, tmp_path, "operator.log")
+    try:
+        manifest = tmp_path / "s3.json"
+        manifest.write_text(
+            json.dumps({"apiVersion": "v1", "kind": "List", "items": [secret, source, dataset]})
+        )
+        cluster.kubectl("apply", "-f", str(manifest), check=True)
+
+        def status() -> dict[str, Any]:
+            found: dict[str, Any] = get(cluster, "dataset", "on-s3").get("status") or {}
+            return found
+
+        def condition(type_: str) -> dict[str, Any]:
+            return next((c for c in status().get("conditions", []) if c["type"] == type_), {})
+
+        assert wait_for("on-s3@1.0.0", lambda: status().get("currentVersion")) == "1.0.0"
+        listed = minio.client().list_objects_v2(
+            Bucket="e2e-store", Prefix=f"loupe/datasets/{NAMESPACE}/on-s3/versions/"
+        )
+        assert [o["Key"].rsplit("/", 1)[-1] for o in listed.get("Contents", [])] == ["1.0.0.json"]
+
+        minio.stop()  # S3 goes away
+        Image.fromarray(skdata.coffee()[::-1]).save(images / "objects" / "coffee-flipped.jpg", quality=90)
+        degraded = wait_for(
+            "Degraded", lambda: condition("Degraded").get("status") == "True" and condition("Degraded")
+        )
+        assert degraded["reason"] == "StorageUnavailable" and status()["currentVersion"] == "1.0.0"
+
+        minio.start()  # it comes back: the operator recovers by itself
+        assert wait_for("on-s3@1.1.0", lambda: status().get("currentVersion") == "1.1.0", timeout=300)
+        assert wait_for("Degraded cleared", lambda: condition("Degraded").get("status") == "False")
+
+        secret_value = minio.secret_key
+        everything = [
+            json.dumps(get(cluster, "dataset", "on-s3")),
+            cluster.kubectl("get", "events", "-n", NAMESPACE, "-o", "json").stdout,
+            (tmp_path / "operator.log").read_text(),
+        ]
+        assert all(secret_value not in text for text in everything)
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+        if not minio.is_running:
+            minio.start()
