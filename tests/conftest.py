@@ -38,7 +38,6 @@ def minio() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """A real local Ray cluster with its dashboard and Job Submission API; yields that API's address."""
-    import socket
     import sys
 
     import ray
@@ -47,9 +46,9 @@ def ray_cluster() -> Iterator[str]:
     os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
     # jobs run `python -m loupe_workers ...`: this interpreter's environment must come first on PATH
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from support.processes import free_port
+
+    port = free_port()
     context = ray.init(
         num_cpus=2,
         include_dashboard=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,10 @@ from PIL import Image
 from skimage import data as skdata
 
 from loupe_workers.demo import DemoFile
+from support.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "loupe-e2e"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +55,7 @@ def test_local_mode_versions_in_status(
     cluster: Any, corpus: tuple[Path, list[DemoFile]], tmp_path: Path
 ) -> None:
     images, _ = corpus
-    liveness, metrics_port = _free_port(), _free_port()
+    liveness, metrics_port = free_port(), free_port()
     operator = _operator(
         cluster,
         tmp_path,

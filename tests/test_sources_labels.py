@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from loupe_api.ingest import IngestSourceSpec, LabelImport
+from loupe_api.listing import glob_regex, matches_any, media_kind
 from loupe_workers.annotate import LabelError, LabelSet, load_labels, path_pattern_regex, sample_metadata
-from loupe_workers.sources import glob_regex, list_media, listing_digest, matches_any, media_kind
+from loupe_workers.sources import list_media, listing_digest
 from loupe_workers.store import LocalStore
 
 

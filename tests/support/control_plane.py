@@ -23,9 +23,7 @@ when the interpreter exits are killed.
 
 from __future__ import annotations
 
-import atexit
 import base64
-import contextlib
 import datetime
 import functools
 import ipaddress
@@ -33,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -45,6 +42,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from support.processes import free_port, live_processes, signal_group, tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_SCRIPT = REPO_ROOT / ".ci" / "tools.sh"
@@ -59,40 +58,9 @@ _BUILD_TIMEOUT_S = 3600.0
 _STOP_TIMEOUT_S = 10.0
 _KUBECTL_TIMEOUT_S = 120.0
 
-_live_processes: set[subprocess.Popen[bytes]] = set()
-
 
 class ControlPlaneError(RuntimeError):
     """The control plane could not be found, built, started or used."""
-
-
-def _kill_leftovers() -> None:
-    for proc in list(_live_processes):
-        _signal_group(proc, signal.SIGKILL)
-    _live_processes.clear()
-
-
-atexit.register(_kill_leftovers)
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _is_executable(path: Path) -> bool:
@@ -380,7 +348,7 @@ class ControlPlane:
     server's ``/readyz`` passes and the ``default`` namespace exists, and writes ``kubeconfig_path``.
     ``stop()`` (or leaving the block) stops them and deletes the temporary folder: certificates, etcd's
     data, the logs. Server logs go to ``etcd.log`` and ``kube-apiserver.log`` in that folder
-    (``log_tail()``); a failed start raises :class:`ControlPlaneError` with their last lines.
+    (``logtail()``); a failed start raises :class:`ControlPlaneError` with their last lines.
     """
 
     def __init__(
@@ -509,7 +477,7 @@ class ControlPlane:
         self._pki.generate()
         last_error: ControlPlaneError | None = None
         for _attempt in range(3):
-            etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+            etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
             try:
                 etcd_url = self._start_etcd(assets / "etcd", etcd_port, peer_port)
                 self._start_apiserver(assets / "kube-apiserver", api_port, etcd_url)
@@ -518,7 +486,7 @@ class ControlPlane:
                 return
             except ControlPlaneError as exc:
                 self._terminate()
-                logs = _tail(self.etcd_log, 200) + _tail(self.apiserver_log, 200)
+                logs = tail(self.etcd_log, 200) + tail(self.apiserver_log, 200)
                 if "address already in use" not in logs:
                     raise
                 last_error = exc  # lost a race for a port we picked: try other ports
@@ -538,7 +506,7 @@ class ControlPlane:
                 env={k: v for k, v in os.environ.items() if not k.startswith("ETCD_")},
                 start_new_session=True,  # own process group: stop() signals the whole group
             )
-        _live_processes.add(proc)
+        live_processes.add(proc)
         return proc
 
     def _start_etcd(self, binary: Path, client_port: int, peer_port: int) -> str:
@@ -706,14 +674,14 @@ class ControlPlane:
             if proc is None:
                 continue
             if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
+                signal_group(proc, signal.SIGTERM)
                 try:
                     proc.wait(timeout=_STOP_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
-                    _signal_group(proc, signal.SIGKILL)
+                    signal_group(proc, signal.SIGKILL)
                     proc.wait(timeout=_STOP_TIMEOUT_S)
-            _signal_group(proc, signal.SIGKILL)  # anything left in the group
-            _live_processes.discard(proc)
+            signal_group(proc, signal.SIGKILL)  # anything left in the group
+            live_processes.discard(proc)
             setattr(self, attr, None)
 
     def __enter__(self) -> Self:
@@ -728,17 +696,17 @@ class ControlPlane:
         self.stop()
 
     # --- logs ------------------------------------------------------------------------------------
-    def log_tail(self, lines: int = 40) -> str:
+    def logtail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of etcd's and of the API server's log."""
         if self._workdir is None:
             return ""
         return (
-            f"--- last lines of {self.etcd_log} ---\n{_tail(self.etcd_log, lines)}\n"
-            f"--- last lines of {self.apiserver_log} ---\n{_tail(self.apiserver_log, lines)}"
+            f"--- last lines of {self.etcd_log} ---\n{tail(self.etcd_log, lines)}\n"
+            f"--- last lines of {self.apiserver_log} ---\n{tail(self.apiserver_log, lines)}"
         )
 
     def _log_excerpt(self) -> str:
-        return self.log_tail()
+        return self.logtail()
 
     # --- kubectl ---------------------------------------------------------------------------------
     def kubectl(

@@ -17,13 +17,11 @@ running when the interpreter exits is killed.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +31,8 @@ import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
+
+from support.processes import free_port, live_processes, signal_group, tail
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -48,32 +48,9 @@ REGION = "us-east-1"
 _BUILD_TIMEOUT_S = 1800.0
 _STOP_TIMEOUT_S = 10.0
 
-_live_processes: set[subprocess.Popen[bytes]] = set()
-
 
 class MinioError(RuntimeError):
     """MinIO could not be found, built or started."""
-
-
-def _kill_leftovers() -> None:
-    for proc in list(_live_processes):
-        _signal_group(proc, signal.SIGKILL)
-    _live_processes.clear()
-
-
-atexit.register(_kill_leftovers)
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @functools.cache
@@ -187,7 +164,7 @@ class MinioServer:
         attempts = 1 if self._ports_chosen else 3
         for attempt in range(attempts):
             if not self._ports_chosen:
-                self._port, self._console_port = _free_port(), _free_port()
+                self._port, self._console_port = free_port(), free_port()
             try:
                 self._spawn(binary)
                 self.wait_ready(self.startup_timeout)
@@ -202,7 +179,7 @@ class MinioServer:
 
     def _spawn(self, binary: Path) -> None:
         if self._console_port is None:
-            self._console_port = _free_port()
+            self._console_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MINIO_")}
         env.update(
             MINIO_ROOT_USER=self.access_key,
@@ -236,7 +213,7 @@ class MinioServer:
                 start_new_session=True,  # own process group: stop() signals the whole group
             )
         self._paused = False
-        _live_processes.add(self._proc)
+        live_processes.add(self._proc)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Poll ``/minio/health/live`` until the server answers 200 with its object layer up."""
@@ -275,15 +252,15 @@ class MinioServer:
         if proc is None:
             return
         if proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
-            _signal_group(proc, signal.SIGCONT)  # a paused server must run to handle SIGTERM
+            signal_group(proc, signal.SIGTERM)
+            signal_group(proc, signal.SIGCONT)  # a paused server must run to handle SIGTERM
             try:
                 proc.wait(timeout=_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
+                signal_group(proc, signal.SIGKILL)
                 proc.wait(timeout=_STOP_TIMEOUT_S)
-        _signal_group(proc, signal.SIGKILL)  # anything left in the group
-        _live_processes.discard(proc)
+        signal_group(proc, signal.SIGKILL)  # anything left in the group
+        live_processes.discard(proc)
         self._proc = None
         self._paused = False
 
@@ -295,13 +272,13 @@ class MinioServer:
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): it keeps its port but answers nothing, so requests time out."""
         proc = self._require_running()
-        _signal_group(proc, signal.SIGSTOP)
+        signal_group(proc, signal.SIGSTOP)
         self._paused = True
 
     def resume(self) -> None:
         """Undo ``pause()`` (SIGCONT)."""
         proc = self._require_running()
-        _signal_group(proc, signal.SIGCONT)
+        signal_group(proc, signal.SIGCONT)
         self._paused = False
 
     def close(self) -> None:
@@ -328,13 +305,9 @@ class MinioServer:
         return proc
 
     # --- logs ------------------------------------------------------------------------------------
-    def log_tail(self, lines: int = 40) -> str:
+    def logtail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's combined stdout/stderr."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail(self.log_path, lines)
 
     def _log_since_spawn(self) -> str:
         try:
@@ -345,7 +318,7 @@ class MinioServer:
             return ""
 
     def _log_excerpt(self) -> str:
-        return f"--- last lines of {self.log_path} ---\n{self.log_tail()}"
+        return f"--- last lines of {self.log_path} ---\n{self.logtail()}"
 
     # --- S3 --------------------------------------------------------------------------------------
     def client(

@@ -299,10 +299,6 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
 @app.command()
 def lineage(ref: Annotated[str, typer.Argument(help="DATASET@VERSION")], store: StoreOption = DEFAULT_STORE, as_json: JsonOption = False) -> None:  # fmt: skip
     """Where a version came from: its ancestry and every raw object -> sample edge."""
-    import io
-
-    import pyarrow.parquet as pq
-
     object_store = _store(store)
     record = _version(object_store, ref)
     chain = []
@@ -312,7 +308,7 @@ def lineage(ref: Annotated[str, typer.Argument(help="DATASET@VERSION")], store: 
                       "specDigest": current.spec_digest, "sourceDigest": current.source_digest,
                       "codeVersion": current.code_version})  # fmt: skip
         current = read_version(object_store, record.dataset, current.parent) if current.parent else None
-    edges = pq.read_table(io.BytesIO(object_store.get(record.lineage_uri))).to_pylist()
+    edges = manifest.read_rows(object_store, record.lineage_uri)
     result = {"dataset": record.dataset, "version": record.version, "ancestry": chain, "edges": edges}
     if as_json:
         _print_json(result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Protocol
 
@@ -124,7 +124,7 @@ class RayExecutor:
             num_cpus=1,
         )
         by_key: dict[str, list[Record]] = {}
-        for row in _rows(dataset):
+        for row in dataset.iter_rows():
             payload = json.loads(row["result"])
             by_key[payload["key"]] = payload["records"]
             progress(1)
@@ -132,10 +132,6 @@ class RayExecutor:
         for obj in objects:  # the input order, so results never depend on scheduling
             out.extend(by_key.get(f"{obj.source}\0{obj.key}", []))
         return out
-
-
-def _rows(dataset: Any) -> Iterator[dict[str, Any]]:
-    yield from dataset.iter_rows()
 
 
 def make_executor(kind: str, address: str | None = None, parallelism: int | None = None) -> Executor:

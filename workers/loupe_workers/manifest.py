@@ -69,12 +69,18 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def to_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """A manifest (or rejected-samples) file in the fixed schema."""
+    return table_bytes(to_table(rows))
+
+
+def table_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(to_table(rows), sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
 
 
 def read_rows(store: ObjectStore, key: str) -> list[dict[str, Any]]:
+    """Rows of any Parquet file in the store (manifest, rejected samples, lineage)."""
     table = pq.read_table(io.BytesIO(store.get(key)))
     rows: list[dict[str, Any]] = table.to_pylist()
     return rows

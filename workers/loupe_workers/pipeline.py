@@ -11,6 +11,8 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+import pyarrow as pa
+
 from loupe_api.dataset import DatasetSpec, DatasetStats
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest, RunResult
@@ -357,16 +359,9 @@ def _commit(
         }
         for r in accepted + others
     ]
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    lineage_sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(lineage), lineage_sink, compression="zstd")
     store.put(f"{prefix}/manifest.parquet", manifest.to_bytes(accepted))
     store.put(f"{prefix}/rejected.parquet", manifest.to_bytes(others))
-    store.put(f"{prefix}/lineage.parquet", lineage_sink.getvalue())
+    store.put(f"{prefix}/lineage.parquet", manifest.table_bytes(pa.Table.from_pylist(lineage)))
     record = VersionRecord(
         dataset=dataset,
         version=version,

@@ -94,7 +94,7 @@ def process_image(obj: ListedObject, data: bytes, blobs: ObjectStore, settings: 
     return record
 
 
-def _frame_selector(spec: IngestSourceSpec, rate: float | None) -> tuple[int | None, float | None]:
+def _frame_selector(spec: IngestSourceSpec) -> tuple[int | None, float | None]:
     if spec.video.every_nth_frame is not None:
         return spec.video.every_nth_frame, None
     return None, spec.video.fps if spec.video.fps is not None else 1.0
@@ -112,13 +112,14 @@ def process_video(
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except Exception as error:
-        put_blob(blobs, data, video_sha) if data else None
+        if data:
+            put_blob(blobs, data, video_sha)
         return [failed | _failure(media.ImageRejected("corrupt", f"not a readable video: {error}"))]
     records: list[Record] = []
     try:
         with container:
             stream = container.streams.video[0]
-            nth, fps = _frame_selector(spec, None)
+            nth, fps = _frame_selector(spec)
             next_time = 0.0
             for index, frame in enumerate(container.decode(stream)):
                 if len(records) >= spec.video.max_frames_per_video:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loupe_api.ingest import IngestSourceSpec
-from loupe_api.listing import glob_regex, matches_any, media_kind, selected
 from loupe_api.listing import listing_digest as _digest
+from loupe_api.listing import matches_any, media_kind, selected
 from loupe_workers.store import LocalStore, ObjectInfo, ObjectStore, S3Store
 
 
@@ -56,14 +56,3 @@ def list_media(
 def listing_digest(objects: list[ListedObject]) -> str:
     """Digest of what was listed: changes when any object is added, removed or changed."""
     return _digest((o.source, o.key, o.size, o.etag) for o in objects)
-
-
-__all__ = [
-    "ListedObject",
-    "glob_regex",
-    "list_media",
-    "listing_digest",
-    "matches_any",
-    "media_kind",
-    "source_store",
-]
