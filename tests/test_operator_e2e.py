@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from loupe_workers.demo import DemoFile
+from support.operator_process import start_operator, wait_for
 from support.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,21 +34,14 @@ def cluster() -> Iterator[Any]:
         yield plane
 
 
+def _operator(cluster: Any, tmp_path: Path, log_name: str, **settings: str) -> subprocess.Popen[bytes]:
+    return start_operator(cluster.kubeconfig_path, tmp_path, log_name, [NAMESPACE], **settings)
+
+
 def get(cluster: Any, kind: str, name: str) -> dict[str, Any]:
     out = cluster.kubectl("get", kind, name, "-n", NAMESPACE, "-o", "json")
     result: dict[str, Any] = json.loads(out.stdout)
     return result
-
-
-def wait_for(what: str, check: Any, timeout: float = 240.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_local_mode_versions_in_status(
@@ -129,29 +122,6 @@ def test_local_mode_versions_in_status(
         operator.terminate()
         operator.wait(timeout=30)
         print((tmp_path / "operator.log").read_text()[-5000:])
-
-
-def _operator(cluster: Any, tmp_path: Path, log_name: str, **settings: str) -> subprocess.Popen[bytes]:
-    """The operator as its own process, in local mode, watching the test namespace."""
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig_path),
-        "LOUPE_RAY_MODE": "local",
-        "LOUPE_DEFAULT_STORE": str(tmp_path / "store"),
-        "LOUPE_LOCAL_STATE_DIR": str(tmp_path / "jobs"),
-        "LOUPE_NAMESPACES": json.dumps([NAMESPACE]),
-        "LOUPE_POLL_SECONDS": "1",
-        "LOUPE_SOURCE_POLL_SECONDS": "3",
-        "LOUPE_LIVENESS_PORT": "0",
-        "LOUPE_METRICS_PORT": "0",
-        "LOUPE_EXECUTOR": "inline",  # Ray itself is covered by the submit-mode and pipeline tests
-        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-        **settings,
-    }
-    log = (tmp_path / log_name).open("w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "loupe_operator"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
 
 
 def test_operator_killed_mid_run_adopts_its_job(
