@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +61,21 @@ def ray_cluster() -> Iterator[str]:
     )
     yield f"http://{context.dashboard_url}"
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A real control plane with Loupe's CRDs, KubeRay's RayJob CRD and the e2e namespace."""
+    from support.control_plane import ControlPlane, kuberay_crd
+    from support.operator_process import E2E_NAMESPACE
+
+    repo = Path(__file__).resolve().parents[1]
+    with ControlPlane() as plane:
+        plane.kubectl("apply", "-f", str(repo / "crds"), check=True)
+        plane.apply(kuberay_crd("ray.io_rayjobs.yaml"), server_side=True, check=True)
+        plane.wait_crds_established("datasets.loupe.dev", "ingestsources.loupe.dev", "rayjobs.ray.io")
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": E2E_NAMESPACE}}
+        plane.kubectl(
+            "apply", "-f", "-", input=json.dumps(namespace), check=True
+        )  # may exist on a real cluster
+        yield plane

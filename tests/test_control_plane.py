@@ -410,6 +410,18 @@ INVALID: list[tuple[str, str, dict[str, Any], list[str]]] = [
         ["spec.splits", "train + val + test must equal 1"],
     ),
     (
+        "selector-and-workers",
+        "Dataset",
+        {"sources": [{"name": "a"}], "ray": {"clusterSelector": {"ray.io/cluster": "shared"}, "workers": 2}},
+        ["spec.ray", "clusterSelector runs on an existing RayCluster"],
+    ),
+    (
+        "bad-quantity",
+        "Dataset",
+        {"sources": [{"name": "a"}], "ray": {"worker": {"memory": "lots"}}},
+        ["spec.ray.worker.memory", "should match"],
+    ),
+    (
         "two-frame-rates",
         "IngestSource",
         {"filesystem": {"path": "/data"}, "video": {"everyNthFrame": 5, "fps": 2}},

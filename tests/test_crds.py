@@ -15,7 +15,7 @@ from crd_tool import CRD_DIR, WRITE_HINT, expected_files, render, stale_files
 from loupe_api.common import ApiModel
 from loupe_api.constants import GROUP, PLURALS, SHORT_NAMES, VERSION
 from loupe_api.crd import KINDS, CrdSchemaError, all_crds, crd_for, openapi_schema, structural_schema
-from loupe_api.dataset import Dataset, DatasetSpec, DatasetStatus, QualityGates, SplitSpec
+from loupe_api.dataset import Dataset, DatasetSpec, DatasetStatus, QualityGates, RaySpec, SplitSpec
 from loupe_api.ingest import IngestSourceSpec, IngestSourceStatus, LabelImport, VideoSampling
 from loupe_api.resources import parse_resource
 from loupe_api.retrain import RetrainAction, RetrainPolicySpec, RetrainPolicyStatus
@@ -475,7 +475,7 @@ RULE_PLACES: dict[str, dict[Path, type[BaseModel]]] = {
         ("spec", "video"): VideoSampling,
         ("spec", "labels"): LabelImport,
     },
-    "Dataset": {("spec", "splits"): SplitSpec},
+    "Dataset": {("spec", "splits"): SplitSpec, ("spec", "ray"): RaySpec},
     "RetrainPolicy": {("spec", "action"): RetrainAction},
 }
 CEL_RESERVED = {"in", "as", "break", "const", "continue", "else", "false", "for", "function", "if"} | {

@@ -7,7 +7,6 @@ import os
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +15,11 @@ from PIL import Image
 from skimage import data as skdata
 
 from loupe_workers.demo import DemoFile
-from support.operator_process import start_operator, wait_for
+from support.operator_process import E2E_NAMESPACE as NAMESPACE
+from support.operator_process import get_object, start_operator, wait_for
 from support.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-NAMESPACE = "loupe-e2e"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    from support.control_plane import ControlPlane
-
-    with ControlPlane() as plane:
-        plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-        plane.wait_crds_established("datasets.loupe.dev", "ingestsources.loupe.dev")
-        plane.kubectl("create", "namespace", NAMESPACE, check=True)
-        yield plane
 
 
 def _operator(cluster: Any, tmp_path: Path, log_name: str, **settings: str) -> subprocess.Popen[bytes]:
@@ -39,9 +27,7 @@ def _operator(cluster: Any, tmp_path: Path, log_name: str, **settings: str) -> s
 
 
 def get(cluster: Any, kind: str, name: str) -> dict[str, Any]:
-    out = cluster.kubectl("get", kind, name, "-n", NAMESPACE, "-o", "json")
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
+    return get_object(cluster, kind, name, NAMESPACE)
 
 
 def test_local_mode_versions_in_status(

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 from loupe_api.dataset import DatasetSpec, DatasetStats, DatasetStatus
 from loupe_api.versions import VersionRecord
 from loupe_operator.conditions import get_condition
-from loupe_operator.reconcile import JobObservation, Observed, inputs_digest, job_id, reconcile_dataset
+from loupe_operator.reconcile import (
+    JobObservation,
+    Observed,
+    absolute_uri,
+    inputs_digest,
+    job_id,
+    reconcile_dataset,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SPEC = DatasetSpec.model_validate({"sources": [{"name": "cams"}]})
@@ -175,3 +182,21 @@ def test_waits_for_the_first_source_listing() -> None:
     waiting = reconcile_dataset(observed(source_digests={"cams": ""}))
     assert waiting.launch is None and waiting.requeue_after
     assert condition(waiting.status, "Progressing") == ("False", "WaitingForSourceScan")
+
+
+def test_status_shows_full_uris_under_the_store() -> None:
+    assert (
+        absolute_uri("s3://store/loupe/", "datasets/a/m.parquet") == "s3://store/loupe/datasets/a/m.parquet"
+    )
+    assert absolute_uri("/data/store", "datasets/a/m.parquet") == "/data/store/datasets/a/m.parquet"
+    assert absolute_uri("s3://store", "s3://other/x") == "s3://other/x"
+
+
+def test_sources_rescan_on_their_own_poll_interval() -> None:
+    from loupe_operator.handlers import scan_due
+
+    assert scan_due(None, 100.0, "1h", 300)  # never scanned (or the operator restarted): now
+    assert not scan_due(100.0, 100.0 + 3599, "1h", 300)
+    assert scan_due(100.0, 100.0 + 3600, "1h", 300)
+    assert scan_due(100.0, 130.0, "30s", 300) and not scan_due(100.0, 129.0, "30s", 300)
+    assert not scan_due(100.0, 399.0, None, 300) and scan_due(100.0, 400.0, None, 300)  # operator default

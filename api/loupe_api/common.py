@@ -72,6 +72,16 @@ class SecretReference(ApiModel):
     )
 
 
+def credential_env_names(secret_name: str) -> tuple[str, str]:
+    """Environment variables that carry one Secret's S3 keys into a job: (access key id, secret key).
+
+    Each Secret gets its own pair, so a store and its sources may use different credentials; the
+    operator fills them (from the Secret, or by ``secretKeyRef`` on Kubernetes) and workers read them.
+    """
+    stem = re.sub(r"[^A-Z0-9]", "_", secret_name.upper())
+    return f"LOUPE_S3_{stem}_ACCESS_KEY_ID", f"LOUPE_S3_{stem}_SECRET_ACCESS_KEY"
+
+
 class Condition(ApiModel):
     """A Kubernetes-style condition: the latest observation of one aspect of the resource."""
 

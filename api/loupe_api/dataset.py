@@ -182,11 +182,31 @@ class PerceptualDedup(ApiModel):
     )
 
 
+class EmbeddingDedup(ApiModel):
+    """Near duplicates by embedding similarity (flips, crops, re-framing that hashes miss), found with an
+    approximate nearest-neighbour index kept in storage and updated with each version's new samples."""
+
+    enabled: bool = Field(default=True, description="Find near duplicates by embedding.")
+    model: str | None = Field(
+        default=None,
+        description="Embedding model (default: embedding.model, else the built-in mobilenet_v2).",
+    )
+    threshold: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Cosine similarity at or above which two samples are near duplicates.",
+    )
+
+
 class DedupSpec(ApiModel):
     """How duplicates are found and which copy is kept."""
 
     exact: ExactDedup = Field(default_factory=ExactDedup, description="Exact duplicates.")
     perceptual: PerceptualDedup = Field(default_factory=PerceptualDedup, description="Near duplicates.")
+    embedding: EmbeddingDedup | None = Field(
+        default=None, description="Near duplicates by embedding similarity (off when absent)."
+    )
     action: DuplicateAction = Field(
         default="drop",
         description="drop: only the kept copy enters the dataset; flag: every copy stays, grouped.",
@@ -241,8 +261,114 @@ class VersioningSpec(ApiModel):
     history_limit: int = Field(default=20, ge=1, le=200, description="Versions listed in status.")
 
 
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+
+
+class PodResources(ApiModel):
+    """CPU, memory and GPUs of one Ray pod (requests equal limits, as KubeRay recommends)."""
+
+    cpu: str = Field(default="2", pattern=QUANTITY_PATTERN, description="CPU quantity, e.g. 2 or 500m.")
+    memory: str = Field(default="4Gi", pattern=QUANTITY_PATTERN, description="Memory quantity, e.g. 4Gi.")
+    gpu: int = Field(default=0, ge=0, le=16, description="NVIDIA GPUs (nvidia.com/gpu).")
+
+
+EmbeddingDevice = Literal["cpu", "gpu"]
+
+
+class EmbeddingSpec(ApiModel):
+    """Image embeddings per sample, stored by (sha256, model) and reused across versions; they feed
+    embedding near-duplicates and similarity and text search."""
+
+    enabled: bool = Field(default=False, description="Compute embeddings for every accepted sample.")
+    model: str = Field(
+        default="mobilenet_v2",
+        min_length=1,
+        description="A registered model name (mobilenet_v2 is built in) or the URI of an ONNX file "
+        "(a path or s3://bucket/key; options in a .json file beside it).",
+    )
+    batch_size: int = Field(default=32, ge=1, le=4096, description="Images per inference batch.")
+    device: EmbeddingDevice = Field(
+        default="cpu", description="cpu, or gpu (CUDA through onnxruntime-gpu; falls back to CPU)."
+    )
+    num_gpus: float = Field(default=1.0, gt=0, description="GPUs per inference actor when device is gpu.")
+    num_cpus: float = Field(default=1.0, gt=0, description="CPUs per inference actor.")
+    concurrency: int | None = Field(
+        default=None, ge=1, description="Inference actors (default: 1 per GPU, or 1 on CPU)."
+    )
+
+
+PrivacyAction = Literal["flag", "reject", "restrict"]
+# Detections are stored down to these floors, so raising a threshold later re-decides without decoding.
+FACE_SCORE_FLOOR = 0.5
+PLATE_VOTES_FLOOR = 3
+
+
+class FacePrivacy(ApiModel):
+    """Faces found by RetinaFace (MobileNet-0.25, ONNX)."""
+
+    enabled: bool = Field(default=False, description="Detect faces.")
+    action: PrivacyAction = Field(
+        default="flag",
+        description="flag: kept with the flag privacy:face; reject: left out; restrict: kept with the "
+        "flag restricted:face and left out of exports unless explicitly allowed.",
+    )
+    min_score: float = Field(
+        default=0.9,
+        ge=FACE_SCORE_FLOOR,
+        le=1,
+        description="Detector confidence at or above which a face counts.",
+    )
+
+
+class PlatePrivacy(ApiModel):
+    """Licence plates found by OpenCV's Haar cascade (haarcascade_russian_plate_number)."""
+
+    enabled: bool = Field(default=False, description="Detect licence plates.")
+    action: PrivacyAction = Field(
+        default="flag",
+        description="flag: kept with the flag privacy:plate; reject: left out; restrict: kept with the "
+        "flag restricted:plate and left out of exports unless explicitly allowed.",
+    )
+    min_votes: int = Field(
+        default=12,
+        ge=PLATE_VOTES_FLOOR,
+        le=1000,
+        description="Overlapping cascade detections (neighbours) at or above which a plate counts.",
+    )
+
+
+class PrivacySpec(ApiModel):
+    """Faces and licence plates: boxes and scores stored per sample, then flag, reject or restrict."""
+
+    faces: FacePrivacy = Field(default_factory=FacePrivacy, description="Face detection.")
+    plates: PlatePrivacy = Field(default_factory=PlatePrivacy, description="Licence-plate detection.")
+    detection_size: int = Field(
+        default=640,
+        ge=128,
+        le=4096,
+        description="Long side in pixels images are reduced to for detection: larger finds smaller "
+        "faces and plates, at a higher cost.",
+    )
+
+    def active(self) -> bool:
+        """Whether any detector runs."""
+        return self.faces.enabled or self.plates.enabled
+
+
 class RaySpec(ApiModel):
     """How the job runs."""
+
+    model_config = cel_rules(
+        (
+            "!has(self.clusterSelector) || size(self.clusterSelector) == 0 || "
+            "(!has(self.workers) && !has(self.image) && !has(self.head) && !has(self.worker))",
+            "clusterSelector runs on an existing RayCluster: do not also set image, workers, head or worker",
+        ),
+        (
+            "!has(self.address) || !has(self.mode) || self.mode == 'submit'",
+            "address is only used by mode submit",
+        ),
+    )
 
     mode: RayMode | None = Field(
         default=None,
@@ -256,6 +382,72 @@ class RaySpec(ApiModel):
     active_deadline_seconds: int | None = Field(
         default=None, ge=1, description="Fail the job after this long."
     )
+    image: str | None = Field(
+        default=None, min_length=1, description="kuberay: image of the Ray pods (default: the operator's)."
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="kuberay: worker pods besides the head (default: the operator's).",
+    )
+    head: PodResources | None = Field(default=None, description="kuberay: resources of the head pod.")
+    worker: PodResources | None = Field(default=None, description="kuberay: resources of each worker pod.")
+    cluster_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="kuberay: labels of an existing RayCluster to run on (e.g. ray.io/cluster: shared) "
+        "instead of creating one per job.",
+    )
+    service_account_name: str | None = Field(
+        default=None, min_length=1, description="kuberay: ServiceAccount of the Ray pods."
+    )
+
+    @model_validator(mode="after")
+    def _exclusive_fields(self) -> RaySpec:
+        if self.cluster_selector and any(
+            value is not None for value in (self.workers, self.image, self.head, self.worker)
+        ):
+            raise ValueError(
+                "clusterSelector runs on an existing RayCluster: do not also set image, workers, head or worker"
+            )
+        if self.address is not None and self.mode not in (None, "submit"):
+            raise ValueError("address is only used by mode submit")
+        return self
+
+
+class HealthSpec(ApiModel):
+    """Which metadata slices must be covered, for the health figures of each version."""
+
+    slices: list[list[str]] = Field(
+        default_factory=list,
+        description="Field combinations whose coverage is checked, e.g. [[camera, timeOfDay], [site]]. "
+        "Fields: metadata fields, label, split, and from the capture time hourOfDay and timeOfDay.",
+    )
+    expected: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Values each field should have (e.g. camera: ['1', ..., '8']); default: the values seen.",
+    )
+    min_samples: int = Field(default=1, ge=1, description="Fewer samples than this in a slice is a gap.")
+
+
+class DriftSpec(ApiModel):
+    """How incoming data is compared with a reference, and when that counts as drift."""
+
+    threshold: float = Field(
+        default=0.25,
+        gt=0,
+        description="Drift score above which the Dataset reports Drifted (PSI-like scale).",
+    )
+    reference_version: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$",
+        description="Compare with this version (e.g. the one the current model trained on); default: the parent.",
+    )
+    min_samples: int = Field(
+        default=20,
+        ge=2,
+        description="Fewer new samples than this are reported, not scored (too few to judge).",
+    )
 
 
 class DatasetSpec(ApiModel):
@@ -268,6 +460,12 @@ class DatasetSpec(ApiModel):
     splits: SplitSpec = Field(default_factory=SplitSpec, description="Train/val/test splits.")
     versioning: VersioningSpec = Field(default_factory=VersioningSpec, description="Versioning policy.")
     ray: RaySpec = Field(default_factory=RaySpec, description="Execution.")
+    embedding: EmbeddingSpec = Field(default_factory=EmbeddingSpec, description="Image embeddings.")
+    privacy: PrivacySpec = Field(
+        default_factory=PrivacySpec, description="Face and licence-plate detection (off by default)."
+    )
+    health: HealthSpec = Field(default_factory=HealthSpec, description="Health figures and slice coverage.")
+    drift: DriftSpec = Field(default_factory=DriftSpec, description="Drift of incoming data.")
 
 
 class VersionSummary(ApiModel):
@@ -295,6 +493,21 @@ class DatasetStats(ApiModel):
     near_duplicates: int = Field(default=0, description="Samples within the perceptual threshold of another.")
     duplicate_groups: int = Field(default=0, description="Groups of two or more copies.")
     splits: dict[str, int] = Field(default_factory=dict, description="Samples per split.")
+    embedding_model: str | None = Field(
+        default=None, description="Id of the model that embedded the samples."
+    )
+    embedded: int = Field(default=0, description="Samples with a stored embedding.")
+    embeddings_computed: int = Field(
+        default=0, description="Embeddings computed in this run (others reused)."
+    )
+    embedding_pairs: int = Field(
+        default=0, description="Near-duplicate pairs found by embedding similarity (before grouping)."
+    )
+    privacy: dict[str, int] = Field(
+        default_factory=dict,
+        description="Privacy counts: samples with a face or plate (face, plate), restricted samples "
+        "(restricted) and samples rejected for privacy (rejected).",
+    )
 
 
 class JobStatus(ApiModel):
@@ -314,6 +527,29 @@ class JobStatus(ApiModel):
     )
 
 
+class HealthSummary(ApiModel):
+    """Health of the current version in a few numbers (the full figures are in storage)."""
+
+    classes: int = Field(default=0, description="Distinct labels.")
+    imbalance: float | None = Field(default=None, description="Largest class over smallest (1 is balanced).")
+    duplicate_rate: float = Field(default=0.0, description="Exact and near duplicates over all samples seen.")
+    flagged_rate: float = Field(default=0.0, description="Accepted samples with a quality flag.")
+    gaps: list[str] = Field(default_factory=list, description="Uncovered slices, in words (at most 10).")
+    newest_sample: str | None = Field(default=None, description="Latest capture time among the samples.")
+    report_uri: str | None = Field(default=None, description="Full health and drift figures (JSON).")
+
+
+class DriftSummary(ApiModel):
+    """Drift of the samples new in this version against a reference version."""
+
+    score: float = Field(description="Largest drift figure (PSI scale: above 0.25 is significant).")
+    reference: str = Field(description="Reference version.")
+    new_samples: int = Field(default=0, description="Samples compared with the reference.")
+    embedding: float | None = Field(default=None, description="Embedding two-sample statistic (0: same).")
+    top: list[str] = Field(default_factory=list, description="The figures that drifted most, in words.")
+    exceeded: bool = Field(default=False, description="Whether the score is above spec.drift.threshold.")
+
+
 class DatasetStatus(ApiModel):
     """Observed state of the dataset."""
 
@@ -325,6 +561,8 @@ class DatasetStatus(ApiModel):
     stats: DatasetStats | None = Field(default=None, description="Counts of the latest run.")
     job: JobStatus | None = Field(default=None, description="The running or last job.")
     lineage_uri: str | None = Field(default=None, description="Lineage records of the current version.")
+    health: HealthSummary | None = Field(default=None, description="Health of the current version.")
+    drift: DriftSummary | None = Field(default=None, description="Drift of the current version's new data.")
 
 
 class Dataset(ApiModel):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from loupe_api.common import ApiModel
+from loupe_api.common import ApiModel, SecretReference
 from loupe_api.dataset import DatasetSpec, DatasetStats
 from loupe_api.ingest import IngestSourceSpec
+
+# The contract between whoever launches a job and the workers' ``run-job`` command.
+PAYLOAD_ENV = "LOUPE_RUN_REQUEST"  # the RunRequest JSON travels in this environment variable
+ENTRYPOINT = f"python -m loupe_workers run-job env:{PAYLOAD_ENV}"
+RESULT_PREFIX = "LOUPE_RESULT "  # the job prints its RunResult on a line starting with this
 
 
 class RunRequest(ApiModel):
@@ -20,6 +25,12 @@ class RunRequest(ApiModel):
     store_region: str | None = Field(default=None, description="S3 region of the store.")
     run_id: str | None = Field(default=None, description="Run id; derived from the inputs when empty.")
     commit: bool = Field(default=True, description="Commit the version (false: compute and report only).")
+
+    def secrets(self) -> dict[str, SecretReference]:
+        """The distinct Secrets the job needs (storage and S3 sources), by name."""
+        refs = [s.s3.credentials_secret_ref for s in self.sources.values() if s.s3 is not None]
+        refs.append(self.spec.storage.credentials_secret_ref)
+        return {ref.name: ref for ref in refs if ref is not None}
 
 
 class RunResult(ApiModel):

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
+
 import kopf
 
 from loupe_operator import handlers
+
+
+def _not_a_routine_poll(record: logging.LogRecord) -> bool:
+    """Drop kopf's "Timer 'x' succeeded." lines: one per object per poll says nothing new."""
+    message = record.getMessage()
+    return not (message.startswith("Timer ") and message.endswith(" succeeded."))
 
 
 def main() -> None:
@@ -14,8 +23,13 @@ def main() -> None:
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
         log_refkey="object",
     )
+    logging.getLogger("kopf.objects").addFilter(_not_a_routine_poll)
+    # kopf freezes peers of equal priority: each replica draws its own, the highest works
+    priority = secrets.randbelow(1_000_000) + 1
     kopf.run(
-        standalone=True,
+        standalone=settings.peering is None,
+        peering_name=settings.peering,
+        priority=priority if settings.peering else None,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz"

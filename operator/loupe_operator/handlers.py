@@ -10,18 +10,35 @@ from typing import Any
 
 import kopf
 
+from loupe_api import openlineage
+from loupe_api.common import SecretReference, parse_duration
 from loupe_api.constants import GROUP, VERSION
 from loupe_api.dataset import DatasetSpec, DatasetStatus
 from loupe_api.ingest import IngestSourceSpec, IngestSourceStatus, ScanSummary
 from loupe_api.jobs import RunRequest
-from loupe_operator import kube, metrics
+from loupe_api.retrain import RetrainPolicySpec, RetrainPolicyStatus, RetrainRun, TrainingResult
+from loupe_api.triggers import model_key, result_key, run_environment
+from loupe_api.versions import VersionRecord
+from loupe_operator import actions, kube, metrics
 from loupe_operator.conditions import set_condition
-from loupe_operator.launchers import Launcher, LocalLauncher, SubmitLauncher
-from loupe_operator.reconcile import Observed, reconcile_dataset
+from loupe_operator.launchers import KubeRayLauncher, Launcher, LocalLauncher, SubmitLauncher
+from loupe_operator.rayjob import KubeRayDefaults, Owner
+from loupe_operator.reconcile import Event, Observed, reconcile_dataset
+from loupe_operator.retrain import (
+    PolicyObserved,
+    action_kind,
+    after_delivery,
+    job_manifest,
+    rayjob_action_manifest,
+    reconcile_policy,
+    webhook_payload,
+)
 from loupe_operator.settings import OperatorSettings
-from loupe_operator.storage import read_versions, scan_source
+from loupe_operator.storage import StoreLocation, read_versions, scan_source
 
 SETTINGS = OperatorSettings()
+# Sources are checked this often; each rescans only when its own pollInterval has passed.
+SOURCE_TICK_SECONDS = min(SETTINGS.source_poll_seconds, 5.0)
 _launchers: dict[str, Launcher] = {}
 
 
@@ -29,8 +46,22 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def _launcher(mode: str, address: str | None) -> Launcher:
-    key = f"{mode}:{address}"
+def _kuberay_defaults() -> KubeRayDefaults:
+    return KubeRayDefaults(
+        image=SETTINGS.worker_image,
+        ray_version=SETTINGS.ray_version,
+        workers=SETTINGS.workers,
+        head=SETTINGS.head_resources,
+        worker=SETTINGS.worker_resources,
+        cluster_selector=SETTINGS.cluster_selector,
+        service_account_name=SETTINGS.ray_service_account,
+        active_deadline_seconds=SETTINGS.job_deadline_seconds,
+        ttl_seconds_after_finished=SETTINGS.job_ttl_seconds,
+    )
+
+
+def _launcher(mode: str, address: str | None, namespace: str) -> Launcher:
+    key = {"local": "local", "submit": f"submit:{address}", "kuberay": f"kuberay:{namespace}"}[mode]
     if key not in _launchers:
         if mode == "local":
             _launchers[key] = LocalLauncher(Path(SETTINGS.local_state_dir).expanduser())
@@ -39,8 +70,16 @@ def _launcher(mode: str, address: str | None) -> Launcher:
                 raise kopf.PermanentError("ray mode submit needs spec.ray.address or LOUPE_RAY_ADDRESS")
             _launchers[key] = SubmitLauncher(address)
         else:
-            raise kopf.PermanentError(f"ray mode {mode} is not supported by this operator build yet")
+            _launchers[key] = KubeRayLauncher(namespace, _kuberay_defaults())
     return _launchers[key]
+
+
+def _job_env(mode: str, namespace: str, request: RunRequest) -> dict[str, str]:
+    """Credential values for jobs whose environment the operator passes itself; kuberay uses secretKeyRef."""
+    secrets = request.secrets()
+    if not secrets or mode == "kuberay" or (mode == "submit" and not SETTINGS.submit_passes_credentials):
+        return {}
+    return kube.credential_env(namespace, secrets)
 
 
 def _write_status(patch: kopf.Patch, old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -124,15 +163,60 @@ def _reconcile_source(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -
 @kopf.on.create(GROUP, VERSION, "ingestsources")
 @kopf.on.update(GROUP, VERSION, "ingestsources", field="spec")
 def source_changed(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    _last_scan[body.metadata.uid or ""] = time.monotonic()
     _reconcile_source(body, patch, logger)
 
 
-@kopf.timer(GROUP, VERSION, "ingestsources", interval=SETTINGS.source_poll_seconds, initial_delay=5)
+_last_scan: dict[str, float] = {}  # uid -> monotonic time of the last listing (a restart rescans at once)
+
+
+def scan_due(last: float | None, now: float, poll_interval: str | None, default_seconds: float) -> bool:
+    """Whether a source's own ``pollInterval`` (else the operator's default) has passed since its last scan."""
+    interval = parse_duration(poll_interval) if poll_interval else default_seconds
+    return last is None or now - last >= interval
+
+
+@kopf.timer(GROUP, VERSION, "ingestsources", interval=SOURCE_TICK_SECONDS, initial_delay=5)
 def source_poll(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    uid, now = body.metadata.uid or "", time.monotonic()
+    if not scan_due(_last_scan.get(uid), now, body.spec.get("pollInterval"), SETTINGS.source_poll_seconds):
+        return
+    _last_scan[uid] = now
     _reconcile_source(body, patch, logger)
+
+
+@kopf.on.delete(GROUP, VERSION, "ingestsources", optional=True)
+def source_deleted(body: kopf.Body, **_: Any) -> None:
+    _last_scan.pop(body.metadata.uid or "", None)
 
 
 # ---- Dataset --------------------------------------------------------------------------------------
+
+
+def _with_default_storage_secret(spec: DatasetSpec) -> DatasetSpec:
+    """A Dataset on the default storage uses the default storage's Secret, by name, in its own namespace
+    (where its job's pods run)."""
+    if spec.storage.uri is not None or spec.storage.credentials_secret_ref is not None:
+        return spec
+    if not SETTINGS.store_credentials_secret:
+        return spec
+    ref = SecretReference(name=SETTINGS.store_credentials_secret)
+    return spec.model_copy(
+        update={"storage": spec.storage.model_copy(update={"credentials_secret_ref": ref})}
+    )
+
+
+def dataset_store(spec: DatasetSpec, namespace: str) -> tuple[StoreLocation, SecretReference | None]:
+    """Where a Dataset's versions live, and the Secret that opens it."""
+    spec = _with_default_storage_secret(spec)
+    secret = spec.storage.credentials_secret_ref
+    location = StoreLocation(
+        uri=spec.storage.uri or SETTINGS.default_store,
+        endpoint=spec.storage.endpoint or SETTINGS.store_endpoint,
+        region=spec.storage.region or SETTINGS.store_region,
+        credentials=kube.s3_credentials(namespace, secret) if secret else None,
+    )
+    return location, secret
 
 
 def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
@@ -144,6 +228,7 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
     status = DatasetStatus.model_validate(old)
     mode = spec.ray.mode or SETTINGS.ray_mode
     address = spec.ray.address or SETTINGS.ray_address
+    spec = _with_default_storage_secret(spec)
     store_uri = spec.storage.uri or SETTINGS.default_store
     endpoint = spec.storage.endpoint or SETTINGS.store_endpoint
     region = spec.storage.region or SETTINGS.store_region
@@ -164,6 +249,7 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
         versions = read_versions(store_uri, dataset_key, endpoint, region, credentials)
     except Exception as exc:
         message = f"cannot read versions from {store_uri}: {exc}"
+        status.observed_generation = generation  # the spec was seen; tools comparing generations must know
         status.conditions = set_condition(
             status.conditions,
             "Degraded",
@@ -176,7 +262,7 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
         _write_status(patch, old, status.to_wire())
         metrics.RECONCILES.labels("Dataset", "error").inc()
         raise kopf.TemporaryError(message, delay=15) from exc
-    launcher = _launcher(mode, address)
+    launcher = _launcher(mode, address, namespace)
     live = launcher.observe(status.job.id) if status.job is not None else None
     decision = reconcile_dataset(
         Observed(
@@ -193,6 +279,7 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
             max_attempts=SETTINGS.max_attempts,
             retry_backoff_seconds=SETTINGS.retry_backoff_seconds,
             poll_seconds=SETTINGS.poll_seconds,
+            store_uri=store_uri,
         )
     )
     if decision.launch is not None:
@@ -200,17 +287,25 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
             dataset=dataset_key, spec=spec, sources=sources, store_uri=store_uri,
             store_endpoint=endpoint, store_region=region, run_id=decision.launch.id,
         )  # fmt: skip
-        env = kube.credential_env(namespace, secret_ref) if mode == "local" and secret_ref else {}
-        launcher.launch(decision.launch.id, request, env)
+        owner = Owner(f"{GROUP}/{VERSION}", "Dataset", name, body.metadata.uid or "", namespace)
+        launcher.launch(decision.launch.id, request, _job_env(mode, namespace, request), owner)
         metrics.RUNS.labels("started", mode).inc()
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         if event.reason == "JobSucceeded":
             metrics.RUNS.labels("succeeded", mode).inc()
+            result = launcher.result(status.job.id) if status.job is not None else None
+            if result is not None:
+                metrics.SAMPLES.inc(result.stats.processed)
         elif event.reason == "JobFailed":
             metrics.RUNS.labels("failed", mode).inc()
         elif event.reason == "VersionCreated":
             metrics.VERSIONS.inc()
+            openlineage.emit(
+                f"loupe.dataset/{dataset_key}", f"{dataset_key}@{decision.status.current_version}", "COMPLETE",
+                [(src.location_uri(), ref) for ref, src in sorted(sources.items())],
+                [(store_uri, f"{dataset_key}@{decision.status.current_version}")],
+            )  # fmt: skip
     if _write_status(patch, old, decision.status.to_wire()):
         logger.info("status changed: version %s, job %s", decision.status.current_version,
                     decision.status.job.state if decision.status.job else None)  # fmt: skip
@@ -237,5 +332,115 @@ def dataset_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     if job.get("state") in ("Pending", "Running"):
         spec = DatasetSpec.model_validate(dict(body.spec))
         mode = spec.ray.mode or SETTINGS.ray_mode
-        _launcher(mode, spec.ray.address or SETTINGS.ray_address).stop(job["id"])
+        namespace = body.metadata.namespace or "default"
+        _launcher(mode, spec.ray.address or SETTINGS.ray_address, namespace).stop(job["id"])
         logger.info("stopped job %s", job["id"])
+
+
+# ---- RetrainPolicy --------------------------------------------------------------------------------
+
+
+def _reconcile_policy(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
+    started = time.monotonic()
+    name, namespace = body.metadata.name or "", body.metadata.namespace or "default"
+    spec = RetrainPolicySpec.model_validate(dict(body.spec))
+    old = dict(body.status or {})
+    status = RetrainPolicyStatus.model_validate(old)
+    now = _now()
+    dataset_key = f"{namespace}/{spec.dataset_ref}"
+    dataset = kube.get_custom(namespace, "datasets", spec.dataset_ref)
+    location, secret = StoreLocation(SETTINGS.default_store), None
+    versions: list[VersionRecord] = []
+    drift: float | None = None
+    if dataset is not None:
+        location, secret = dataset_store(DatasetSpec.model_validate(dataset["spec"]), namespace)
+        drift = ((dataset.get("status") or {}).get("drift") or {}).get("score")
+        try:
+            versions = location.read_versions(dataset_key)
+        except Exception as exc:
+            message = f"cannot read versions of {dataset_key} from {location.uri}: {exc}"
+            status.conditions = set_condition(status.conditions, "Degraded", "True", "StorageUnavailable",
+                                              message, now=now, generation=body.metadata.get("generation"))  # fmt: skip
+            _write_status(patch, old, status.to_wire())
+            raise kopf.TemporaryError(message, delay=15) from exc
+    kind = action_kind(spec)
+    active = [r for r in status.runs if r.state in ("Pending", "Running")]
+    live = {r.name: actions.observe(kind, namespace, r.name) for r in active if kind in ("job", "rayJob")}
+    results = {}
+    for run in active:
+        raw = location.read_optional(result_key(namespace, name, run.name))
+        if raw is not None:
+            results[run.name] = TrainingResult.model_validate_json(raw)
+    created = datetime.fromisoformat(str(body.metadata.get("creationTimestamp")).replace("Z", "+00:00"))
+    decision = reconcile_policy(
+        PolicyObserved(
+            name=name, namespace=namespace, generation=int(body.metadata.get("generation") or 1), spec=spec,
+            status=status, created=created, now=now, dataset=dataset_key, store_uri=location.uri,
+            versions=versions, dataset_missing=dataset is None, drift_score=drift, live=live, results=results,
+        )
+    )  # fmt: skip
+    by_version = {v.version: v for v in versions}
+    owner = Owner(f"{GROUP}/{VERSION}", "RetrainPolicy", name, body.metadata.uid or "", namespace)
+
+    def env_of(run: RetrainRun) -> dict[str, str]:
+        return run_environment(run, f"{namespace}/{name}", dataset_key, by_version[run.dataset_version],
+                               location.uri, location.endpoint)  # fmt: skip
+
+    for run_name_ in decision.stop:
+        actions.stop(kind, namespace, run_name_)
+    for run in decision.start:
+        openlineage.emit(f"loupe.retrain/{namespace}/{name}", run.name, "START",
+                         [(location.uri, f"{dataset_key}@{run.dataset_version}")], [])  # fmt: skip
+        metrics.RETRAIN_RUNS.labels("started", kind).inc()
+        try:
+            if kind == "job":
+                actions.create(kind, job_manifest(spec.action.job or {}, run, owner, env_of(run), secret))
+            elif kind == "rayJob":
+                actions.create(
+                    kind, rayjob_action_manifest(spec.action.ray_job or {}, run, owner, env_of(run), secret)
+                )
+            elif kind == "command":
+                run.state, run.completion_time = "Failed", now
+                run.message = "command actions run only in embedded mode (loupe run -f)"
+        except Exception as exc:  # e.g. a template the API server refuses: the run fails, saying why
+            run.state, run.completion_time, run.message = "Failed", now, f"could not create its {kind}: {exc}"
+            decision.events.append(Event("Warning", "RunFailed", f"run {run.name}: {run.message}"))
+    if kind == "webhook" and spec.action.webhook is not None:
+        hook = spec.action.webhook
+        key = (
+            kube.secret_value(namespace, hook.secret_ref.name, hook.secret_ref.key).encode()
+            if hook.secret_ref
+            else None
+        )
+        for run in decision.status.runs:
+            if run.state == "Pending" and (run.next_attempt is None or run.next_attempt <= now):
+                error = actions.deliver(hook.url, webhook_payload(run, env_of(run)), key)
+                decision.events.extend(after_delivery(run, error, now, hook.max_attempts))
+    for model in decision.models:
+        location.write(model_key(model.model_uri), model.model_dump_json(by_alias=True).encode())
+    for run in decision.status.runs:
+        previous = next((r for r in status.runs if r.name == run.name), None)
+        if run.state in ("Succeeded", "Failed") and (previous is None or previous.state != run.state):
+            metrics.RETRAIN_RUNS.labels(run.state.lower(), kind).inc()
+            openlineage.emit(f"loupe.retrain/{namespace}/{name}", run.name,
+                             "COMPLETE" if run.state == "Succeeded" else "FAIL",
+                             [(location.uri, f"{dataset_key}@{run.dataset_version}")],
+                             [(run.model_uri, run.model_uri)] if run.model_uri else [])  # fmt: skip
+    for event in decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if _write_status(patch, old, decision.status.to_wire()):
+        logger.info("status changed: %s", ", ".join(f"{r.name} {r.state}" for r in decision.status.runs[:3]))
+    metrics.RECONCILES.labels("RetrainPolicy", "ok").inc()
+    metrics.RECONCILE_SECONDS.labels("RetrainPolicy").observe(time.monotonic() - started)
+
+
+@kopf.on.resume(GROUP, VERSION, "retrainpolicies")
+@kopf.on.create(GROUP, VERSION, "retrainpolicies")
+@kopf.on.update(GROUP, VERSION, "retrainpolicies", field="spec")
+def policy_changed(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    _reconcile_policy(body, patch, logger)
+
+
+@kopf.timer(GROUP, VERSION, "retrainpolicies", interval=SETTINGS.poll_seconds, initial_delay=3)
+def policy_poll(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    _reconcile_policy(body, patch, logger)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from loupe_api.common import SecretReference
+from loupe_api.common import SecretReference, credential_env_names
 from loupe_api.constants import GROUP, VERSION
 
 
@@ -19,12 +19,17 @@ def load_config() -> None:
 
 
 def get_ingest_source(namespace: str, name: str) -> dict[str, Any] | None:
+    return get_custom(namespace, "ingestsources", name)
+
+
+def get_custom(namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+    """A loupe.dev object as a dict, or None when it does not exist."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     try:
         found: dict[str, Any] = client.CustomObjectsApi().get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "ingestsources", name
+            GROUP, VERSION, namespace, plural, name
         )
     except ApiException as exc:
         if exc.status == 404:
@@ -41,6 +46,11 @@ def _secret(namespace: str, ref: SecretReference) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
+def secret_value(namespace: str, name: str, key: str) -> str:
+    """One key of a Secret (e.g. a webhook's HMAC key). Never logged or written anywhere."""
+    return _secret(namespace, SecretReference(name=name))[key]
+
+
 def s3_credentials(namespace: str, ref: SecretReference | None) -> dict[str, str] | None:
     """Access keys from a Secret, for the operator's own listings. Never logged or written anywhere."""
     if ref is None:
@@ -52,7 +62,12 @@ def s3_credentials(namespace: str, ref: SecretReference | None) -> dict[str, str
     }
 
 
-def credential_env(namespace: str, ref: SecretReference) -> dict[str, str]:
-    """The same keys as AWS_* environment variables for a local-mode job process."""
-    creds = s3_credentials(namespace, ref) or {}
-    return {"AWS_ACCESS_KEY_ID": creds["access_key_id"], "AWS_SECRET_ACCESS_KEY": creds["secret_access_key"]}
+def credential_env(namespace: str, secrets: dict[str, SecretReference]) -> dict[str, str]:
+    """Each Secret's keys as the environment variables workers read (``credential_env_names``),
+    for jobs whose environment the operator passes itself (local and submit modes)."""
+    env: dict[str, str] = {}
+    for name, ref in secrets.items():
+        creds = s3_credentials(namespace, ref) or {}
+        key_id, secret = credential_env_names(name)
+        env[key_id], env[secret] = creds["access_key_id"], creds["secret_access_key"]
+    return env

@@ -11,12 +11,17 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from loupe_api.jobs import RunRequest, RunResult
+from loupe_api.jobs import ENTRYPOINT, PAYLOAD_ENV, RESULT_PREFIX, RunRequest, RunResult
+from loupe_operator.rayjob import (
+    RAY_GROUP,
+    RAY_VERSION,
+    RAYJOBS,
+    KubeRayDefaults,
+    Owner,
+    observe_rayjob,
+    rayjob_manifest,
+)
 from loupe_operator.reconcile import JobObservation
-
-RESULT_PREFIX = "LOUPE_RESULT "  # the job prints its RunResult on a line starting with this
-PAYLOAD_ENV = "LOUPE_RUN_REQUEST"
-ENTRYPOINT = f"python -m loupe_workers run-job env:{PAYLOAD_ENV}"
 
 
 def result_from_logs(logs: str) -> RunResult | None:
@@ -32,7 +37,9 @@ def _failure_message(logs: str, fallback: str) -> str:
 
 
 class Launcher(Protocol):
-    def launch(self, job_id: str, request: RunRequest, env: dict[str, str]) -> None: ...
+    def launch(
+        self, job_id: str, request: RunRequest, env: dict[str, str], owner: Owner | None = None
+    ) -> None: ...
 
     def observe(self, job_id: str) -> JobObservation | None: ...
 
@@ -57,7 +64,9 @@ class SubmitLauncher:
 
         self.client = JobSubmissionClient(address)
 
-    def launch(self, job_id: str, request: RunRequest, env: dict[str, str]) -> None:
+    def launch(
+        self, job_id: str, request: RunRequest, env: dict[str, str], owner: Owner | None = None
+    ) -> None:
         if self.observe(job_id) is not None:
             return  # already launched (e.g. before an operator restart): adopt it
         self.client.submit_job(
@@ -99,7 +108,9 @@ class LocalLauncher:
         base = self.state_dir / job_id
         return base.with_suffix(".pid"), base.with_suffix(".log"), base.with_suffix(".rc")
 
-    def launch(self, job_id: str, request: RunRequest, env: dict[str, str]) -> None:
+    def launch(
+        self, job_id: str, request: RunRequest, env: dict[str, str], owner: Owner | None = None
+    ) -> None:
         pid_file, log_file, rc_file = self._paths(job_id)
         if pid_file.exists():
             return
@@ -142,6 +153,64 @@ class LocalLauncher:
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=10)
+
+
+class KubeRayLauncher:
+    """A ``ray.io/v1`` RayJob per run in the Dataset's namespace; the KubeRay operator runs it.
+
+    Launching a name that exists adopts it (409 Conflict); the outcome comes from
+    ``jobDeploymentStatus``, and the version itself from storage, so no pod logs are read."""
+
+    def __init__(self, namespace: str, defaults: KubeRayDefaults) -> None:
+        from kubernetes import client
+
+        self.namespace = namespace
+        self.defaults = defaults
+        self.api = client.CustomObjectsApi()
+
+    def launch(
+        self, job_id: str, request: RunRequest, env: dict[str, str], owner: Owner | None = None
+    ) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        if owner is None:
+            raise ValueError("a RayJob needs the Dataset that owns it")
+        # env is ignored on purpose: credentials reach the pods by secretKeyRef, never as values
+        manifest = rayjob_manifest(job_id, request, owner, self.defaults)
+        try:
+            self.api.create_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, self.namespace, RAYJOBS, manifest
+            )
+        except ApiException as exc:
+            if exc.status != 409:  # 409: created before an operator restart; adopt it
+                raise
+
+    def observe(self, job_id: str) -> JobObservation | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            rayjob = self.api.get_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, self.namespace, RAYJOBS, job_id
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return observe_rayjob(rayjob)
+
+    def result(self, job_id: str) -> RunResult | None:
+        return None  # the committed version is read from storage
+
+    def stop(self, job_id: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.api.delete_namespaced_custom_object(
+                RAY_GROUP, RAY_VERSION, self.namespace, RAYJOBS, job_id, propagation_policy="Background"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
 
 def describe(request: RunRequest) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from loupe_api.dataset import DatasetSpec, DatasetStatus, JobStatus, RayMode, VersionSummary
-from loupe_api.versions import VersionRecord
+from loupe_api.versions import VersionRecord, absolute_uri
 from loupe_operator.conditions import set_condition
 
 JobState = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -28,6 +28,7 @@ class JobObservation:
 
     state: JobState
     message: str = ""
+    reason: str = ""  # why it failed, as a CamelCase word (e.g. KubeRay's DeadlineExceeded)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Observed:
     max_attempts: int = 3
     retry_backoff_seconds: float = 30.0
     poll_seconds: float = 10.0
+    store_uri: str = ""  # where the versions live; status shows full URIs under it
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,11 @@ def job_id(name: str, digest: str, attempt: int) -> str:
     return f"loupe-{name[:40]}-{digest[:10]}-{attempt}"
 
 
-def _summary(record: VersionRecord) -> VersionSummary:
+def _summary(record: VersionRecord, store_uri: str) -> VersionSummary:
     return VersionSummary(
         version=record.version,
         created=record.created,
-        manifest_uri=record.manifest_uri,
+        manifest_uri=absolute_uri(store_uri, record.manifest_uri),
         samples=record.samples,
         digest=record.content_digest,
     )
@@ -93,10 +95,14 @@ def _apply_versions(status: DatasetStatus, observed: Observed) -> None:
     latest = observed.versions[-1]
     status.current_version = latest.version
     status.samples = latest.samples
-    status.lineage_uri = latest.lineage_uri
+    status.lineage_uri = absolute_uri(observed.store_uri, latest.lineage_uri)
     limit = observed.spec.versioning.history_limit
-    status.versions = [_summary(r) for r in reversed(observed.versions[-limit:])]
+    status.versions = [_summary(r, observed.store_uri) for r in reversed(observed.versions[-limit:])]
     status.stats = latest.stats
+    status.health = latest.health
+    if status.health is not None and status.health.report_uri:
+        status.health.report_uri = absolute_uri(observed.store_uri, status.health.report_uri)
+    status.drift = latest.drift
 
 
 def reconcile_dataset(observed: Observed) -> Decision:
@@ -119,6 +125,18 @@ def reconcile_dataset(observed: Observed) -> Decision:
         status.conditions = set_condition(
             status.conditions, type_, value, reason, message, now=now, generation=generation
         )
+
+    drift = status.drift
+    if drift is not None:
+        if drift.exceeded:
+            message = f"drift {drift.score:.3f} against {drift.reference} is above {observed.spec.drift.threshold}: {'; '.join(drift.top)}"
+            condition("Drifted", "True", "DriftAboveThreshold", message)
+            if status.current_version != previous_current:
+                decision.events.append(Event("Warning", "DriftDetected", message))
+        else:
+            condition(
+                "Drifted", "False", "WithinThreshold", f"drift {drift.score:.3f} against {drift.reference}"
+            )
 
     def ready_from_versions() -> None:
         if status.current_version:
@@ -157,7 +175,9 @@ def reconcile_dataset(observed: Observed) -> Decision:
         else:
             decision.events.append(Event("Warning", "JobFailed", f"job {job.id} failed: {live.message}"))
             kept = f"; version {status.current_version} stays current" if status.current_version else ""
-            condition("Degraded", "True", "JobFailed", f"job {job.id} failed: {live.message}{kept}")
+            condition(
+                "Degraded", "True", live.reason or "JobFailed", f"job {job.id} failed: {live.message}{kept}"
+            )
 
     unscanned = sorted(name for name, digest in observed.source_digests.items() if not digest)
     if unscanned:  # launching before the first listing would only cause a second run right after it

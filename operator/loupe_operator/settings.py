@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from loupe_api.dataset import RayMode
+from loupe_api.dataset import PodResources, RayMode
 
 
 class OperatorSettings(BaseSettings):
@@ -20,13 +20,44 @@ class OperatorSettings(BaseSettings):
     store_region: str | None = Field(default=None, description="S3 region of the default storage.")
     store_credentials_secret: str | None = Field(
         default=None,
-        description="Secret (in the operator's namespace) with the default storage's credentials.",
+        description="Secret with the default storage's credentials, looked up in each Dataset's namespace "
+        "(where its job runs) for Datasets that name no storage.",
     )
     ray_mode: RayMode = Field(default="submit", description="Default way to run jobs.")
     ray_address: str | None = Field(default=None, description="Ray Job Submission address for submit mode.")
     worker_image: str = Field(
         default="ghcr.io/loupe-dev/loupe-worker:0.1.0", description="Image of RayJob pods."
     )
+    ray_version: str = Field(default="2.60.0", description="Ray version of the worker image (kuberay).")
+    workers: int = Field(default=1, ge=0, description="kuberay: worker pods per RayJob cluster.")
+    head_resources: PodResources = Field(
+        default_factory=PodResources, description="kuberay: head pod resources (JSON)."
+    )
+    worker_resources: PodResources = Field(
+        default_factory=PodResources, description="kuberay: worker pod resources (JSON)."
+    )
+    cluster_selector: dict[str, str] = Field(
+        default_factory=dict, description="kuberay: labels of an existing RayCluster to run jobs on (JSON)."
+    )
+    ray_service_account: str | None = Field(default=None, description="kuberay: ServiceAccount of Ray pods.")
+    job_ttl_seconds: int = Field(
+        default=600, ge=0, description="kuberay: seconds a finished RayJob is kept before KubeRay deletes it."
+    )
+    submit_passes_credentials: bool = Field(
+        default=True,
+        description="submit: pass storage credentials to the job in its runtime environment (readable by "
+        "anyone with access to that Ray cluster's Job API); false when the cluster has its own.",
+    )
+    peering: str | None = Field(
+        default=None,
+        description="kopf peering name: several replicas, one active, the others hot standbys (empty: standalone).",
+    )
+
+    @field_validator("peering", mode="before")
+    @classmethod
+    def _empty_is_standalone(cls, value: object) -> object:
+        return value or None
+
     namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: all.")
     job_deadline_seconds: int = Field(default=3600, ge=1, description="activeDeadlineSeconds of jobs.")
     max_attempts: int = Field(default=3, ge=1, description="Attempts for one set of inputs before giving up.")

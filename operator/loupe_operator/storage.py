@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -125,3 +125,49 @@ def scan_source(name: str, spec: IngestSourceSpec, credentials: dict[str, str] |
         if selected(relative, spec.include, spec.exclude, list(spec.media_kinds)) is not None:
             entries.append((name, relative, size, etag))
     return Scan(objects=len(entries), bytes=sum(e[2] for e in entries), digest=listing_digest(entries))
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a Dataset's versions live, with what the operator needs to reach it (credentials in memory only)."""
+
+    uri: str
+    endpoint: str | None = None
+    region: str | None = None
+    credentials: dict[str, str] | None = field(default=None, repr=False)
+
+    def read_versions(self, dataset: str) -> list[VersionRecord]:
+        return read_versions(self.uri, dataset, self.endpoint, self.region, self.credentials)
+
+    def read_optional(self, key: str) -> bytes | None:
+        """The object at ``key``, or None when there is none (yet)."""
+        try:
+            return _read(self.uri, key, self.endpoint, self.region, self.credentials)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # boto3's NoSuchKey carries its code in the response
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def write(self, key: str, data: bytes) -> None:
+        parsed = urlparse(self.uri)
+        if parsed.scheme == "s3":
+            base = parsed.path.strip("/")
+            _s3_client(self.endpoint, self.region, self.credentials).put_object(
+                Bucket=parsed.netloc, Key=f"{base}/{key}" if base else key, Body=data
+            )
+            return
+        path = Path(parsed.path if parsed.scheme == "file" else self.uri) / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".tmp-{path.name}")
+        partial.write_bytes(data)
+        partial.replace(path)  # readers never see half a record
+
+    def list_keys(self, prefix: str) -> list[str]:
+        try:
+            return [
+                key for key, _, _ in _objects(self.uri, prefix, self.endpoint, self.region, self.credentials)
+            ]
+        except FileNotFoundError:
+            return []

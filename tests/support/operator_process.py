@@ -10,6 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+E2E_NAMESPACE = "loupe-e2e"  # the namespace the e2e ``cluster`` fixture creates and the operator watches
+
+
+def get_object(cluster: Any, kind: str, name: str, namespace: str = E2E_NAMESPACE) -> dict[str, Any]:
+    """One API object as JSON (``{}`` when it does not exist)."""
+    out = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json")
+    if out.returncode != 0:
+        return {}
+    found: dict[str, Any] = json.loads(out.stdout)
+    return found
+
 
 def start_operator(
     kubeconfig: Path, tmp_path: Path, log_name: str, namespaces: list[str], **settings: str

@@ -10,11 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-from loupe_api.jobs import RunRequest
+from loupe_api.jobs import RESULT_PREFIX, RunRequest
 from loupe_workers.executor import make_executor
 from loupe_workers.pipeline import run_dataset
-
-RESULT_PREFIX = "LOUPE_RESULT "
 
 
 def main(argv: list[str]) -> int:

@@ -14,7 +14,14 @@ from loupe_workers.store import LocalStore, ObjectInfo, ObjectStore, S3Store
 def source_store(spec: IngestSourceSpec, base_dir: Path | None = None) -> ObjectStore:
     """The store a source reads from; relative folder paths resolve against ``base_dir``."""
     if spec.s3 is not None:
-        return S3Store(spec.s3.bucket, spec.s3.prefix, endpoint=spec.s3.endpoint, region=spec.s3.region)
+        secret = spec.s3.credentials_secret_ref
+        return S3Store(
+            spec.s3.bucket,
+            spec.s3.prefix,
+            endpoint=spec.s3.endpoint,
+            region=spec.s3.region,
+            credentials_secret=secret.name if secret else None,
+        )
     assert spec.filesystem is not None
     path = Path(spec.filesystem.path).expanduser()
     if not path.is_absolute() and base_dir is not None:

@@ -12,6 +12,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
+from loupe_api.common import credential_env_names
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -151,12 +153,19 @@ class S3Store:
     """A bucket and prefix on S3 or any S3-compatible server; credentials from the environment."""
 
     def __init__(
-        self, bucket: str, prefix: str = "", *, endpoint: str | None = None, region: str | None = None
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        credentials_secret: str | None = None,
     ):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
         self.region = region
+        self.credentials_secret = credentials_secret  # a name only: the keys come from the environment
         self._client: S3Client | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # clients are not picklable; Ray ships stores to workers
@@ -170,6 +179,10 @@ class S3Store:
             import boto3
             from botocore.config import Config
 
+            # this Secret's pair when the launcher passed one, else boto3's own chain (AWS_*, IRSA, ...)
+            key_id, secret = credential_env_names(self.credentials_secret or "")
+            if not (self.credentials_secret and key_id in os.environ and secret in os.environ):
+                key_id = secret = ""
             self._client = boto3.client(
                 "s3",
                 endpoint_url=self.endpoint or None,
@@ -180,6 +193,8 @@ class S3Store:
                     connect_timeout=5,
                     read_timeout=60,
                 ),
+                aws_access_key_id=os.environ.get(key_id) if key_id else None,
+                aws_secret_access_key=os.environ.get(secret) if secret else None,
             )
         return self._client
 
@@ -243,11 +258,23 @@ class S3Store:
         return f"s3://{self.bucket}/{self._key(key)}"
 
 
-def open_store(uri: str, *, endpoint: str | None = None, region: str | None = None) -> ObjectStore:
+def open_store(
+    uri: str,
+    *,
+    endpoint: str | None = None,
+    region: str | None = None,
+    credentials_secret: str | None = None,
+) -> ObjectStore:
     """A store from s3://bucket/prefix or a folder path (file:// accepted)."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        return S3Store(parsed.netloc, parsed.path.lstrip("/"), endpoint=endpoint, region=region)
+        return S3Store(
+            parsed.netloc,
+            parsed.path.lstrip("/"),
+            endpoint=endpoint,
+            region=region,
+            credentials_secret=credentials_secret,
+        )
     if parsed.scheme == "file":
         return LocalStore(parsed.path)
     if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # plain path (or a Windows drive letter)
