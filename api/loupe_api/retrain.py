@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from loupe_api.common import ApiModel, Condition, Duration, ObjectMeta, SecretReference, cel_rules
+from loupe_api.common import ApiModel, Condition, Duration, ObjectMeta, cel_rules
 from loupe_api.constants import KIND_RETRAIN_POLICY
 
 
@@ -22,14 +22,26 @@ class RetrainTriggers(ApiModel):
     )
     on_major_version: bool = Field(default=True, description="Run on every MAJOR dataset version.")
     drift_threshold: float | None = Field(default=None, ge=0, description="Run when drift exceeds this.")
-    schedule: str | None = Field(default=None, description="Cron schedule (e.g. 0 3 * * 1).")
+    schedule: str | None = Field(
+        default=None,
+        pattern=r"^\S+(\s+\S+){4}$",
+        description="Cron schedule, five fields (e.g. 0 3 * * 1): run on the latest version at these times.",
+    )
+
+
+class KeyReference(ApiModel):
+    """One key of a Secret."""
+
+    name: str = Field(min_length=1, description="Name of the Secret, in the policy's namespace.")
+    key: str = Field(default="hmac-key", min_length=1, description="Key in the Secret.")
 
 
 class WebhookAction(ApiModel):
-    """POST a JSON payload signed with HMAC-SHA256."""
+    """POST a JSON payload signed with HMAC-SHA256 (header X-Loupe-Signature-256: sha256=<hex>)."""
 
-    url: str = Field(min_length=1, description="Receiver URL.")
-    secret_ref: SecretReference | None = Field(default=None, description="Secret holding the HMAC key.")
+    url: str = Field(min_length=1, pattern=r"^https?://", description="Receiver URL (http or https).")
+    secret_ref: KeyReference | None = Field(default=None, description="Secret key holding the HMAC key.")
+    max_attempts: int = Field(default=5, ge=1, le=20, description="Deliveries tried before the run fails.")
 
 
 class RetrainAction(ApiModel):
@@ -64,6 +76,14 @@ class RetrainAction(ApiModel):
         return self
 
 
+class PromotionSpec(ApiModel):
+    """How a new model is compared with the current baseline."""
+
+    metric: str = Field(min_length=1, description="Metric the run reports, e.g. accuracy or val_loss.")
+    higher_is_better: bool = Field(default=True, description="False for losses and error rates.")
+    min_improvement: float = Field(default=0.0, ge=0, description="Least gain over the baseline to promote.")
+
+
 class RetrainPolicySpec(ApiModel):
     """When to retrain on a dataset and what to run."""
 
@@ -76,6 +96,12 @@ class RetrainPolicySpec(ApiModel):
     )
     suspend: bool = Field(default=False, description="Start no new runs.")
     history_limit: int = Field(default=10, ge=1, le=100, description="Runs kept in status.")
+    promotion: PromotionSpec | None = Field(
+        default=None, description="Promote a model that beats the baseline on this metric."
+    )
+    run_timeout: Duration = Field(
+        default="24h", description="A run that has written no result after this long has failed."
+    )
 
 
 class RetrainRun(ApiModel):
@@ -83,21 +109,64 @@ class RetrainRun(ApiModel):
 
     name: str = Field(description="Run name.")
     dataset_version: str = Field(description="Dataset version the run trained on.")
-    state: Literal["Pending", "Running", "Succeeded", "Failed"] = Field(description="Run state.")
+    state: Literal["Pending", "Running", "Succeeded", "Failed", "Stopped"] = Field(
+        description="Run state (Stopped: replaced by a newer run)."
+    )
     start_time: datetime | None = Field(default=None, description="When it started.")
     completion_time: datetime | None = Field(default=None, description="When it finished.")
     model_uri: str | None = Field(default=None, description="Model artifact reported by the run.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Metrics reported by the run.")
     promoted: bool | None = Field(default=None, description="Whether the model beat the baseline.")
     message: str = Field(default="", description="Why it is in this state.")
+    trigger: str = Field(default="", description="What started it, in words.")
+    result_uri: str = Field(default="", description="Where the run writes its result record.")
+    attempts: int = Field(default=0, ge=0, description="Webhook deliveries tried.")
+    next_attempt: datetime | None = Field(default=None, description="When the next delivery is due.")
+
+
+class Baseline(ApiModel):
+    """The model currently promoted."""
+
+    run: str = Field(description="Run that produced it.")
+    model_uri: str = Field(description="Model artifact.")
+    dataset_version: str = Field(description="Dataset version it trained on.")
+    metric: float | None = Field(default=None, description="Its value of the promotion metric.")
 
 
 class RetrainPolicyStatus(ApiModel):
     """Observed state of the policy."""
 
     observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready and Degraded.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing and Degraded.")
     runs: list[RetrainRun] = Field(default_factory=list, description="Latest runs, newest first.")
+    last_trained_version: str | None = Field(
+        default=None, description="Dataset version of the last successful run: new data is counted from it."
+    )
+    last_schedule_time: datetime | None = Field(default=None, description="Latest schedule slot acted on.")
+    baseline: Baseline | None = Field(default=None, description="The promoted model.")
+
+
+class TrainingResult(ApiModel):
+    """The record a training run writes to its result URI (JSON)."""
+
+    state: Literal["Succeeded", "Failed"] = Field(default="Succeeded", description="How the run ended.")
+    model_uri: str | None = Field(default=None, description="The model artifact it produced.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Evaluation metrics.")
+    message: str = Field(default="", description="Anything worth saying.")
+
+
+class ModelRecord(ApiModel):
+    """Lineage edge run -> model, kept in storage next to the dataset's versions."""
+
+    model_uri: str = Field(description="Model artifact.")
+    policy: str = Field(description="RetrainPolicy (namespace/name).")
+    run: str = Field(description="Run name.")
+    dataset: str = Field(description="Dataset (namespace/name).")
+    dataset_version: str = Field(description="Version it trained on.")
+    manifest_uri: str = Field(description="Manifest of that version.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Reported metrics.")
+    promoted: bool | None = Field(default=None, description="Whether it became the baseline.")
+    created: datetime = Field(description="When the run finished.")
 
 
 class RetrainPolicy(ApiModel):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import PurePath
 from typing import Literal
 
 from pydantic import Field
 
 from loupe_api.common import ApiModel
-from loupe_api.dataset import DatasetStats
+from loupe_api.dataset import DatasetStats, DriftSummary, HealthSummary
 
 Bump = Literal["major", "minor", "patch"]
 
@@ -43,3 +44,14 @@ class VersionRecord(ApiModel):
     samples: int = Field(description="Samples in the manifest.")
     stats: DatasetStats = Field(description="Counts.")
     change: VersionChange | None = Field(default=None, description="Difference from the parent.")
+    health: HealthSummary | None = Field(default=None, description="Health summary of the version.")
+    drift: DriftSummary | None = Field(default=None, description="Drift of its new samples.")
+
+
+def absolute_uri(store_uri: str, key: str) -> str:
+    """A store-relative key as a URI a person can open: s3://bucket/prefix/key or a folder path."""
+    if not store_uri or "://" in key or key.startswith("/"):
+        return key
+    if "://" in store_uri:
+        return f"{store_uri.rstrip('/')}/{key}"
+    return str(PurePath(store_uri) / key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections import Counter
@@ -14,14 +15,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from loupe_api import openlineage
 from loupe_api.crd import all_crds
+from loupe_api.dataset import DatasetSpec
 from loupe_api.resources import SpecError
 from loupe_api.versions import VersionRecord
 from loupe_workers import manifest
+from loupe_workers.embed import load_embeddings
 from loupe_workers.executor import make_executor
 from loupe_workers.pipeline import RunError, RunEvents, run_dataset
+from loupe_workers.privacy import exportable
+from loupe_workers.report import build_report
+from loupe_workers.retraining import run_policy
+from loupe_workers.review import PredictionError, import_predictions, parse_predictions, review_queue
 from loupe_workers.specs import load_specs, run_request
-from loupe_workers.store import ObjectStore, StoreError, open_store
+from loupe_workers.store import ObjectStore, StoreError, blob_key, open_store
+from loupe_workers.trace import TraceError, trace_model, trace_raw
 from loupe_workers.versions import CommitConflict, list_versions, read_version
 
 app = typer.Typer(
@@ -105,10 +114,12 @@ def run(
         raise _fail(f"{file} defines no Dataset", 2)
     engine = make_executor(executor, address=ray_address)
     results = []
+    stores: dict[str, str] = {}
     for name in names:
         spec = bundle.datasets[name].spec
         do_commit = commit if commit is not None else spec.versioning.mode == "auto"
         store_uri = store or _resolve_store(spec.storage.uri, bundle.base_dir) or DEFAULT_STORE
+        stores[name] = store_uri
         request = run_request(bundle, name, store_uri, commit=do_commit)
         request.store_uri = store_uri
         try:
@@ -116,10 +127,27 @@ def run(
         except (RunError, CommitConflict, StoreError) as exc:
             raise _fail(f"{name}: {exc}") from exc
         results.append(result)
+        if result.created:
+            sources = [(src.location_uri(), ref) for ref, src in sorted(request.sources.items())]
+            openlineage.emit(f"loupe.dataset/{name}", f"{name}@{result.version}", "COMPLETE", sources,
+                             [(store_uri, f"{name}@{result.version}")])  # fmt: skip
         if not as_json:
             _print_run(name, result.model_dump(mode="json"), store_uri)
+    outcomes = []
+    for policy in bundle.policies.values():
+        if policy.spec.dataset_ref in stores and (commit is None or commit):
+            dataset_spec = bundle.datasets[policy.spec.dataset_ref].spec
+            outcome = run_policy(policy, _store(stores[policy.spec.dataset_ref]), bundle.base_dir,
+                                 endpoint=dataset_spec.storage.endpoint)  # fmt: skip
+            outcomes.append(outcome)
+            if not as_json:
+                started = f"run {outcome.run.name} on {outcome.run.dataset_version}: " if outcome.run else ""
+                out.print(f"RetrainPolicy [bold]{outcome.policy}[/bold]: {started}{outcome.message}")
     if as_json:
-        _print_json([r.to_wire() for r in results])
+        _print_json([r.to_wire() for r in results] if not outcomes else
+                    {"datasets": [r.to_wire() for r in results],
+                     "policies": [{"policy": o.policy, "message": o.message,
+                                   "run": o.run.to_wire() if o.run else None} for o in outcomes]})  # fmt: skip
 
 
 def _resolve_store(uri: str | None, base: Path) -> str | None:
@@ -162,6 +190,11 @@ def _print_run(name: str, result: dict[str, Any], store_uri: str) -> None:
             out.print(f"  {label}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if stats["splits"]:
         out.print("  splits: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["splits"].items())))
+    if stats.get("embedding_model"):
+        out.print(
+            f"  embeddings ({stats['embedding_model']}): {stats['embedded']} samples, "
+            f"{stats['embeddings_computed']} computed in this run, {stats['embedding_pairs']} near-duplicate pairs"
+        )
     if result["current_version"]:
         out.print(f"  current version {result['current_version']} in {store_uri}")
 
@@ -297,9 +330,41 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
 
 
 @app.command()
-def lineage(ref: Annotated[str, typer.Argument(help="DATASET@VERSION")], store: StoreOption = DEFAULT_STORE, as_json: JsonOption = False) -> None:  # fmt: skip
-    """Where a version came from: its ancestry and every raw object -> sample edge."""
+def lineage(
+    ref: Annotated[str | None, typer.Argument(help="DATASET@VERSION")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Trace a model URI back to its raw objects.")
+    ] = None,
+    raw: Annotated[str | None, typer.Option("--raw", help="Trace a raw object (sha256) forward.")] = None,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonOption = False,
+) -> None:
+    """Where a version came from (ancestry, raw object -> sample edges); or a model back to the raw objects
+    it learned from (--model); or a raw object forward to every version and model that used it (--raw)."""
     object_store = _store(store)
+    if sum(x is not None for x in (ref, model, raw)) != 1:
+        raise _fail("give exactly one of DATASET@VERSION, --model URI and --raw SHA256", 2)
+    if model is not None or raw is not None:
+        try:
+            found = (
+                trace_model(object_store, model) if model is not None else trace_raw(object_store, raw or "")
+            )
+        except TraceError as exc:
+            raise _fail(str(exc)) from exc
+        if as_json:
+            _print_json(found)
+        elif model is not None:
+            out.print(f"[bold]{model}[/bold] <- run {found['run']} ({found['policy']}) <- "
+                      f"{found['dataset']}@{found['datasetVersion']} <- {len(found['rawObjects'])} raw objects")  # fmt: skip
+            table = Table("raw object", "raw sha256", "sample")
+            for edge in found["rawObjects"]:
+                table.add_row(str(edge["uri"]), str(edge["raw_sha256"])[:12], str(edge["sample_id"])[:12])
+            out.print(table)
+        else:
+            out.print(f"[bold]{raw}[/bold] -> versions: {', '.join(found['versions'])}")
+            out.print(f"-> models: {', '.join(found['models']) or '(none)'}")
+        return
+    assert ref is not None
     record = _version(object_store, ref)
     chain = []
     current: VersionRecord | None = record
@@ -329,6 +394,59 @@ def lineage(ref: Annotated[str, typer.Argument(help="DATASET@VERSION")], store: 
 
 
 @app.command()
+def search(
+    ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
+    image: Annotated[
+        Path | None, typer.Option("--image", "-i", help="Example image: rank by similarity.")
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", "-t", help="Text: rank by relevance (e.g. 'cat').")
+    ] = None,
+    where: Annotated[
+        str | None,
+        typer.Option("--where", "-w", help="Filter expression, e.g. 'label == \"cat\" and width >= 640'."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-k", min=1, help="Results to show.")] = 10,
+    model: Annotated[
+        str, typer.Option(help="Embedding model (registered name or .onnx URI).")
+    ] = "mobilenet_v2",
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonOption = False,
+) -> None:
+    """Samples of a version ranked by an example image or a text, among those matching a filter."""
+    from loupe_workers.models import ModelError
+    from loupe_workers.search import SearchError, hits_json
+    from loupe_workers.search import search as run_search
+
+    object_store = _store(store)
+    name, version = _split_ref(ref)
+    try:
+        example = image.read_bytes() if image is not None else None
+    except OSError as exc:
+        raise _fail(f"cannot read {image}: {exc}", 2) from exc
+    try:
+        hits = run_search(
+            object_store, name, version, image=example, text=text, where=where, limit=limit, model=model
+        )
+    except SearchError as exc:
+        raise _fail(str(exc), 2) from exc
+    except ModelError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        _print_json(hits_json(hits))
+        return
+    if not hits:
+        out.print("no matching samples")
+        return
+    table = Table("score", "sample", "label", "split", "key", "why")
+    for hit in hits:
+        table.add_row(
+            f"{hit.score:.3f}", hit.sample_id[:12], hit.label or "", hit.split or "", hit.key, hit.detail
+        )
+    out.print(table)
+
+
+@app.command()
 def crds() -> None:
     """Print the CustomResourceDefinitions (kubectl apply -f -)."""
     sys.stdout.write(yaml.safe_dump_all(all_crds(), sort_keys=False))
@@ -345,6 +463,129 @@ def demo(
     files = build_demo_corpus(out_dir, size=size)
     truth = write_truth(out_dir, files)
     out.print(f"wrote {len(files)} files to {out_dir} (ground truth in {truth})")
+
+
+def _dataset_spec(file: Path | None, name: str) -> DatasetSpec | None:
+    if file is None:
+        return None
+    try:
+        bundle = load_specs(file)
+    except SpecError as exc:
+        raise _fail(str(exc), 2) from exc
+    if name not in bundle.datasets:
+        raise _fail(f"no Dataset named {name} in {file}", 2)
+    return bundle.datasets[name].spec
+
+
+def _stored_vectors(store: ObjectStore, record: VersionRecord) -> dict[str, Any] | None:
+    """Embeddings already stored for the version's samples (the report maps them), or None; nothing is computed."""
+    models = sorted(
+        {info.key.split("/")[1] for info in store.list("embeddings/") if info.key.count("/") >= 2}
+    )
+    if not models:
+        return None
+    shas = {str(r["sha256"]) for r in manifest.read_rows(store, record.manifest_uri)}
+    found = load_embeddings(store, models[0], shas)
+    return {sha: found.vectors[i] for i, sha in enumerate(found.sha256)} or None
+
+
+@app.command()
+def report(
+    ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    file: Annotated[
+        Path | None, typer.Option("-f", "--file", help="Spec file: health slices, drift reference.")
+    ] = None,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """One self-contained HTML page: counts, quality, class balance, slices, a map, drift, left-out samples."""
+    object_store = _store(store)
+    record = _version(object_store, ref)
+    name = _split_ref(ref)[0]
+    page = build_report(
+        object_store, name, record.version, _dataset_spec(file, name), _stored_vectors(object_store, record)
+    )
+    out_file.write_text(page)
+    out.print(f"wrote {out_file} ({len(page) // 1024} KiB) for {name}@{record.version}")
+
+
+@app.command()
+def queue(
+    ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
+    import_file: Annotated[
+        Path | None, typer.Option("--import", help="Predictions (JSONL or CSV: sample, label, confidence).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Items to list.")] = 20,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonOption = False,
+) -> None:
+    """The review queue of a version: samples ranked by uncertainty, disagreement with the label, uniqueness."""
+    object_store = _store(store)
+    record = _version(object_store, ref)
+    name = _split_ref(ref)[0]
+    try:
+        if import_file is not None:
+            found = parse_predictions(import_file.read_text(), import_file.name)
+            matched = import_predictions(object_store, name, record.version, found)
+            out.print(f"imported {matched} of {len(found)} predictions for {name}@{record.version}")
+        items = review_queue(object_store, name, record.version)
+    except PredictionError as exc:
+        raise _fail(str(exc), 2) from exc
+    if as_json:
+        _print_json([item.__dict__ for item in items[:limit]])
+        return
+    table = Table("score", "sample", "label", "predicted", "confidence", "why")
+    for item in items[:limit]:
+        table.add_row(f"{item.score:.2f}", item.key, item.label or "", item.predicted, f"{item.confidence:.2f}",
+                      "; ".join(item.reasons))  # fmt: skip
+    out.print(table)
+
+
+@app.command()
+def export(
+    ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write: SPLIT/LABEL/SAMPLE.EXT.")],
+    split: Annotated[list[str] | None, typer.Option("--split", help="Only these splits.")] = None,
+    allow_restricted: Annotated[
+        bool, typer.Option("--allow-restricted", help="Include samples restricted for privacy.")
+    ] = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Check a version out as files (train/val/test folders, one per label) plus its manifest.csv.
+    Samples restricted for privacy stay out unless --allow-restricted."""
+    object_store = _store(store)
+    record = _version(object_store, ref)
+    rows = manifest.read_rows(object_store, record.manifest_uri)
+    chosen = [r for r in exportable(rows, allow_restricted) if not split or r.get("split") in split]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    listing = []
+    for row in chosen:
+        extension = {
+            "JPEG": "jpg",
+            "PNG": "png",
+            "WEBP": "webp",
+            "BMP": "bmp",
+            "TIFF": "tif",
+            "GIF": "gif",
+        }.get(str(row.get("format")), "bin")
+        relative = Path(
+            str(row.get("split") or "all"),
+            str(row.get("label") or "unlabelled"),
+            f"{row['sample_id'][:16]}.{extension}",
+        )
+        (out_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / relative).write_bytes(object_store.get(blob_key(str(row["sha256"]))))
+        listing.append({"path": relative.as_posix(), "sample_id": row["sample_id"], "sha256": row["sha256"],
+                        "label": row.get("label") or "", "split": row.get("split") or "", "source_uri": row.get("uri")})  # fmt: skip
+    with (out_dir / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(
+            handle, fieldnames=["path", "sample_id", "sha256", "label", "split", "source_uri"]
+        )
+        writer.writeheader()
+        writer.writerows(listing)
+    held = len(rows) - len(exportable(rows, allow_restricted))
+    note = f"; {held} restricted samples left out (--allow-restricted)" if held else ""
+    out.print(f"exported {len(listing)} samples of {record.dataset}@{record.version} to {out_dir}{note}")
 
 
 def main() -> None:

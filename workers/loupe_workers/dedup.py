@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,11 +45,13 @@ def find_duplicates(
     is_new: list[bool],
     previously_kept: set[str],
     pixel_digest: Callable[[dict[str, Any]], str],
+    extra_pairs: Sequence[tuple[int, int]] = (),
 ) -> list[DuplicateInfo]:
     """Group the records (all of which passed the gates).
 
     Only pairs involving a new record are searched; records seen before are joined through the group
     they had in the previous version. Copies already published are kept in preference to newcomers.
+    ``extra_pairs`` are near-duplicate pairs found elsewhere (by embedding similarity).
     """
     n = len(records)
     result = [DuplicateInfo(None, True, None, None) for _ in range(n)]
@@ -93,6 +95,8 @@ def find_duplicates(
             )
             if same_pixels or d <= near:
                 link(a, b, exact=same_pixels)
+    for a, b in extra_pairs:
+        link(a, b, exact=False)
     if not firsts:
         return result
     labels = connected_groups(n, np.array(firsts, dtype=np.int64), np.array(seconds, dtype=np.int64))

@@ -41,6 +41,7 @@ SCHEMA = pa.schema(
         ("hash", pa.string()),
         ("pixel_sha256", pa.string()),
         ("exif", pa.string()),
+        ("privacy", pa.string()),  # JSON: {"faces": [{box, score}], "plates": [{box, votes}]}
         ("metadata", pa.string()),  # JSON object of string fields
         ("label", pa.string()),
         ("labels", pa.string()),  # JSON: {"label": ..., "boxes": [...]}
@@ -59,7 +60,7 @@ COLUMNS = tuple(SCHEMA.names)
 PROCESSING_COLUMNS = (
     "sample_id", "sha256", "source", "key", "uri", "etag", "size", "media", "frame_index", "frame_time",
     "video_sha256", "format", "extension", "width", "height", "brightness_p99", "brightness_p5", "sharpness",
-    "noise", "entropy", "aspect_ratio", "hash_kind", "hash", "pixel_sha256", "exif", "status", "fail_reason",
+    "noise", "entropy", "aspect_ratio", "hash_kind", "hash", "pixel_sha256", "exif", "privacy", "status", "fail_reason",
     "fail_detail", "processing_key",
 )  # fmt: skip
 

@@ -10,22 +10,23 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
-from loupe_api.dataset import DatasetSpec, DatasetStats
+from loupe_api.dataset import DatasetSpec, DatasetStats, DriftSummary, HealthSummary
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest, RunResult
 from loupe_api.versions import VersionChange, VersionRecord
-from loupe_workers import annotate, gates, manifest, media
+from loupe_workers import analysis, ann, annotate, embed, gates, manifest, media, privacy
 from loupe_workers.dedup import find_duplicates
-from loupe_workers.executor import Executor, InlineExecutor
+from loupe_workers.executor import Executor, InlineExecutor, RayExecutor
 from loupe_workers.process import ProcessSettings, Record
 from loupe_workers.semver import SampleState, decide, next_version
 from loupe_workers.sources import ListedObject, list_media, listing_digest, source_store
 from loupe_workers.splits import SplitUnit, assign_splits
 from loupe_workers.store import ObjectStore, blob_key, open_store
-from loupe_workers.versions import commit_version, latest_version, run_prefix, utcnow
+from loupe_workers.versions import commit_version, latest_version, read_version, run_prefix, utcnow
 
 
 def code_version() -> str:
@@ -62,6 +63,7 @@ def spec_digest(spec: DatasetSpec, sources: dict[str, IngestSourceSpec]) -> str:
         "qualityGates": spec.quality_gates.to_wire(),
         "dedup": spec.dedup.to_wire(),
         "splits": spec.splits.to_wire(),
+        **({"privacy": spec.privacy.to_wire()} if spec.privacy.active() else {}),
         "sourceSpecs": {
             name: src.model_dump(mode="json", by_alias=True, exclude={"poll_interval"})
             for name, src in sources.items()
@@ -82,6 +84,9 @@ def _derived_digest(row: Record) -> str:
     return hashlib.sha256(json.dumps([row.get(f) for f in fields], sort_keys=True).encode()).hexdigest()[:16]
 
 
+EmbeddingPairs = Callable[[list[Record]], list[tuple[int, int]]]
+
+
 def curate(
     records: list[Record],
     *,
@@ -91,8 +96,13 @@ def curate(
     previous: dict[str, Record],
     is_new: list[bool],
     pixel_digest: Callable[[Record], str],
+    embedding_pairs: EmbeddingPairs | None = None,
 ) -> Curated:
-    """Pure curation over processed records: metadata, labels, filters, gates, dedup, splits."""
+    """Pure curation over processed records: metadata, labels, filters, gates, dedup, splits.
+
+    ``embedding_pairs`` gives near-duplicate pairs (indices into the accepted records) found by
+    embedding similarity; they join the hash-based groups, so they never straddle splits either.
+    """
     filters = {ref.name: ref.filter for ref in spec.sources}
     stats = DatasetStats()
     rows: list[Record] = []
@@ -109,7 +119,7 @@ def curate(
         row["capture_time"] = metadata.get("capture_time")
         row["label"] = label_set.label
         row["labels"] = label_set.to_json()
-        outcome = gates.evaluate(row, spec.quality_gates)
+        outcome = privacy.apply(gates.evaluate(row, spec.quality_gates), row, spec.privacy)
         row["flags"] = outcome.flags
         row["disposition"] = outcome.disposition
         row["reason"], row["detail"] = outcome.reason, outcome.detail
@@ -131,12 +141,15 @@ def curate(
         old = previous.get(row["sample_id"])
         if old is not None and not row["_new"]:
             row["dup_group"], row["dup_kind"] = old.get("dup_group"), old.get("dup_kind")
+    extra = embedding_pairs(accepted) if embedding_pairs is not None else []
+    stats.embedding_pairs = len(extra)
     duplicates = find_duplicates(
         accepted,
         spec.dedup,
         is_new=[bool(r["_new"]) for r in accepted],
         previously_kept=previously_kept,
         pixel_digest=pixel_digest,
+        extra_pairs=extra,
     )
     groups: dict[str, list[Record]] = {}
     seen_ids: Counter[str] = Counter()
@@ -185,6 +198,7 @@ def curate(
                     stats.flags[flag] = stats.flags.get(flag, 0) + 1
             stats.splits[row["split"]] = stats.splits.get(row["split"], 0) + 1
     stats.samples = stats.accepted = len(states)
+    stats.privacy = privacy.counts(rows, spec.privacy)
     return Curated(rows, stats, states)
 
 
@@ -199,8 +213,12 @@ def run_dataset(
     """Build the next version of one dataset. Idempotent: unchanged inputs commit nothing."""
     events = events or RunEvents()
     executor = executor or InlineExecutor()
+    secret = request.spec.storage.credentials_secret_ref
     store = store or open_store(
-        request.store_uri, endpoint=request.store_endpoint, region=request.store_region
+        request.store_uri,
+        endpoint=request.store_endpoint,
+        region=request.store_region,
+        credentials_secret=secret.name if secret else None,
     )
     spec = request.spec
     missing = [ref.name for ref in spec.sources if ref.name not in request.sources]
@@ -229,8 +247,11 @@ def run_dataset(
         sidecars[name] = [o.key for o in others]
     source_digest = listing_digest(listed)
     settings = ProcessSettings(
-        hash_kind=spec.dedup.perceptual.hash, max_pixels=spec.quality_gates.max_pixels.limit
+        hash_kind=spec.dedup.perceptual.hash,
+        max_pixels=spec.quality_gates.max_pixels.limit,
+        privacy=privacy.detectors(spec.privacy),
     )
+    privacy.prefetch(settings.privacy)  # a missing model fails here, before any task runs
 
     by_object: dict[tuple[str, str, str], list[Record]] = {}
     for row in previous_rows:
@@ -274,6 +295,8 @@ def run_dataset(
         return str(row["pixel_sha256"])
 
     records = carried + fresh
+    stage = _embedding_stage(store, spec, records, executor, events)
+    near = _EmbeddingNear(store, request.dataset, parent, spec, stage)
     curated = curate(
         records,
         spec=spec,
@@ -282,8 +305,14 @@ def run_dataset(
         previous=previous_by_id,
         is_new=[False] * len(carried) + [True] * len(fresh),
         pixel_digest=pixel_digest,
+        embedding_pairs=near if near.enabled else None,
     )
     stats = curated.stats
+    if stage is not None:
+        stats.embedding_model = (near.model if near.enabled else None) or stage.embeddings.model_id
+        stats.embeddings_computed = stage.computed
+        accepted_shas = {r["sha256"] for r in curated.rows if r["disposition"] == "accepted"}
+        stats.embedded = len(accepted_shas & set(stage.embeddings.sha256))
     stats.scanned = len(listed)
     stats.processed = len(to_process)
     digest = spec_digest(spec, used)
@@ -316,7 +345,11 @@ def run_dataset(
         result.message = f"would create {version} ({change.bump}: {'; '.join(change.reasons)}); not committed"
         return result
     events.phase(f"committing {version}")
-    record = _commit(store, request.dataset, run_id, version, current, curated, change, digest, source_digest)
+    extra_files = near.index_files(request.dataset, run_id)
+    record = _commit(
+        store, request.dataset, run_id, version, current, curated, change, digest, source_digest, extra_files,
+        analyzer(store, request.dataset, spec, parent, stage),
+    )  # fmt: skip
     result.version = record.version
     result.current_version = record.version
     result.created = record.run_id == run_id
@@ -334,9 +367,13 @@ def _commit(
     change: VersionChange,
     spec_digest_value: str,
     source_digest: str,
+    extra_files: dict[str, bytes] | None = None,
+    analyze: Analyzer | None = None,
 ) -> VersionRecord:
     """Stage every file under the run, then publish the version record with one conditional put."""
     prefix = run_prefix(dataset, run_id)
+    for key, data in (extra_files or {}).items():
+        store.put(key, data)
     accepted = sorted(
         (r for r in curated.rows if r["disposition"] == "accepted"), key=lambda r: r["sample_id"]
     )
@@ -379,4 +416,157 @@ def _commit(
         stats=curated.stats,
         change=change,
     )
+    if analyze is not None:
+        health, drift, figures = analyze(accepted, others)
+        health.report_uri = f"{prefix}/analysis.json"
+        store.put(health.report_uri, json.dumps(figures, indent=1, sort_keys=True, default=str).encode())
+        record.health, record.drift = health, drift
     return commit_version(store, record)
+
+
+Analyzer = Callable[[list[Record], list[Record]], tuple[HealthSummary, DriftSummary | None, dict[str, Any]]]
+
+
+def analyzer(
+    store: ObjectStore,
+    dataset: str,
+    spec: DatasetSpec,
+    parent: VersionRecord | None,
+    stage: EmbeddingStage | None,
+) -> Analyzer:
+    """Health of the new version, and drift of its new samples against the reference (default: the parent)."""
+
+    def analyze(
+        accepted: list[Record], others: list[Record]
+    ) -> tuple[HealthSummary, DriftSummary | None, dict[str, Any]]:
+        parent_rows = manifest.read_rows(store, parent.manifest_uri) if parent is not None else []
+        health, health_figures = analysis.health(accepted, others, parent_rows, spec.health)
+        figures: dict[str, Any] = {"health": health_figures, "drift": None}
+        reference = spec.drift.reference_version or (parent.version if parent is not None else None)
+        if reference is None:
+            return health, None, figures
+        try:
+            reference_record = (
+                parent
+                if parent is not None and parent.version == reference
+                else read_version(store, dataset, reference)
+            )
+        except LookupError:
+            figures["drift"] = {"error": f"reference version {reference} does not exist"}
+            return health, None, figures
+        reference_rows = manifest.read_rows(store, reference_record.manifest_uri)
+        known = {r["sample_id"] for r in reference_rows}
+        vectors = None
+        if stage is not None:
+            vectors = {sha: stage.embeddings.vectors[i] for i, sha in enumerate(stage.embeddings.sha256)}
+        drift, drift_figures = analysis.drift(reference_rows, [r for r in accepted if r["sample_id"] not in known],
+                                              reference, spec.drift, vectors=vectors)  # fmt: skip
+        figures["drift"] = drift_figures
+        return health, drift, figures
+
+    return analyze
+
+
+def embed_config(spec: DatasetSpec, model: str | None = None) -> embed.EmbedConfig:
+    """How the embedding stage runs for a dataset (``model`` overrides the spec's)."""
+    e = spec.embedding
+    return embed.EmbedConfig(
+        model=model or e.model,
+        batch_size=e.batch_size,
+        device=e.device,
+        num_gpus=e.num_gpus,
+        num_cpus=e.num_cpus,
+        concurrency=e.concurrency,
+        max_pixels=spec.quality_gates.max_pixels.limit,
+    )
+
+
+def _dedup_model(spec: DatasetSpec) -> str | None:
+    dedup = spec.dedup.embedding
+    if dedup is None or not dedup.enabled:
+        return None
+    return dedup.model or spec.embedding.model
+
+
+@dataclass
+class EmbeddingStage:
+    """Embeddings of a run's decodable samples, per model id (the spec's model first)."""
+
+    embeddings: embed.Embeddings
+    computed: int
+    by_model: dict[str, embed.Embeddings] = field(default_factory=dict)
+
+
+def _embedding_stage(
+    store: ObjectStore, spec: DatasetSpec, records: list[Record], executor: Executor, events: RunEvents
+) -> EmbeddingStage | None:
+    """Embed every decodable sample under each model the spec needs; stored ones are reused."""
+    models = [spec.embedding.model] if spec.embedding.enabled else []
+    dedup_model = _dedup_model(spec)
+    if dedup_model is not None and dedup_model not in models:
+        models.append(dedup_model)
+    if not models:
+        return None
+    shas = sorted({r["sha256"] for r in records if r.get("status") == "ok"})
+    runner: embed.Runner = embed.embed_inline
+    if isinstance(executor, RayExecutor):
+        executor._ensure_ray()
+        runner = embed.embed_with_ray
+    stage: EmbeddingStage | None = None
+    for model in models:
+        config = embed_config(spec, model)
+        events.phase(f"embedding {len(shas)} samples with {model}")
+        try:
+            result = embed.ensure_embeddings(
+                store, shas, config, runner=runner, progress=events.advance, start=events.start_processing
+            )
+        except Exception as exc:
+            raise RunError(f"embedding stage ({model}): {exc}") from exc
+        if stage is None:
+            stage = EmbeddingStage(result.embeddings, result.computed)
+        else:
+            stage.computed += result.computed
+        stage.by_model[model] = result.embeddings
+    return stage
+
+
+class _EmbeddingNear:
+    """Embedding near-duplicate pairs of the accepted records, through the parent's stored index."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        dataset: str,
+        parent: VersionRecord | None,
+        spec: DatasetSpec,
+        stage: EmbeddingStage | None,
+    ) -> None:
+        self.store, self.dataset, self.parent = store, dataset, parent
+        self.ref = _dedup_model(spec)
+        self.threshold = spec.dedup.embedding.threshold if spec.dedup.embedding else 1.0
+        self.embeddings = stage.by_model.get(self.ref) if stage is not None and self.ref else None
+        self.model = self.embeddings.model_id if self.embeddings is not None else None
+        self.index: ann.AnnIndex | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.embeddings is not None
+
+    def __call__(self, accepted: list[Record]) -> list[tuple[int, int]]:
+        assert self.embeddings is not None and self.model is not None
+        rows = self.embeddings.row_of()
+        members = [i for i, r in enumerate(accepted) if r["sha256"] in rows]
+        shas = [accepted[i]["sha256"] for i in members]
+        vectors = self.embeddings.vectors[[rows[s] for s in shas]] if shas else self.embeddings.vectors[:0]
+        previous = (
+            ann.load_index(self.store, self.dataset, self.parent.run_id, self.model) if self.parent else None
+        )
+        pairs, self.index = ann.near_pairs(previous, shas, vectors, self.threshold)
+        return [(members[a], members[b]) for a, b, _ in pairs]
+
+    def index_files(self, dataset: str, run_id: str) -> dict[str, bytes]:
+        if self.index is None or self.model is None:
+            return {}
+        graph_key, ids_key = ann.index_keys(dataset, run_id, self.model)
+        graph, ids = self.index.to_bytes()
+        return {graph_key: graph, ids_key: ids}

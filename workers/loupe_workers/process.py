@@ -12,6 +12,7 @@ from typing import Any
 
 from loupe_api.ingest import IngestSourceSpec
 from loupe_workers import media
+from loupe_workers.privacy import Detectors, record_fields
 from loupe_workers.sources import ListedObject
 from loupe_workers.store import ObjectStore, put_blob
 
@@ -25,9 +26,11 @@ class ProcessSettings:
 
     hash_kind: str
     max_pixels: int
+    privacy: Detectors | None = None  # None (privacy off) keeps the key, so stored results are reused
 
     def key(self) -> str:
-        return f"v{PROCESSING_VERSION}:{self.hash_kind}:{self.max_pixels}"
+        base = f"v{PROCESSING_VERSION}:{self.hash_kind}:{self.max_pixels}"
+        return f"{base}:{self.privacy.key()}" if self.privacy else base
 
 
 def _base(obj: ListedObject, settings: ProcessSettings) -> Record:
@@ -91,6 +94,7 @@ def process_image(obj: ListedObject, data: bytes, blobs: ObjectStore, settings: 
         return record
     put_blob(blobs, data, sha)
     record.update(_analysis_fields(analysis, settings))
+    record.update(record_fields(data, settings.privacy, max_pixels=settings.max_pixels))
     return record
 
 
