@@ -19,6 +19,10 @@
 #   assets           ensure all three above, print the folder (use it as KUBEBUILDER_ASSETS)
 #   kuberay-crds     KubeRay's CRDs (module zip from the proxy), copied to kuberay/<version>/crds/;
 #                    prints the path of ray.io_rayjobs.yaml
+#   helm             Helm 3 CLI (helm.sh/helm/v3/cmd/helm), for the chart's tests
+#   servicemonitor-crd  prometheus-operator's ServiceMonitor CRD (module zip from the proxy), copied to
+#                    prometheus-operator/<version>/; prints its path
+#   chromium         headless Chromium (Debian's package, apt-get installed when missing); prints its path
 #
 # GOPATH, GOMODCACHE and GOCACHE are left at their defaults (under $HOME) so module downloads and
 # compiled packages are reused across builds and tools. A build goes into a temporary directory next
@@ -43,6 +47,10 @@ LOUPE_K8S_VERSION="${LOUPE_K8S_VERSION:-v1.34.4}"
 # KubeRay CRDs. v1.7.0 is listed by the module proxy here but its zip answers 403 ("This module version
 # is not available"), so this is the newest version whose zip downloads.
 LOUPE_KUBERAY_VERSION="${LOUPE_KUBERAY_VERSION:-v1.6.1}"
+# Helm 3: the chart's tests lint and render charts/loupe with it.
+LOUPE_HELM_VERSION="${LOUPE_HELM_VERSION:-v3.21.4}"
+# prometheus-operator: only its ServiceMonitor CRD, to validate the chart's ServiceMonitor.
+LOUPE_PROMETHEUS_OPERATOR_VERSION="${LOUPE_PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 
 # --- helpers ---------------------------------------------------------------------------------------
 _loupe_log() {
@@ -246,6 +254,26 @@ _loupe_k8s_assets() (
     _loupe_k8s_dir
 )
 
+# Helm, stamped the way Helm's Makefile stamps releases: its version, and the default Kubernetes version
+# of `helm template`/`helm lint` (1.<minor of its k8s.io/client-go>; unstamped it would be 1.20).
+_loupe_build_helm() (
+    set -euo pipefail
+    local out="$1" go ldflags="-s -w" gomod client pkg
+    go="$(_loupe_go)"
+    ldflags+=" -X helm.sh/helm/v3/internal/version.version=${LOUPE_HELM_VERSION}"
+    ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    gomod="$(cd "${out}" && "${go}" mod download -json "helm.sh/helm/v3@${LOUPE_HELM_VERSION}" |
+        sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+    client="$(awk '$1 == "k8s.io/client-go" {print $2}' "${gomod}")"
+    [[ "${client}" =~ ^v0\.([0-9]+)\. ]] || _loupe_die "no k8s.io/client-go version in ${gomod}"
+    for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        ldflags+=" -X ${pkg}.k8sVersionMajor=1 -X ${pkg}.k8sVersionMinor=${BASH_REMATCH[1]}"
+    done
+    "${go}" version
+    GOBIN="${out}" CGO_ENABLED=0 \
+        "${go}" install -trimpath -ldflags "${ldflags}" "helm.sh/helm/v3/cmd/helm@${LOUPE_HELM_VERSION}"
+)
+
 # KubeRay's CRDs from the ray-operator module zip: copied to kuberay/<version>/crds/; prints the path of
 # ray.io_rayjobs.yaml.
 _loupe_kuberay_crds() (
@@ -275,10 +303,52 @@ _loupe_kuberay_crds() (
     printf '%s\n' "${crds}/ray.io_rayjobs.yaml"
 )
 
+# prometheus-operator's ServiceMonitor CRD from its module zip; prints the copied file's path.
+_loupe_servicemonitor_crd() (
+    set -euo pipefail
+    local go dir file tmp module name="monitoring.coreos.com_servicemonitors.yaml"
+    go="$(_loupe_go)"
+    dir="$(_loupe_cache_root)/prometheus-operator/${LOUPE_PROMETHEUS_OPERATOR_VERSION}"
+    file="${dir}/${name}"
+    if [[ ! -f "${file}" ]]; then
+        mkdir -p "${dir}"
+        tmp="$(mktemp -d "${dir}/.download.XXXXXX")"
+        # shellcheck disable=SC2064  # expand the path now, on purpose
+        trap "rm -rf '${tmp}'" EXIT
+        _loupe_log "downloading github.com/prometheus-operator/prometheus-operator@${LOUPE_PROMETHEUS_OPERATOR_VERSION} ..."
+        module="$(cd "${tmp}" && "${go}" mod download -json \
+            "github.com/prometheus-operator/prometheus-operator@${LOUPE_PROMETHEUS_OPERATOR_VERSION}" |
+            sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+        if [[ -z "${module}" || ! -f "${module}/example/prometheus-operator-crd/${name}" ]]; then
+            _loupe_die "could not download prometheus-operator ${LOUPE_PROMETHEUS_OPERATOR_VERSION}'s CRDs"
+        fi
+        cp "${module}/example/prometheus-operator-crd/${name}" "${tmp}/${name}"
+        chmod u+w "${tmp}/${name}"
+        mv -f "${tmp}/${name}" "${file}"
+    fi
+    printf '%s\n' "${file}"
+)
+
+# Headless Chromium from Debian's packages (the report tests render HTML in it); prints its path.
+_loupe_chromium() (
+    set -euo pipefail
+    local found
+    found="$(command -v chromium || command -v chromium-browser || true)"
+    if [[ -z "${found}" ]]; then
+        local sudo=""
+        [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+        _loupe_log "installing Debian's chromium (apt-get) ..."
+        ${sudo} apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive ${sudo} apt-get install -y -qq --no-install-recommends chromium >&2
+        found="$(command -v chromium)"
+    fi
+    printf '%s\n' "${found}"
+)
+
 # loupe_tool <tool>...: ensure each tool is built and print its path.
 loupe_tool() (
     set -euo pipefail
-    local tool tools="minio etcd kube-apiserver kubectl assets kuberay-crds"
+    local tool tools="minio etcd kube-apiserver kubectl assets kuberay-crds helm servicemonitor-crd chromium"
     if [[ $# -eq 0 ]]; then
         _loupe_die "usage: tools.sh <tool>...   (tools: ${tools})"
     fi
@@ -288,6 +358,9 @@ loupe_tool() (
             etcd | kube-apiserver | kubectl) _loupe_k8s_binary "${tool}" ;;
             assets) _loupe_k8s_assets ;;
             kuberay-crds) _loupe_kuberay_crds ;;
+            helm) _loupe_ensure helm "${LOUPE_HELM_VERSION}" helm ;;
+            servicemonitor-crd) _loupe_servicemonitor_crd ;;
+            chromium) _loupe_chromium ;;
             -h | --help | help)
                 printf 'usage: tools.sh <tool>...\n'
                 printf '  minio           MinIO S3 server %s\n' "${LOUPE_MINIO_VERSION}"
@@ -297,6 +370,9 @@ loupe_tool() (
                 printf '  assets          all three; prints their folder, for KUBEBUILDER_ASSETS\n'
                 printf '  kuberay-crds    KubeRay %s CRDs; prints the path of ray.io_rayjobs.yaml\n' \
                     "${LOUPE_KUBERAY_VERSION}"
+                printf '  helm            Helm %s CLI\n' "${LOUPE_HELM_VERSION}"
+                printf '  servicemonitor-crd  prometheus-operator %s ServiceMonitor CRD; prints its path\n' \
+                    "${LOUPE_PROMETHEUS_OPERATOR_VERSION}"
                 ;;
             *) _loupe_die "unknown tool '${tool}' (tools: ${tools})" ;;
         esac

@@ -1,6 +1,6 @@
 """Write or check the generated CustomResourceDefinitions in crds/.
 
-python tests/crd_tool.py write   # regenerate crds/*.yaml from loupe_api
+python tests/crd_tool.py write   # regenerate crds/*.yaml from loupe_api (and the chart's copy)
 python tests/crd_tool.py check   # exit 1 if crds/ differs from what loupe_api generates
 """
 
@@ -59,6 +59,10 @@ def main(argv: list[str]) -> int:
     if argv == ["write"]:
         changed = write()
         print("\n".join(f"wrote crds/{name}" for name in changed) or "crds/ is up to date")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from support.chart import write_generated  # the chart ships a copy of the CRDs
+
+        write_generated()
         return 0
     if argv == ["check"]:
         stale = stale_files()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh clone: installs uv if missing, the locked environment, the real
-# servers the tests need (MinIO, kube-apiserver, etcd and kubectl, KubeRay's CRDs: built from the Go
-# module proxy and cached outside the checkout), then runs pytest. Extra arguments go to pytest.
+# servers and tools the tests need (MinIO, kube-apiserver, etcd, kubectl, helm, KubeRay's and
+# prometheus-operator's CRDs: built or fetched from the Go module proxy and cached outside the
+# checkout; headless Chromium from Debian's packages), then runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,4 +16,6 @@ KUBEBUILDER_ASSETS="${KUBEBUILDER_ASSETS:-$(bash .ci/tools.sh assets)}"
 export KUBEBUILDER_ASSETS
 echo "control plane: ${KUBEBUILDER_ASSETS}"
 echo "kuberay: $(bash .ci/tools.sh kuberay-crds)"
+echo "helm: $(bash .ci/tools.sh helm) (ServiceMonitor CRD: $(bash .ci/tools.sh servicemonitor-crd))"
+echo "chromium: $(bash .ci/tools.sh chromium)"
 exec uv run --frozen --no-sync pytest "$@"
