@@ -44,7 +44,9 @@ def write(uri: str, data: bytes) -> None:
 
 
 def main() -> int:
-    manifest = pq.read_table(io.BytesIO(read(os.environ["LOUPE_MANIFEST_URI"]))).to_pylist()
+    manifest = pq.read_table(
+        io.BytesIO(read(os.environ["LOUPE_MANIFEST_URI"])), use_threads=False
+    ).to_pylist()
     rows = [r for r in manifest if r.get("label") and all(r.get(f) is not None for f in FEATURES)]
     if not rows:
         write(

@@ -335,7 +335,7 @@ def to_parquet(embeddings: Embeddings) -> bytes:
 
 
 def from_parquet(model: str, data: bytes) -> Embeddings:
-    table = pq.read_table(io.BytesIO(data))
+    table = pq.read_table(io.BytesIO(data), use_threads=False)  # see manifest.read_rows
     n = table.num_rows
     if n == 0:
         return Embeddings.concat(model, [])

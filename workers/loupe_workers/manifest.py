@@ -82,6 +82,8 @@ def table_bytes(table: pa.Table) -> bytes:
 
 def read_rows(store: ObjectStore, key: str) -> list[dict[str, Any]]:
     """Rows of any Parquet file in the store (manifest, rejected samples, lineage)."""
-    table = pq.read_table(io.BytesIO(store.get(key)))
+    # No reader threads: pyarrow 26's pool can abort the interpreter at exit ("terminate called without
+    # an active exception", seen in about half of short CLI runs); these files are small anyway.
+    table = pq.read_table(io.BytesIO(store.get(key)), use_threads=False)
     rows: list[dict[str, Any]] = table.to_pylist()
     return rows
