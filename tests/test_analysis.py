@@ -135,6 +135,15 @@ def versioned(corpus: tuple[Path, list[DemoFile]], tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_search_on_the_quickstart_as_a_new_user_runs_it(versioned: Path) -> None:
+    found = loupe("search", "defects", "--text", "cat", "--json", cwd=versioned)
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    assert "chelsea" in hits[0]["key"] and hits[0]["score"] >= hits[-1]["score"]
+    shown = loupe("search", "defects", "--text", "coffee", "--limit", "3", cwd=versioned)
+    assert shown.returncode == 0 and "coffee" in shown.stdout
+
+
 def test_review_queue_ranks_disagreements_first(versioned: Path) -> None:
     store = LocalStore(versioned / ".loupe")
     rows = manifest.read_rows(store, list_versions(store, "defects")[0].manifest_uri)

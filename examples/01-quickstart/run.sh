@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart on the embedded default (local Ray, local folder store): installs Loupe, writes a demo
 # folder of real photos with duplicates and faults, builds a dataset version twice (the second run
-# changes nothing), and shows the result.
+# changes nothing), shows the result, searches it by text and writes an HTML report.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/../.."
@@ -18,3 +18,5 @@ rm -rf images images-truth.json .loupe
 "$loupe" run -f loupe.yaml
 "$loupe" versions defects
 "$loupe" show defects
+"$loupe" search defects --text cat --limit 3           # text-to-image search (downloads the models once)
+"$loupe" report defects --out report.html -f loupe.yaml  # one self-contained HTML page: open it in a browser
