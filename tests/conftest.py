@@ -79,3 +79,12 @@ def cluster() -> Iterator[Any]:
             "apply", "-f", "-", input=json.dumps(namespace), check=True
         )  # may exist on a real cluster
         yield plane
+
+
+@pytest.fixture
+def operator_log(tmp_path: Path) -> Iterator[Path]:
+    """Where an e2e test's operator logs; its tail is printed after the test (pytest shows it on failure)."""
+    log = tmp_path / "operator.log"
+    yield log
+    if log.exists():
+        print(log.read_text()[-6000:])

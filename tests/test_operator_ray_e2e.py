@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +81,6 @@ def _jpeg(array: Any) -> bytes:
     out = io.BytesIO()
     Image.fromarray(array).save(out, format="JPEG", quality=90)
     return out.getvalue()
-
-
-@pytest.fixture
-def operator_log(tmp_path: Path) -> Iterator[Path]:
-    log = tmp_path / "operator.log"
-    yield log
-    if log.exists():
-        print(log.read_text()[-6000:])
 
 
 def test_submit_mode_versions_from_s3_sources(

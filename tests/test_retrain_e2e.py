@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,14 +104,6 @@ def _play_job(cluster: Any, job: dict[str, Any]) -> subprocess.CompletedProcess[
         _job_status(cluster, job["metadata"]["name"], {"active": 0, "succeeded": 1, "completionTime": finished,
                                                         "conditions": conditions, "uncountedTerminatedPods": {}})  # fmt: skip
     return done
-
-
-@pytest.fixture
-def operator_log(tmp_path: Path) -> Iterator[Path]:
-    log = tmp_path / "operator.log"
-    yield log
-    if log.exists():
-        print(log.read_text()[-6000:])
 
 
 def test_job_action_triggers_cooldown_failure_and_lineage(
