@@ -21,6 +21,7 @@ from loupe_api.jobs import RunRequest
 from loupe_workers import analysis, manifest
 from loupe_workers.demo import DemoFile
 from loupe_workers.pipeline import run_dataset
+from loupe_workers.report import build_report
 from loupe_workers.store import LocalStore
 from loupe_workers.versions import list_versions
 
@@ -120,6 +121,9 @@ def test_drift_of_darker_incoming_photos(corpus: tuple[Path, list[DemoFile]], tm
     assert second.health is not None and second.health.report_uri
     figures = json.loads(store.get(second.health.report_uri))
     assert figures["drift"]["newSamples"] == len(new) and figures["health"]["samples"] == second.samples
+    # the report shows the figures stored with the version
+    page = build_report(store, "cams", second.version)
+    assert f'data-drift-score="{second.drift.score:.4f}"' in page and "above the threshold" in page
 
 
 def loupe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -175,8 +175,7 @@ def test_retrain_policy_health_on_server_validated_statuses(cluster: Any) -> Non
     )
 
     def with_status(status: dict[str, Any]) -> dict[str, Any]:
-        cluster.kubectl("patch", "retrainpolicy", "detector", "-n", NAMESPACE, "--subresource=status",
-                        "--type=merge", "-p", json.dumps({"status": status}), check=True)  # fmt: skip
+        cluster.patch_status("retrainpolicy", "detector", NAMESPACE, status)
         return _get(cluster, "retrainpolicy", "detector")
 
     now = "2026-01-01T00:00:00Z"
@@ -273,10 +272,8 @@ def test_kuberay_mode_with_chart_rbac(
         status, message = _health("Dataset", get("dataset", "fails"))
         assert status == "Progressing" and by_dataset["fails"] in message, message
 
-        cluster.kubectl("patch", "rayjob", by_dataset["fails"], "-n", namespace, "--subresource=status",
-                        "--type=merge", "-p", json.dumps({"status": {"jobDeploymentStatus": "Failed",
-                        "reason": "DeadlineExceeded", "message": "activeDeadlineSeconds reached"}}),
-                        check=True)  # fmt: skip
+        cluster.patch_status("rayjob", by_dataset["fails"], namespace, {"jobDeploymentStatus": "Failed",
+                             "reason": "DeadlineExceeded", "message": "activeDeadlineSeconds reached"})  # fmt: skip
 
         def degraded() -> tuple[str, str] | None:
             found = _health("Dataset", get("dataset", "fails"))

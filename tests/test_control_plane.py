@@ -303,18 +303,8 @@ def test_status_the_operator_writes_is_accepted_and_shown(
         ("ingestsource/status-src", source_status),
         ("retrainpolicy/status-rtp", policy_status),
     ):
-        patch = json.dumps({"status": status.to_wire()})
-        k8s.kubectl(
-            "patch",
-            resource,
-            "-n",
-            namespace,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            patch,
-            check=True,
-        )
+        kind, name = resource.split("/")
+        k8s.patch_status(kind, name, namespace, status.to_wire())
 
     stored = Dataset.model_validate(get_json(k8s, "dataset", "status-ds", "-n", namespace))
     assert stored.status == dataset_status
@@ -341,18 +331,7 @@ def test_status_the_operator_writes_is_accepted_and_shown(
     assert row[:4] == ["status-rtp", "status-ds", "Running", "True"]
 
     # The operator removes status keys with a merge patch of nulls.
-    patch = json.dumps({"status": {"job": None, "lineageUri": None}})
-    k8s.kubectl(
-        "patch",
-        "dataset/status-ds",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        patch,
-        check=True,
-    )
+    k8s.patch_status("dataset", "status-ds", namespace, {"job": None, "lineageUri": None})
     status = get_json(k8s, "dataset", "status-ds", "-n", namespace)["status"]
     assert "job" not in status and "lineageUri" not in status and status["currentVersion"] == "1.2.0"
 

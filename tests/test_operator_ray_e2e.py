@@ -178,8 +178,7 @@ def _rayjobs(cluster: Any, dataset: str) -> list[dict[str, Any]]:
 
 
 def _patch_rayjob_status(cluster: Any, name: str, status: dict[str, Any]) -> None:
-    cluster.kubectl("patch", "rayjob", name, "-n", NAMESPACE, "--subresource=status", "--type=merge",
-                    "-p", json.dumps({"status": status}), check=True)  # fmt: skip
+    cluster.patch_status("rayjob", name, NAMESPACE, status)
 
 
 def _pod_env(cluster: Any, rayjob: dict[str, Any]) -> dict[str, str]:

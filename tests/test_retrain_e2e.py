@@ -74,8 +74,7 @@ def _runs(cluster: Any, policy: str) -> list[dict[str, Any]]:
 
 
 def _job_status(cluster: Any, name: str, status: dict[str, Any]) -> None:
-    cluster.kubectl("patch", "job", name, "-n", NAMESPACE, "--subresource=status", "--type=merge",
-                    "-p", json.dumps({"status": status}), check=True)  # fmt: skip
+    cluster.patch_status("job", name, NAMESPACE, status)
 
 
 def _play_job(cluster: Any, job: dict[str, Any]) -> subprocess.CompletedProcess[str]:

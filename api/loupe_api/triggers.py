@@ -30,11 +30,10 @@ class DueRun:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What the triggers say now: a run to start, or why not (and when to look again)."""
+    """What the triggers say now: a run to start, or why not."""
 
     due: DueRun | None
     waiting: str = ""
-    recheck_after: float | None = None
 
 
 def run_name(policy: str, dataset_version: str, slot: datetime | None = None) -> str:

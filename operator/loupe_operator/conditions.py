@@ -18,38 +18,19 @@ def set_condition(
     generation: int | None,
 ) -> list[Condition]:
     """A new list with the condition of ``type_`` replaced (order kept, new types appended)."""
-    out: list[Condition] = []
-    found = False
-    for condition in conditions:
-        if condition.type != type_:
-            out.append(condition)
-            continue
-        found = True
-        changed = condition.status != status
-        out.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=now
-                if changed or condition.last_transition_time is None
-                else condition.last_transition_time,
-                observed_generation=generation,
-            )
-        )
-    if not found:
-        out.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-        )
-    return out
+    previous = get_condition(conditions, type_)
+    kept = previous is not None and previous.status == status and previous.last_transition_time is not None
+    updated = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=previous.last_transition_time if kept and previous else now,
+        observed_generation=generation,
+    )
+    if previous is None:
+        return [*conditions, updated]
+    return [updated if c.type == type_ else c for c in conditions]
 
 
 def get_condition(conditions: list[Condition], type_: str) -> Condition | None:

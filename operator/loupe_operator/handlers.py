@@ -34,7 +34,7 @@ from loupe_operator.retrain import (
     webhook_payload,
 )
 from loupe_operator.settings import OperatorSettings
-from loupe_operator.storage import StoreLocation, read_versions, scan_source
+from loupe_operator.storage import StoreLocation, scan_source
 
 SETTINGS = OperatorSettings()
 # Sources are checked this often; each rescans only when its own pollInterval has passed.
@@ -228,25 +228,22 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
     status = DatasetStatus.model_validate(old)
     mode = spec.ray.mode or SETTINGS.ray_mode
     address = spec.ray.address or SETTINGS.ray_address
-    spec = _with_default_storage_secret(spec)
-    store_uri = spec.storage.uri or SETTINGS.default_store
-    endpoint = spec.storage.endpoint or SETTINGS.store_endpoint
-    region = spec.storage.region or SETTINGS.store_region
+    spec = _with_default_storage_secret(spec)  # the job is told which Secret opens the default storage
+    location, _ = dataset_store(spec, namespace)
+    store_uri = location.uri
     dataset_key = f"{namespace}/{name}"
     sources: dict[str, IngestSourceSpec] = {}
     digests: dict[str, str] = {}
     missing: list[str] = []
     for ref in spec.sources:
-        source = kube.get_ingest_source(namespace, ref.name)
+        source = kube.get_custom(namespace, "ingestsources", ref.name)
         if source is None:
             missing.append(ref.name)
             continue
         sources[ref.name] = IngestSourceSpec.model_validate(source["spec"])
         digests[ref.name] = ((source.get("status") or {}).get("lastScan") or {}).get("listingDigest", "")
-    secret_ref = spec.storage.credentials_secret_ref
-    credentials = kube.s3_credentials(namespace, secret_ref) if secret_ref else None
     try:
-        versions = read_versions(store_uri, dataset_key, endpoint, region, credentials)
+        versions = location.read_versions(dataset_key)
     except Exception as exc:
         message = f"cannot read versions from {store_uri}: {exc}"
         status.observed_generation = generation  # the spec was seen; tools comparing generations must know
@@ -285,7 +282,7 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
     if decision.launch is not None:
         request = RunRequest(
             dataset=dataset_key, spec=spec, sources=sources, store_uri=store_uri,
-            store_endpoint=endpoint, store_region=region, run_id=decision.launch.id,
+            store_endpoint=location.endpoint, store_region=location.region, run_id=decision.launch.id,
         )  # fmt: skip
         owner = Owner(f"{GROUP}/{VERSION}", "Dataset", name, body.metadata.uid or "", namespace)
         launcher.launch(decision.launch.id, request, _job_env(mode, namespace, request), owner)

@@ -18,10 +18,6 @@ def load_config() -> None:
         config.load_kube_config()
 
 
-def get_ingest_source(namespace: str, name: str) -> dict[str, Any] | None:
-    return get_custom(namespace, "ingestsources", name)
-
-
 def get_custom(namespace: str, plural: str, name: str) -> dict[str, Any] | None:
     """A loupe.dev object as a dict, or None when it does not exist."""
     from kubernetes import client

@@ -53,14 +53,21 @@ def _resources(resources: PodResources) -> dict[str, Any]:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
+def secret_key_refs(ref: SecretReference, key_id_variable: str, secret_variable: str) -> list[dict[str, Any]]:
+    """A Secret's two S3 keys as pod env entries by ``secretKeyRef``: the pod spec names the Secret, never the keys."""
+    pairs = ((key_id_variable, ref.access_key_id_key), (secret_variable, ref.secret_access_key_key))
+    return [
+        {"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}} for var, key in pairs
+    ]
+
+
 def secret_env(secrets: dict[str, SecretReference]) -> list[dict[str, Any]]:
-    """Credentials reach the Ray pods by ``secretKeyRef``: the RayJob names Secrets, never holds keys."""
-    env: list[dict[str, Any]] = []
-    for name, ref in sorted(secrets.items()):
-        key_id, secret = credential_env_names(name)
-        for variable, key in ((key_id, ref.access_key_id_key), (secret, ref.secret_access_key_key)):
-            env.append({"name": variable, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}})
-    return env
+    """Every Secret a job needs, under the per-Secret names the workers read (``credential_env_names``)."""
+    return [
+        entry
+        for name, ref in sorted(secrets.items())
+        for entry in secret_key_refs(ref, *credential_env_names(name))
+    ]
 
 
 def _pod_template(

@@ -29,7 +29,7 @@ from loupe_api.retrain import (
 from loupe_api.triggers import ACTIVE_RUN_STATES, cooldown_left, evaluate, promote, result_key
 from loupe_api.versions import VersionRecord, absolute_uri
 from loupe_operator.conditions import set_condition
-from loupe_operator.rayjob import Owner
+from loupe_operator.rayjob import Owner, secret_key_refs
 from loupe_operator.reconcile import Event, JobObservation
 
 SIGNATURE_HEADER = "X-Loupe-Signature-256"
@@ -49,18 +49,12 @@ def action_kind(spec: RetrainPolicySpec) -> ActionKind:
 # ---- what a run receives --------------------------------------------------------------------------
 
 
-def _credential_refs(secret: SecretReference | None) -> list[dict[str, Any]]:
-    """Storage credentials by reference, under the names boto3 and every S3 tool read."""
-    if secret is None:
-        return []
-    return [
-        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.access_key_id_key}}},
-        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.secret_access_key_key}}},
-    ]  # fmt: skip
-
-
 def _with_env(pod_spec: dict[str, Any], env: dict[str, str], secret: SecretReference | None) -> None:
-    extra = [{"name": k, "value": v} for k, v in sorted(env.items())] + _credential_refs(secret)
+    extra = [{"name": k, "value": v} for k, v in sorted(env.items())] + (
+        secret_key_refs(secret, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        if secret
+        else []  # what boto3 reads
+    )
     for container in pod_spec.get("containers", []):
         names = {e["name"] for e in extra}
         container["env"] = [e for e in container.get("env", []) if e.get("name") not in names] + extra

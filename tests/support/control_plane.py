@@ -739,6 +739,11 @@ class ControlPlane:
             )
         return result
 
+    def patch_status(self, kind: str, name: str, namespace: str, status: dict[str, Any]) -> None:
+        """Merge-patch an object's status subresource, as its controller would."""
+        self.kubectl("patch", kind, name, "-n", namespace, "--subresource=status", "--type=merge",
+                     "-p", json.dumps({"status": status}), check=True)  # fmt: skip
+
     def apply(
         self,
         manifest: str | os.PathLike[str],

@@ -31,7 +31,7 @@ from loupe_workers.review import PredictionError, import_predictions, parse_pred
 from loupe_workers.specs import load_specs, run_request
 from loupe_workers.store import ObjectStore, StoreError, blob_key, open_store
 from loupe_workers.trace import TraceError, trace_model, trace_raw
-from loupe_workers.versions import CommitConflict, list_versions, read_version
+from loupe_workers.versions import CommitConflict, list_versions, read_version, resolve_version
 
 app = typer.Typer(
     name="loupe",
@@ -68,14 +68,8 @@ def _split_ref(ref: str) -> tuple[str, str | None]:
 
 
 def _version(store: ObjectStore, ref: str) -> VersionRecord:
-    name, version = _split_ref(ref)
-    if version is None:
-        versions = list_versions(store, name)
-        if not versions:
-            raise _fail(f"dataset {name} has no versions in {store.uri}")
-        return versions[-1]
     try:
-        return read_version(store, name, version)
+        return resolve_version(store, *_split_ref(ref))
     except LookupError as exc:
         raise _fail(str(exc)) from exc
 

@@ -228,11 +228,17 @@ def run_dataset(
 
     events.phase("reading the previous version")
     parent = latest_version(store, request.dataset)
+    parent_accepted: list[Record] = []  # read once: carried rows, the semver comparison and health use it
     previous_rows: list[Record] = []
     if parent is not None:
-        previous_rows = manifest.read_rows(store, parent.manifest_uri) + manifest.read_rows(
-            store, parent.rejected_uri
-        )
+        parent_accepted = manifest.read_rows(store, parent.manifest_uri)
+        previous_rows = parent_accepted + manifest.read_rows(store, parent.rejected_uri)
+    # what semver compares against, taken before curation works on these rows
+    before = (
+        {r["sample_id"]: SampleState(r["labels"], r["split"], _derived_digest(r)) for r in parent_accepted}
+        if parent is not None
+        else None
+    )
 
     events.phase("listing sources")
     stores = {name: (src, source_store(src, base_dir)) for name, src in used.items()}
@@ -316,12 +322,6 @@ def run_dataset(
     stats.scanned = len(listed)
     stats.processed = len(to_process)
     digest = spec_digest(spec, used)
-    before = None
-    if parent is not None:
-        before = {
-            r["sample_id"]: SampleState(r["labels"], r["split"], _derived_digest(r))
-            for r in manifest.read_rows(store, parent.manifest_uri)
-        }
     change = decide(before, curated.states, spec_changed=parent is not None and parent.spec_digest != digest)
     current = parent.version if parent else None
     run_id = hashlib.sha256(
@@ -348,7 +348,7 @@ def run_dataset(
     extra_files = near.index_files(request.dataset, run_id)
     record = _commit(
         store, request.dataset, run_id, version, current, curated, change, digest, source_digest, extra_files,
-        analyzer(store, request.dataset, spec, parent, stage),
+        analyzer(store, request.dataset, spec, parent, parent_accepted, stage),
     )  # fmt: skip
     result.version = record.version
     result.current_version = record.version
@@ -432,6 +432,7 @@ def analyzer(
     dataset: str,
     spec: DatasetSpec,
     parent: VersionRecord | None,
+    parent_rows: list[Record],
     stage: EmbeddingStage | None,
 ) -> Analyzer:
     """Health of the new version, and drift of its new samples against the reference (default: the parent)."""
@@ -439,22 +440,20 @@ def analyzer(
     def analyze(
         accepted: list[Record], others: list[Record]
     ) -> tuple[HealthSummary, DriftSummary | None, dict[str, Any]]:
-        parent_rows = manifest.read_rows(store, parent.manifest_uri) if parent is not None else []
         health, health_figures = analysis.health(accepted, others, parent_rows, spec.health)
         figures: dict[str, Any] = {"health": health_figures, "drift": None}
         reference = spec.drift.reference_version or (parent.version if parent is not None else None)
         if reference is None:
             return health, None, figures
-        try:
-            reference_record = (
-                parent
-                if parent is not None and parent.version == reference
-                else read_version(store, dataset, reference)
-            )
-        except LookupError:
-            figures["drift"] = {"error": f"reference version {reference} does not exist"}
-            return health, None, figures
-        reference_rows = manifest.read_rows(store, reference_record.manifest_uri)
+        reference_rows = parent_rows
+        if parent is None or parent.version != reference:
+            try:
+                reference_rows = manifest.read_rows(
+                    store, read_version(store, dataset, reference).manifest_uri
+                )
+            except LookupError:
+                figures["drift"] = {"error": f"reference version {reference} does not exist"}
+                return health, None, figures
         known = {r["sample_id"] for r in reference_rows}
         vectors = None
         if stage is not None:

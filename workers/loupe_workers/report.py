@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from loupe_api.dataset import DatasetSpec
+from loupe_api.dataset import DatasetSpec, DriftSummary
 from loupe_api.versions import VersionRecord
 from loupe_workers import analysis, manifest
 from loupe_workers.store import ObjectStore, blob_key
@@ -164,6 +164,30 @@ ul.gaps li{color:#b42318}.empty{color:#888}table{border-collapse:collapse}td,th{
 """
 
 
+def _figures(
+    store: ObjectStore, record: VersionRecord, accepted: list[dict[str, Any]], others: list[dict[str, Any]],
+    spec: DatasetSpec, vectors: dict[str, npt.NDArray[np.float32]] | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None, DriftSummary | None]:  # fmt: skip
+    """Health and drift figures: those the run stored with the version, else (older versions) computed now."""
+    if record.health is not None and record.health.report_uri:
+        stored = json.loads(store.get(record.health.report_uri))
+        drift = stored.get("drift") if record.drift is not None else None
+        return stored["health"], drift, record.drift
+    reference = spec.drift.reference_version or record.parent
+    parent_rows = (
+        manifest.read_rows(store, read_version(store, record.dataset, reference).manifest_uri)
+        if reference
+        else []
+    )
+    _, health = analysis.health(accepted, others, parent_rows, spec.health)
+    if not reference:
+        return health, None, None
+    known = {r["sample_id"] for r in parent_rows}
+    summary, drift = analysis.drift(parent_rows, [r for r in accepted if r["sample_id"] not in known], reference,
+                                    spec.drift, vectors=vectors)  # fmt: skip
+    return health, drift, summary
+
+
 def build_report(
     store: ObjectStore, dataset: str, version: str, spec: DatasetSpec | None = None,
     vectors: dict[str, npt.NDArray[np.float32]] | None = None,
@@ -173,14 +197,8 @@ def build_report(
     record: VersionRecord = read_version(store, dataset, version)
     accepted = manifest.read_rows(store, record.manifest_uri)
     others = manifest.read_rows(store, record.rejected_uri)
-    parent_rows: list[dict[str, Any]] = []
-    reference = spec.drift.reference_version or record.parent
-    if reference:
-        parent_rows = manifest.read_rows(store, read_version(store, dataset, reference).manifest_uri)
-    _, health = analysis.health(accepted, others, parent_rows, spec.health)
-    new_ids = {r["sample_id"] for r in accepted} - {r["sample_id"] for r in parent_rows}
-    drift_summary, drift = (analysis.drift(parent_rows, [r for r in accepted if r["sample_id"] in new_ids],
-                                           reference, spec.drift, vectors=vectors) if reference else (None, None))  # fmt: skip
+    health, drift, drift_summary = _figures(store, record, accepted, others, spec, vectors)
+    reference = drift_summary.reference if drift_summary is not None else None
     stats = record.stats
     kpis = {"samples": record.samples, "seen": health["seen"], "rejected": sum(stats.rejected.values()),
             "quarantined": sum(stats.quarantined.values()), "duplicates": stats.exact_duplicates + stats.near_duplicates,
@@ -246,12 +264,3 @@ def build_report(
 <script>document.body.dataset.rendered=[...document.querySelectorAll("svg.plot")].every(s=>s.childElementCount>0)?"yes":"no";</script>
 </body></html>
 """
-
-
-def figures_json(store: ObjectStore, dataset: str, version: str, spec: DatasetSpec | None = None) -> str:
-    """Health figures of a version as JSON (what the report plots)."""
-    spec = spec or DatasetSpec.model_validate({"sources": [{"name": "_"}]})
-    record = read_version(store, dataset, version)
-    accepted = manifest.read_rows(store, record.manifest_uri)
-    others = manifest.read_rows(store, record.rejected_uri)
-    return json.dumps(analysis.health(accepted, others, [], spec.health)[1], indent=2, default=str)

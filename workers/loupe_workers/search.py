@@ -32,7 +32,7 @@ from loupe_workers.models import (
     text_encoder,
 )
 from loupe_workers.store import ObjectStore
-from loupe_workers.versions import list_versions, read_version
+from loupe_workers.versions import resolve_version
 
 Record = dict[str, Any]
 
@@ -198,18 +198,6 @@ def class_text_scores(text: str, embeddings: Embeddings) -> tuple[FloatArray, li
 # --- the search -----------------------------------------------------------------------------------
 
 
-def resolve_version(store: ObjectStore, dataset: str, version: str | None = None) -> VersionRecord:
-    if version is None:
-        records = list_versions(store, dataset)
-        if not records:
-            raise SearchError(f"dataset {dataset} has no versions in {store.uri}")
-        return records[-1]
-    try:
-        return read_version(store, dataset, version)
-    except LookupError as exc:
-        raise SearchError(str(exc)) from exc
-
-
 def version_embeddings(
     store: ObjectStore, record: VersionRecord, model: str = BUILTIN_MODEL
 ) -> tuple[list[Record], Embeddings]:
@@ -238,7 +226,10 @@ def search(
     matching ``where``; with only ``where``, every match (score 1) in key order."""
     if image is None and text is None and where is None:
         raise SearchError("give an example image, a text, a filter expression, or several")
-    record = resolve_version(store, dataset, version)
+    try:
+        record = resolve_version(store, dataset, version)
+    except LookupError as exc:
+        raise SearchError(str(exc)) from exc
     predicate = compile_filter(where) if where else None
     if image is None and text is None:
         rows = manifest.read_rows(store, record.manifest_uri)

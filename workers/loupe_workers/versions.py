@@ -42,6 +42,16 @@ def read_version(store: ObjectStore, dataset: str, version: str) -> VersionRecor
     return VersionRecord.model_validate_json(data)
 
 
+def resolve_version(store: ObjectStore, dataset: str, version: str | None = None) -> VersionRecord:
+    """A named version, or the latest; LookupError when there is none."""
+    if version is not None:
+        return read_version(store, dataset, version)
+    latest = latest_version(store, dataset)
+    if latest is None:
+        raise LookupError(f"dataset {dataset} has no versions in {store.uri}")
+    return latest
+
+
 def latest_version(store: ObjectStore, dataset: str) -> VersionRecord | None:
     versions = list_versions(store, dataset)
     return versions[-1] if versions else None
