@@ -162,7 +162,10 @@ def test_submit_mode_versions_from_s3_sources(
         line["object"]["namespace"] == NAMESPACE and line["object"]["kind"] == "Dataset" for line in about
     )
     assert any("status changed" in line["message"] for line in about)
-    assert not any(line["message"].startswith("Timer ") for line in lines)  # routine polls stay quiet
+    # routine polls stay quiet (a warning about a timer cut short at shutdown is not routine, and may appear)
+    assert not any(
+        line["message"].startswith("Timer ") and line["message"].endswith(" succeeded.") for line in lines
+    )
     assert minio.secret_key not in operator_log.read_text()
 
 
