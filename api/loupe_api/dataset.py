@@ -84,11 +84,29 @@ class ResolutionGate(ApiModel):
 
 
 class MaxPixelsGate(ApiModel):
-    """Decompression-bomb guard: images declaring more pixels are refused before decoding."""
+    """Decompression-bomb guard: images declaring more pixels, or needing more memory to decode, are
+    refused from their header, before any pixel is decoded."""
 
     limit: int = Field(default=100_000_000, ge=1, description="Largest accepted width x height.")
+    memory_limit: int = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        description="Largest decode, in bytes: width x height x bytes per pixel of the stored mode "
+        "(16-bit and alpha count), for every frame that must be decoded.",
+    )
     action: DropAction = Field(
         default="quarantine", description="reject or quarantine (never decoded, so never kept)."
+    )
+
+
+class MaxFileSizeGate(ApiModel):
+    """Files larger than the limit are refused from the listing, before a byte is read."""
+
+    limit: int = Field(
+        default=1 << 30, ge=1, description="Largest accepted file size in bytes (default 1 GiB)."
+    )
+    action: DropAction = Field(
+        default="reject", description="reject or quarantine (the bytes are never read, so never stored)."
     )
 
 
@@ -153,6 +171,9 @@ class QualityGates(ApiModel):
     extension: ExtensionGate = Field(default_factory=ExtensionGate, description="Extension vs real format.")
     resolution: ResolutionGate = Field(default_factory=ResolutionGate, description="Width and height limits.")
     max_pixels: MaxPixelsGate = Field(default_factory=MaxPixelsGate, description="Decompression-bomb guard.")
+    max_file_size: MaxFileSizeGate = Field(
+        default_factory=MaxFileSizeGate, description="Largest file read from a source."
+    )
     blur: BlurGate = Field(default_factory=BlurGate, description="Blurry images.")
     dark: DarkGate = Field(default_factory=DarkGate, description="Under-exposed images.")
     bright: BrightGate = Field(default_factory=BrightGate, description="Over-exposed images.")
@@ -259,6 +280,14 @@ class VersioningSpec(ApiModel):
         description="In auto mode, a version that only adds samples needs at least this many.",
     )
     history_limit: int = Field(default=20, ge=1, le=200, description="Versions listed in status.")
+    max_removed_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A run whose source listing has lost more than this fraction of the objects the "
+        "current version was built from is refused (reason SuspiciousShrink) and the current version "
+        "stays; 1 turns the check off. loupe run --allow-shrink accepts one such run.",
+    )
 
 
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"

@@ -36,6 +36,12 @@ class FilesystemLocation(ApiModel):
     """A folder: a mounted volume on Kubernetes, a local folder in embedded mode."""
 
     path: str = Field(min_length=1, description="Folder path; relative paths are relative to the spec file.")
+    follow_symlinks: Literal["never", "insideRoot"] = Field(
+        default="insideRoot",
+        description="Symbolic links: insideRoot follows a link only when it resolves to a regular file or "
+        "folder inside the source folder; never follows none. Links that are not followed, and devices, "
+        "FIFOs and sockets, are never read: each is listed with its reason.",
+    )
 
 
 class VideoSampling(ApiModel):
