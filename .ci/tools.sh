@@ -23,6 +23,8 @@
 #   servicemonitor-crd  prometheus-operator's ServiceMonitor CRD (module zip from the proxy), copied to
 #                    prometheus-operator/<version>/; prints its path
 #   chromium         headless Chromium (Debian's package, apt-get installed when missing); prints its path
+#   pillow-images    Pillow's Tests/images folder (its crash, fuzz, oom, timeout, truncated and
+#                    decompression-bomb regressions), from the sdist on PyPI; prints the folder
 #
 # GOPATH, GOMODCACHE and GOCACHE are left at their defaults (under $HOME) so module downloads and
 # compiled packages are reused across builds and tools. A build goes into a temporary directory next
@@ -51,6 +53,8 @@ LOUPE_KUBERAY_VERSION="${LOUPE_KUBERAY_VERSION:-v1.6.1}"
 LOUPE_HELM_VERSION="${LOUPE_HELM_VERSION:-v3.21.4}"
 # prometheus-operator: only its ServiceMonitor CRD, to validate the chart's ServiceMonitor.
 LOUPE_PROMETHEUS_OPERATOR_VERSION="${LOUPE_PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
+# Pillow: only the Tests/images folder of its source distribution, the hostile-input suite's corpus.
+LOUPE_PILLOW_IMAGES_VERSION="${LOUPE_PILLOW_IMAGES_VERSION:-13.0.0}"
 
 # --- helpers ---------------------------------------------------------------------------------------
 _loupe_log() {
@@ -345,10 +349,45 @@ _loupe_chromium() (
     printf '%s\n' "${found}"
 )
 
+# Pillow's Tests/images folder from its sdist on PyPI (`pip download --no-binary :all:`, about 47 MB):
+# extracted to pillow-images/<version>/images/; prints that folder. The sdist itself is not kept.
+_loupe_pillow_images() (
+    set -euo pipefail
+    local dir images tmp python sdist
+    dir="$(_loupe_cache_root)/pillow-images/${LOUPE_PILLOW_IMAGES_VERSION}"
+    images="${dir}/images"
+    if [[ ! -d "${images}" ]]; then
+        mkdir -p "${dir}"
+        if command -v flock >/dev/null 2>&1; then
+            exec 9>"${dir}.lock"
+            flock 9
+        fi
+    fi
+    if [[ ! -d "${images}" ]]; then
+        tmp="$(mktemp -d "${dir}/.download.XXXXXX")"
+        # shellcheck disable=SC2064  # expand the path now, on purpose
+        trap "rm -rf '${tmp}'" EXIT
+        # Any pip will do (the project's uv venv has none): $PYTHON, else python3 on PATH.
+        python="${PYTHON:-python3}"
+        _loupe_log "downloading Pillow ${LOUPE_PILLOW_IMAGES_VERSION}'s sdist (about 47 MB) for its Tests/images ..."
+        "${python}" -m pip download --quiet --no-deps --no-binary :all: --dest "${tmp}" \
+            "pillow==${LOUPE_PILLOW_IMAGES_VERSION}" >&2
+        sdist="$(find "${tmp}" -maxdepth 1 -name '*.tar.gz' | head -n 1)"
+        [[ -n "${sdist}" ]] || _loupe_die "pip download left no sdist of pillow ${LOUPE_PILLOW_IMAGES_VERSION}"
+        mkdir -p "${tmp}/src"
+        tar -xzf "${sdist}" -C "${tmp}/src" --strip-components=1 --wildcards '*/Tests/images/*'
+        [[ -d "${tmp}/src/Tests/images" ]] || _loupe_die "no Tests/images in ${sdist}"
+        chmod -R u+rwX,go+rX "${tmp}/src/Tests/images"
+        mv "${tmp}/src/Tests/images" "${images}"
+        _loupe_log "Pillow's Tests/images: $(find "${images}" -type f | wc -l) files in ${images}"
+    fi
+    printf '%s\n' "${images}"
+)
+
 # loupe_tool <tool>...: ensure each tool is built and print its path.
 loupe_tool() (
     set -euo pipefail
-    local tool tools="minio etcd kube-apiserver kubectl assets kuberay-crds helm servicemonitor-crd chromium"
+    local tool tools="minio etcd kube-apiserver kubectl assets kuberay-crds helm servicemonitor-crd chromium pillow-images"
     if [[ $# -eq 0 ]]; then
         _loupe_die "usage: tools.sh <tool>...   (tools: ${tools})"
     fi
@@ -361,6 +400,7 @@ loupe_tool() (
             helm) _loupe_ensure helm "${LOUPE_HELM_VERSION}" helm ;;
             servicemonitor-crd) _loupe_servicemonitor_crd ;;
             chromium) _loupe_chromium ;;
+            pillow-images) _loupe_pillow_images ;;
             -h | --help | help)
                 printf 'usage: tools.sh <tool>...\n'
                 printf '  minio           MinIO S3 server %s\n' "${LOUPE_MINIO_VERSION}"
@@ -373,6 +413,8 @@ loupe_tool() (
                 printf '  helm            Helm %s CLI\n' "${LOUPE_HELM_VERSION}"
                 printf '  servicemonitor-crd  prometheus-operator %s ServiceMonitor CRD; prints its path\n' \
                     "${LOUPE_PROMETHEUS_OPERATOR_VERSION}"
+                printf '  pillow-images   Pillow %s Tests/images folder; prints its path\n' \
+                    "${LOUPE_PILLOW_IMAGES_VERSION}"
                 ;;
             *) _loupe_die "unknown tool '${tool}' (tools: ${tools})" ;;
         esac

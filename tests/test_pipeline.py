@@ -280,10 +280,12 @@ def test_lineage_edges_cover_every_object(corpus: tuple[Path, list[DemoFile]], t
 def test_source_listing_failure_is_clear(tmp_path: Path) -> None:
     from loupe_workers.pipeline import RunError
 
-    with pytest.raises(RunError, match="cannot list IngestSource cams"):
-        missing = tmp_path / "not-a-folder"
-        missing.write_text("x")
+    missing = tmp_path / "not-a-folder"
+    missing.write_text("x")
+    with pytest.raises(RunError, match=r"IngestSource cams: source .*not-a-folder is not a folder") as raised:
         run_dataset(request(missing, str(tmp_path / "store")))
+    assert raised.value.reason == "SourceUnavailable"
+    assert not (tmp_path / "store").exists()  # refused before anything was written
 
 
 @pytest.mark.ray

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
+from urllib.parse import urlparse
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from loupe_api.common import ApiModel, Condition, GateAction, ObjectMeta, SecretReference, cel_rules
 from loupe_api.constants import KIND_DATASET
@@ -43,6 +44,22 @@ class StorageSpec(ApiModel):
     credentials_secret_ref: SecretReference | None = Field(
         default=None, description="Secret holding the S3 credentials."
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _store_scheme(cls, uri: str | None) -> str | None:
+        """Only what workers' open_store opens: s3://bucket/prefix, file://PATH or a folder path
+        (a one-letter scheme is a Windows drive). Anything else (ftp://, s4://) used to fail mid-run."""
+        if uri is None:
+            return uri
+        parsed = urlparse(uri)
+        if parsed.scheme == "s3" and not parsed.netloc:
+            raise ValueError(f"{uri!r} names no bucket: use s3://bucket/prefix")
+        if parsed.scheme not in ("s3", "file", "") and len(parsed.scheme) != 1:
+            raise ValueError(
+                f"unsupported scheme in {uri!r}: use s3://bucket/prefix, file://PATH or a folder path"
+            )
+        return uri
 
 
 class CorruptGate(ApiModel):
@@ -103,10 +120,10 @@ class MaxFileSizeGate(ApiModel):
     """Files larger than the limit are refused from the listing, before a byte is read."""
 
     limit: int = Field(
-        default=1 << 30, ge=1, description="Largest accepted file size in bytes (default 1 GiB)."
-    )
-    action: DropAction = Field(
-        default="reject", description="reject or quarantine (the bytes are never read, so never stored)."
+        default=1 << 30,
+        ge=1,
+        description="Largest accepted file size in bytes (default 1 GiB); larger files are rejected "
+        "with reason max_file_size and never read.",
     )
 
 

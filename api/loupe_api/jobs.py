@@ -12,6 +12,7 @@ from loupe_api.ingest import IngestSourceSpec
 PAYLOAD_ENV = "LOUPE_RUN_REQUEST"  # the RunRequest JSON travels in this environment variable
 ENTRYPOINT = f"python -m loupe_workers run-job env:{PAYLOAD_ENV}"
 RESULT_PREFIX = "LOUPE_RESULT "  # the job prints its RunResult on a line starting with this
+FAILURE_PREFIX = "LOUPE_FAILURE "  # a job that refuses to run prints its RunFailure on such a line
 
 
 class RunRequest(ApiModel):
@@ -25,6 +26,11 @@ class RunRequest(ApiModel):
     store_region: str | None = Field(default=None, description="S3 region of the store.")
     run_id: str | None = Field(default=None, description="Run id; derived from the inputs when empty.")
     commit: bool = Field(default=True, description="Commit the version (false: compute and report only).")
+    allow_shrink: bool = Field(
+        default=False,
+        description="Accept a listing that lost more than versioning.maxRemovedFraction of the current "
+        "version's objects (a removal that is intended).",
+    )
 
     def secrets(self) -> dict[str, SecretReference]:
         """The distinct Secrets the job needs (storage and S3 sources), by name."""
@@ -45,3 +51,11 @@ class RunResult(ApiModel):
     current_version: str | None = Field(default=None, description="Latest version after the run.")
     stats: DatasetStats = Field(description="Counts of the run.")
     message: str = Field(default="", description="Summary in words.")
+
+
+class RunFailure(ApiModel):
+    """Why a job refused to build a version (the current version stays); the operator copies the
+    reason into the Dataset's Degraded condition."""
+
+    reason: str = Field(description="CamelCase reason, e.g. SourceUnavailable or SuspiciousShrink.")
+    message: str = Field(description="What happened and what to do, in one or two lines.")

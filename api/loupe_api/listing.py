@@ -40,7 +40,8 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
         else:
             out += re.escape(pattern[i])
             i += 1
-    return re.compile(f"^{out}$")
+    # DOTALL and \Z: a key may contain a newline, and it must still match (and not match early)
+    return re.compile(f"{out}\\Z", re.DOTALL)
 
 
 def matches_any(key: str, patterns: list[str]) -> bool:

@@ -1,4 +1,13 @@
-"""Parsing of YAML/JSON documents into typed Loupe resources."""
+"""Parsing of YAML/JSON documents into typed Loupe resources.
+
+Every field of a resource's ``spec`` is validated strictly, after the usual (lax) validation has
+passed: a boolean field takes only true or false (not "yes", 1 or "true"), an integer field only an
+integer (not true, 3.0 or "3"), a number field an integer or a float (not true or "0.5"). YAML
+already types these values unambiguously, and the CRD schema refuses the same values on a cluster,
+so a spec file means the same under ``loupe run`` and ``kubectl apply``; lax coercion used to read
+``threshold: true`` as 1.0. ``status`` and ``metadata`` stay lax: they come from the API server
+and from stored JSON, with timestamps as strings.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +47,36 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "(document)"
 
 
+_EXPECTED = {"bool_type": "expected true or false", "int_type": "expected an integer",
+             "float_type": "expected a number"}  # fmt: skip
+
+
+def _message(error: Any) -> str:
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _strict_message(error: Any) -> str:
+    value = error.get("input")
+    if isinstance(value, bool):
+        got = "true" if value else "false"
+    elif isinstance(value, str):
+        got = f"the string {value!r}"
+    else:
+        got = repr(value)
+    return f"{_EXPECTED.get(error['type'], _message(error))}, got {got}"
+
+
+def _check_strict(
+    resource: IngestSource | Dataset | RetrainPolicy, document: dict[str, Any], where: str
+) -> None:
+    """Validate the spec again in strict mode: no booleans, strings or floats coerced to other types."""
+    try:
+        type(resource.spec).model_validate(document["spec"], strict=True, by_alias=True, by_name=True)
+    except ValidationError as exc:
+        errors = [(_path(("spec", *e["loc"])), _strict_message(e)) for e in exc.errors()]
+        raise SpecError(where, errors) from exc
+
+
 def parse_resource(document: Any, where: str = "<input>") -> IngestSource | Dataset | RetrainPolicy:
     """Validate one document; raises SpecError naming every bad field path."""
     if not isinstance(document, dict):
@@ -52,6 +91,8 @@ def parse_resource(document: Any, where: str = "<input>") -> IngestSource | Data
             where, [("kind", f"expected one of {', '.join(KINDS)}, got {document.get('kind')!r}")]
         )
     try:
-        return _ADAPTER.validate_python(document, by_alias=True, by_name=True)
+        resource = _ADAPTER.validate_python(document, by_alias=True, by_name=True)
     except ValidationError as exc:
-        raise SpecError(where, [(_path(e["loc"]), e["msg"]) for e in exc.errors()]) from exc
+        raise SpecError(where, [(_path(e["loc"]), _message(e)) for e in exc.errors()]) from exc
+    _check_strict(resource, document, where)
+    return resource

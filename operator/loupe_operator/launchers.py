@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from loupe_api.jobs import ENTRYPOINT, PAYLOAD_ENV, RESULT_PREFIX, RunRequest, RunResult
+from loupe_api.jobs import (
+    ENTRYPOINT,
+    FAILURE_PREFIX,
+    PAYLOAD_ENV,
+    RESULT_PREFIX,
+    RunFailure,
+    RunRequest,
+    RunResult,
+)
 from loupe_operator.rayjob import (
     RAY_GROUP,
     RAY_VERSION,
@@ -31,9 +39,15 @@ def result_from_logs(logs: str) -> RunResult | None:
     return None
 
 
-def _failure_message(logs: str, fallback: str) -> str:
+def _failure(logs: str, fallback: str) -> JobObservation:
+    """A failed job's reason and message: its RunFailure line when it refused, else its last line."""
     lines = [line for line in logs.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else fallback)[:500]
+    for line in reversed(lines):
+        if line.startswith(FAILURE_PREFIX):
+            with contextlib.suppress(ValueError):
+                failure = RunFailure.model_validate_json(line[len(FAILURE_PREFIX) :])
+                return JobObservation("Failed", failure.message[:500], failure.reason)
+    return JobObservation("Failed", (lines[-1] if lines else fallback)[:500])
 
 
 class Launcher(Protocol):
@@ -84,7 +98,7 @@ class SubmitLauncher:
         state = self._STATES.get(str(info.status), "Running")
         message = info.message or ""
         if state == "Failed":
-            message = _failure_message(self.client.get_job_logs(job_id), message or "the job failed")
+            return _failure(self.client.get_job_logs(job_id), message or "the job failed")
         return JobObservation(state, message)  # type: ignore[arg-type]
 
     def result(self, job_id: str) -> RunResult | None:
@@ -133,7 +147,7 @@ class LocalLauncher:
             if code == 0:
                 return JobObservation("Succeeded")
             logs = log_file.read_text() if log_file.exists() else ""
-            return JobObservation("Failed", _failure_message(logs, f"exit code {code}"))
+            return _failure(logs, f"exit code {code}")
         try:
             os.kill(int(pid_file.read_text()), 0)
         except (ProcessLookupError, ValueError):

@@ -10,9 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-from loupe_api.jobs import RESULT_PREFIX, RunRequest
+from loupe_api.jobs import FAILURE_PREFIX, RESULT_PREFIX, RunFailure, RunRequest
 from loupe_workers.executor import make_executor
-from loupe_workers.pipeline import run_dataset
+from loupe_workers.pipeline import RunError, run_dataset
 
 
 def main(argv: list[str]) -> int:
@@ -31,7 +31,12 @@ def main(argv: list[str]) -> int:
     executor = make_executor(
         os.environ.get("LOUPE_EXECUTOR", "ray"), parallelism=request.spec.ray.parallelism
     )
-    result = run_dataset(request, executor=executor)
+    try:
+        result = run_dataset(request, executor=executor)
+    except RunError as exc:  # a refusal, not a crash: say why in a line the launcher can read
+        failure = RunFailure(reason=exc.reason, message=str(exc))
+        sys.stdout.write(FAILURE_PREFIX + failure.model_dump_json(by_alias=True) + "\n")
+        return 1
     sys.stdout.write(RESULT_PREFIX + result.model_dump_json(by_alias=True) + "\n")
     return 0
 

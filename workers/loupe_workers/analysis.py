@@ -4,6 +4,11 @@ Health describes one version: class balance, duplicate and flag rates, quality d
 metadata slices with the gaps spelled out, label change against the parent, freshness. Drift compares the
 samples that are new in a version with a reference version: PSI on quality metrics, metadata and labels,
 a Kolmogorov-Smirnov statistic on each metric, and a nearest-neighbour two-sample statistic on embeddings.
+
+Capture times are input like any other (EXIF, a path pattern, static metadata): a time with an offset is
+an instant; a time without one is taken as UTC when times are compared (freshness), and the hour of day
+of a slice is the wall-clock hour as recorded. A value that is no real date and time ("2023:13:45
+25:61:00", "0000:00:00 00:00:00", year 99999, garbage bytes) counts as no capture time.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -53,16 +58,44 @@ def slice_fields(row: Row) -> dict[str, str]:
     return fields
 
 
-def capture_time(row: Row) -> datetime | None:
-    text = None
-    if row.get("exif"):
-        text = json.loads(row["exif"]).get("capture_time")
-    if not text and row.get("metadata"):
-        text = json.loads(row["metadata"]).get("capture_time")
-    try:
-        return datetime.fromisoformat(str(text)) if text else None
-    except ValueError:
+def parse_capture_time(value: object) -> datetime | None:
+    """An ISO 8601 or EXIF ('YYYY:MM:DD HH:MM:SS') time as recorded, naive or with its offset; None
+    for anything that is no real date and time."""
+    if not isinstance(value, str) or not value.strip("\x00 "):
         return None
+    text = value.strip("\x00 ")
+    if len(text) >= 19 and text[4] == ":" and text[7] == ":" and text[10] == " ":  # EXIF layout
+        text = f"{text[0:4]}-{text[5:7]}-{text[8:10]}T{text[11:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is not None:
+            parsed.astimezone(UTC)  # 0001-01-01T00:00+02:00 has no UTC instant: OverflowError
+    except (ValueError, OverflowError, TypeError):
+        return None
+    return parsed
+
+
+def instant(moment: datetime) -> datetime:
+    """The UTC instant of a capture time: a naive one is taken as UTC (naive and aware compare)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _json_object(text: object) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if isinstance(text, str | bytes) and text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def capture_time(row: Row) -> datetime | None:
+    """The capture time of a row (EXIF first, then the metadata's capture_time), as recorded; None when
+    it has none or an impossible one."""
+    for column in ("exif", "metadata"):
+        found = parse_capture_time(_json_object(row.get(column)).get("capture_time"))
+        if found is not None:
+            return found
+    return None
 
 
 def distribution(values: Sequence[float], bins: int = 10) -> dict[str, Any]:
@@ -147,8 +180,8 @@ def health(
         "quality": {m: distribution([float(r[m]) for r in accepted if r.get(m) is not None]) for m in QUALITY_METRICS},
         "slices": slices,
         "labelChange": label_change(accepted, parent_accepted),
-        "freshness": {"newest": max(captures).isoformat() if captures else None,
-                      "oldest": min(captures).isoformat() if captures else None,
+        "freshness": {"newest": max(captures, key=instant).isoformat() if captures else None,
+                      "oldest": min(captures, key=instant).isoformat() if captures else None,
                       "withCaptureTime": len(captures)},
         "splits": dict(Counter(str(r.get("split")) for r in accepted)),
     }  # fmt: skip

@@ -1,9 +1,17 @@
-"""The ``loupe`` command line."""
+"""The ``loupe`` command line.
+
+Exit codes: 0 success; 1 a runtime failure (a store that cannot be reached, is full, read-only or refuses
+access; a run that could not complete; a version or file that is missing); 2 a usage or spec error (bad
+arguments, an invalid spec, an unknown dataset in the file). Every failure prints one line,
+``error: ...``, on stderr and no traceback; ``LOUPE_DEBUG=1`` shows the traceback of unexpected errors.
+Every user-supplied string (paths, names, keys, labels, messages) is escaped before rich prints it.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,6 +20,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -28,8 +37,8 @@ from loupe_workers.privacy import exportable
 from loupe_workers.report import build_report
 from loupe_workers.retraining import run_policy
 from loupe_workers.review import PredictionError, import_predictions, parse_predictions, review_queue
-from loupe_workers.specs import load_specs, run_request
-from loupe_workers.store import ObjectStore, StoreError, blob_key, open_store
+from loupe_workers.specs import check_local, load_specs, run_request
+from loupe_workers.store import LocalStore, ObjectStore, StoreError, blob_key, open_store, os_reason
 from loupe_workers.trace import TraceError, trace_model, trace_raw
 from loupe_workers.versions import CommitConflict, list_versions, read_version, resolve_version
 
@@ -40,8 +49,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console(highlight=False)
+console = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)  # piped output keeps paths on one line
 
 StoreOption = Annotated[
     str,
@@ -52,13 +61,36 @@ DEFAULT_STORE = ".loupe"
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
-def _store(uri: str) -> ObjectStore:
-    import os
+def _message(exc: BaseException) -> str:
+    """One line for an exception: a StoreError found in its chain (Ray wraps worker errors), else its text."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        cause = getattr(current, "cause", None)  # ray.exceptions.RayTaskError
+        if type(current) is StoreError or (
+            isinstance(current, StoreError) and not isinstance(cause, BaseException)
+        ):
+            return " ".join(str(current).split())
+        current = cause if isinstance(cause, BaseException) else (current.__cause__ or current.__context__)
+    if isinstance(exc, OSError):
+        return f"{exc.filename}: {os_reason(exc)}" if exc.filename else os_reason(exc)
+    text = " ".join(str(exc).split())
+    return text[:500] if len(text) <= 500 else text[:497] + "..."
 
+
+def _sweep_temp(uri: str) -> None:
+    """Remove the temporary files a killed run left in a folder store (only those older than an hour)."""
+    object_store = _store(uri)
+    if isinstance(object_store, LocalStore):
+        object_store.sweep_temp()
+
+
+def _store(uri: str) -> ObjectStore:
     return open_store(uri, endpoint=os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("LOUPE_S3_ENDPOINT"))
 
 
@@ -93,11 +125,19 @@ def run(
     commit: Annotated[
         bool | None, typer.Option("--commit/--dry-run", help="Commit (default in auto mode) or only report.")
     ] = None,
+    allow_shrink: Annotated[
+        bool,
+        typer.Option(
+            "--allow-shrink",
+            help="Accept sources that lost more than versioning.maxRemovedFraction of the current version.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Build the next version of every Dataset in FILE (nothing happens when nothing changed)."""
     try:
         bundle = load_specs(file)
+        check_local(bundle)  # source folders, label and model files: refused before anything is written
     except SpecError as exc:
         raise _fail(str(exc), 2) from exc
     names = dataset or sorted(bundle.datasets)
@@ -116,10 +156,12 @@ def run(
         stores[name] = store_uri
         request = run_request(bundle, name, store_uri, commit=do_commit)
         request.store_uri = store_uri
+        request.allow_shrink = allow_shrink
         try:
+            _sweep_temp(store_uri)
             result = _run_with_progress(request, bundle.base_dir, engine, quiet=as_json)
         except (RunError, CommitConflict, StoreError) as exc:
-            raise _fail(f"{name}: {exc}") from exc
+            raise _fail(f"{name}: {_message(exc)}") from exc
         results.append(result)
         if result.created:
             sources = [(src.location_uri(), ref) for ref, src in sorted(request.sources.items())]
@@ -136,7 +178,9 @@ def run(
             outcomes.append(outcome)
             if not as_json:
                 started = f"run {outcome.run.name} on {outcome.run.dataset_version}: " if outcome.run else ""
-                out.print(f"RetrainPolicy [bold]{outcome.policy}[/bold]: {started}{outcome.message}")
+                out.print(
+                    f"RetrainPolicy [bold]{escape(outcome.policy)}[/bold]: {escape(started + outcome.message)}"
+                )
     if as_json:
         _print_json([r.to_wire() for r in results] if not outcomes else
                     {"datasets": [r.to_wire() for r in results],
@@ -173,7 +217,7 @@ def _run_with_progress(request: Any, base_dir: Path, engine: Any, quiet: bool) -
 def _print_run(name: str, result: dict[str, Any], store_uri: str) -> None:
     stats = result["stats"]
     colour = "green" if result["created"] else "yellow"
-    out.print(f"[bold]{name}[/bold]: [{colour}]{result['message']}[/{colour}]")
+    out.print(f"[bold]{escape(name)}[/bold]: [{colour}]{escape(result['message'])}[/{colour}]")
     out.print(
         f"  scanned {stats['scanned']}, processed {stats['processed']}, samples {stats['samples']} "
         f"(flagged {stats['flagged']}), exact duplicates {stats['exact_duplicates']}, "
@@ -181,16 +225,16 @@ def _print_run(name: str, result: dict[str, Any], store_uri: str) -> None:
     )
     for label, counts in (("rejected", stats["rejected"]), ("quarantined", stats["quarantined"])):
         if counts:
-            out.print(f"  {label}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+            out.print(f"  {label}: " + escape(", ".join(f"{k} {v}" for k, v in sorted(counts.items()))))
     if stats["splits"]:
-        out.print("  splits: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["splits"].items())))
+        out.print("  splits: " + escape(", ".join(f"{k} {v}" for k, v in sorted(stats["splits"].items()))))
     if stats.get("embedding_model"):
         out.print(
-            f"  embeddings ({stats['embedding_model']}): {stats['embedded']} samples, "
-            f"{stats['embeddings_computed']} computed in this run, {stats['embedding_pairs']} near-duplicate pairs"
-        )
+            escape(f"  embeddings ({stats['embedding_model']}): {stats['embedded']} samples, "
+                   f"{stats['embeddings_computed']} computed in this run, {stats['embedding_pairs']} near-duplicate pairs")
+        )  # fmt: skip
     if result["current_version"]:
-        out.print(f"  current version {result['current_version']} in {store_uri}")
+        out.print(escape(f"  current version {result['current_version']} in {store_uri}"))
 
 
 @app.command()
@@ -216,7 +260,8 @@ def versions(dataset: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOpti
         raise _fail(f"dataset {dataset} has no versions in {object_store.uri}")
     table = Table("version", "created", "samples", "bump", "manifest")
     for row in rows:
-        table.add_row(
+        _add_row(
+            table,
             str(row["version"]),
             str(row["created"]),
             str(row["samples"]),
@@ -224,6 +269,11 @@ def versions(dataset: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOpti
             str(row["manifestUri"]),
         )
     out.print(table)
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    """A table row of user data: names and keys are shown as they are, never read as markup."""
+    table.add_row(*(escape(cell) for cell in cells))
 
 
 def _version_summary(store: ObjectStore, record: VersionRecord) -> dict[str, Any]:
@@ -254,42 +304,53 @@ def show(ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
         return
     stats = summary["stats"]
     out.print(
-        f"[bold]{summary['dataset']}@{summary['version']}[/bold] ({summary['samples']} samples, parent {summary['parent'] or '-'})"
+        f"[bold]{escape(summary['dataset'])}@{escape(summary['version'])}[/bold] "
+        + escape(f"({summary['samples']} samples, parent {summary['parent'] or '-'})")
     )
     if summary["change"]:
-        out.print(f"  {summary['change']['bump']}: {'; '.join(summary['change']['reasons'])}")
+        out.print(escape(f"  {summary['change']['bump']}: {'; '.join(summary['change']['reasons'])}"))
     table = Table("what", "count", "details")
-    table.add_row("scanned objects", str(stats.get("scanned", 0)), "")
-    table.add_row(
+    _add_row(table, "scanned objects", str(stats.get("scanned", 0)), "")
+    _add_row(
+        table,
         "samples",
         str(stats.get("samples", 0)),
         ", ".join(f"{k} {v}" for k, v in sorted(stats.get("splits", {}).items())),
     )
-    table.add_row(
+    _add_row(
+        table,
         "flagged",
         str(stats.get("flagged", 0)),
         ", ".join(f"{k} {v}" for k, v in sorted(stats.get("flags", {}).items())),
     )
-    table.add_row(
+    _add_row(
+        table,
         "rejected",
         str(sum(stats.get("rejected", {}).values())),
         ", ".join(f"{k} {v}" for k, v in sorted(stats.get("rejected", {}).items())),
     )
-    table.add_row(
+    _add_row(
+        table,
         "quarantined",
         str(sum(stats.get("quarantined", {}).values())),
         ", ".join(f"{k} {v}" for k, v in sorted(stats.get("quarantined", {}).items())),
     )
-    table.add_row("exact duplicates", str(stats.get("exactDuplicates", 0)), "")
-    table.add_row(
-        "near duplicates", str(stats.get("nearDuplicates", 0)), f"{stats.get('duplicateGroups', 0)} groups"
+    _add_row(table, "exact duplicates", str(stats.get("exactDuplicates", 0)), "")
+    _add_row(
+        table,
+        "near duplicates",
+        str(stats.get("nearDuplicates", 0)),
+        f"{stats.get('duplicateGroups', 0)} groups",
     )
     if summary["labels"]:
-        table.add_row(
-            "labels", str(len(summary["labels"])), ", ".join(f"{k} {v}" for k, v in summary["labels"].items())
+        _add_row(
+            table,
+            "labels",
+            str(len(summary["labels"])),
+            ", ".join(f"{k} {v}" for k, v in summary["labels"].items()),
         )
     out.print(table)
-    out.print(f"  manifest {summary['manifestUri']}")  # fmt: skip
+    out.print(escape(f"  manifest {summary['manifestUri']}"))
 
 
 @app.command()
@@ -312,7 +373,10 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
     if as_json:
         _print_json(result)
         return
-    out.print(f"[bold]{result['from']} -> {result['to']}[/bold]: {result['unchanged']} samples in both")
+    out.print(
+        f"[bold]{escape(str(result['from']))} -> {escape(str(result['to']))}[/bold]: "
+        f"{result['unchanged']} samples in both"
+    )
     for kind, colour, sign in (
         ("added", "green", "+"),
         ("removed", "red", "-"),
@@ -320,7 +384,8 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
         ("resplit", "yellow", "~"),
     ):
         for item in result[kind]:  # type: ignore[attr-defined]
-            out.print(f"  [{colour}]{sign} {kind[:-2] if kind.endswith('ed') else kind} {item}[/{colour}]")
+            text = escape(f"{sign} {kind[:-2] if kind.endswith('ed') else kind} {item}")
+            out.print(f"  [{colour}]{text}[/{colour}]")
 
 
 @app.command()
@@ -348,15 +413,17 @@ def lineage(
         if as_json:
             _print_json(found)
         elif model is not None:
-            out.print(f"[bold]{model}[/bold] <- run {found['run']} ({found['policy']}) <- "
-                      f"{found['dataset']}@{found['datasetVersion']} <- {len(found['rawObjects'])} raw objects")  # fmt: skip
+            out.print(f"[bold]{escape(model)}[/bold] " + escape(f"<- run {found['run']} ({found['policy']}) <- "
+                      f"{found['dataset']}@{found['datasetVersion']} <- {len(found['rawObjects'])} raw objects"))  # fmt: skip
             table = Table("raw object", "raw sha256", "sample")
             for edge in found["rawObjects"]:
-                table.add_row(str(edge["uri"]), str(edge["raw_sha256"])[:12], str(edge["sample_id"])[:12])
+                _add_row(table, str(edge["uri"]), str(edge["raw_sha256"])[:12], str(edge["sample_id"])[:12])
             out.print(table)
         else:
-            out.print(f"[bold]{raw}[/bold] -> versions: {', '.join(found['versions'])}")
-            out.print(f"-> models: {', '.join(found['models']) or '(none)'}")
+            out.print(
+                f"[bold]{escape(str(raw))}[/bold] " + escape(f"-> versions: {', '.join(found['versions'])}")
+            )
+            out.print(escape(f"-> models: {', '.join(found['models']) or '(none)'}"))
         return
     assert ref is not None
     record = _version(object_store, ref)
@@ -373,12 +440,13 @@ def lineage(
         _print_json(result)
         return
     out.print(
-        f"[bold]{record.dataset}@{record.version}[/bold] <- " + " <- ".join(c["version"] for c in chain[1:])
-        or ""
+        f"[bold]{escape(record.dataset)}@{escape(record.version)}[/bold] <- "
+        + escape(" <- ".join(c["version"] for c in chain[1:]))
     )
     table = Table("raw object", "raw sha256", "sample", "disposition")
     for edge in edges:
-        table.add_row(
+        _add_row(
+            table,
             str(edge["uri"]),
             str(edge["raw_sha256"])[:12],
             str(edge["sample_id"])[:12],
@@ -413,6 +481,7 @@ def search(
     from loupe_workers.search import search as run_search
 
     object_store = _store(store)
+    _version(object_store, ref)  # a missing version exits 1 here, as in every command (bad queries exit 2)
     name, version = _split_ref(ref)
     try:
         example = image.read_bytes() if image is not None else None
@@ -434,8 +503,14 @@ def search(
         return
     table = Table("score", "sample", "label", "split", "key", "why")
     for hit in hits:
-        table.add_row(
-            f"{hit.score:.3f}", hit.sample_id[:12], hit.label or "", hit.split or "", hit.key, hit.detail
+        _add_row(
+            table,
+            f"{hit.score:.3f}",
+            hit.sample_id[:12],
+            hit.label or "",
+            hit.split or "",
+            hit.key,
+            hit.detail,
         )
     out.print(table)
 
@@ -456,7 +531,7 @@ def demo(
 
     files = build_demo_corpus(out_dir, size=size)
     truth = write_truth(out_dir, files)
-    out.print(f"wrote {len(files)} files to {out_dir} (ground truth in {truth})")
+    out.print(escape(f"wrote {len(files)} files to {out_dir} (ground truth in {truth})"))
 
 
 def _dataset_spec(file: Path | None, name: str) -> DatasetSpec | None:
@@ -499,8 +574,11 @@ def report(
     page = build_report(
         object_store, name, record.version, _dataset_spec(file, name), _stored_vectors(object_store, record)
     )
-    out_file.write_text(page)
-    out.print(f"wrote {out_file} ({len(page) // 1024} KiB) for {name}@{record.version}")
+    try:
+        out_file.write_text(page)
+    except OSError as exc:
+        raise _fail(f"cannot write {out_file}: {os_reason(exc)}") from exc
+    out.print(escape(f"wrote {out_file} ({len(page) // 1024} KiB) for {name}@{record.version}"))
 
 
 @app.command()
@@ -521,17 +599,19 @@ def queue(
         if import_file is not None:
             found = parse_predictions(import_file.read_text(), import_file.name)
             matched = import_predictions(object_store, name, record.version, found)
-            out.print(f"imported {matched} of {len(found)} predictions for {name}@{record.version}")
+            out.print(escape(f"imported {matched} of {len(found)} predictions for {name}@{record.version}"))
         items = review_queue(object_store, name, record.version)
     except PredictionError as exc:
         raise _fail(str(exc), 2) from exc
+    except OSError as exc:
+        raise _fail(f"cannot read {import_file}: {os_reason(exc)}", 2) from exc
     if as_json:
         _print_json([item.__dict__ for item in items[:limit]])
         return
     table = Table("score", "sample", "label", "predicted", "confidence", "why")
     for item in items[:limit]:
-        table.add_row(f"{item.score:.2f}", item.key, item.label or "", item.predicted, f"{item.confidence:.2f}",
-                      "; ".join(item.reasons))  # fmt: skip
+        _add_row(table, f"{item.score:.2f}", item.key, item.label or "", item.predicted,
+                 f"{item.confidence:.2f}", "; ".join(item.reasons))  # fmt: skip
     out.print(table)
 
 
@@ -579,11 +659,24 @@ def export(
         writer.writerows(listing)
     held = len(rows) - len(exportable(rows, allow_restricted))
     note = f"; {held} restricted samples left out (--allow-restricted)" if held else ""
-    out.print(f"exported {len(listing)} samples of {record.dataset}@{record.version} to {out_dir}{note}")
+    out.print(
+        escape(f"exported {len(listing)} samples of {record.dataset}@{record.version} to {out_dir}{note}")
+    )
 
 
 def main() -> None:
-    app()
+    """The console script: usage errors exit 2 (click), failures print one line and exit 1."""
+    try:
+        app()
+    except Exception as exc:  # typer.Exit and click's usage errors are handled inside app()
+        if os.environ.get("LOUPE_DEBUG"):
+            raise
+        known = isinstance(exc, StoreError | OSError | LookupError) or any(
+            isinstance(e, StoreError) for e in (exc.__cause__, getattr(exc, "cause", None))
+        )
+        hint = "" if known else f" ({type(exc).__name__}; LOUPE_DEBUG=1 shows the traceback)"
+        console.print(f"[red]error:[/red] {escape(_message(exc))}{escape(hint)}", soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

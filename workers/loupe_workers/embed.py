@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageOps
+from PIL import Image
 
 from loupe_workers import media
 from loupe_workers.manifest import table_bytes
@@ -51,7 +51,8 @@ class EmbedConfig:
     num_gpus: float = 1.0
     num_cpus: float = 1.0
     concurrency: int | None = None
-    max_pixels: int = 100_000_000
+    max_pixels: int = media.DEFAULT_MAX_PIXELS
+    memory_limit: int = media.DEFAULT_MEMORY_LIMIT  # largest decode in bytes (maxPixels.memoryLimit)
     threads: int = 0  # onnxruntime threads per model instance; 0: every core
     decode_threads: int = 0  # threads decoding ahead of inference (inline); 0: from the core count
 
@@ -105,25 +106,29 @@ class Embeddings:
 
 
 def decode_for_model(
-    data: bytes, size: int, *, max_pixels: int, crop: float = 224 / 256
+    data: bytes,
+    size: int,
+    *,
+    max_pixels: int,
+    crop: float = 224 / 256,
+    memory_limit: int = media.DEFAULT_MEMORY_LIMIT,
 ) -> npt.NDArray[np.uint8]:
     """(size, size, 3) RGB pixels of the image's centred square, orientation applied; one reduced decode.
 
-    JPEGs decode by DCT scaling straight to at least ``size`` (Image.draft), so a 12 MP photo costs
-    about what a 1 MP one does. The centred square of ``crop`` of the short side is kept, as ImageNet
-    models are evaluated (squashing the whole image distorts shapes: a rocket became an obelisk).
+    The decode is media.decode_reduced (header and memory checks; raises ImageRejected): JPEGs decode
+    by DCT scaling straight to at least ``size`` (Image.draft), so a 12 MP photo costs about what a
+    1 MP one does; other formats are box-reduced while the kept square stays at least twice ``size``.
+    The centred square of ``crop`` of the short side is kept, as ImageNet models are evaluated
+    (squashing the whole image distorts shapes: a rocket became an obelisk).
     """
-    image = media.open_image(data, max_pixels=max_pixels)
-    if image.format in ("JPEG", "MPO"):
-        image.draft("RGB", (size, size))
-    image.load()
-    orientation = (
-        image.getexif().get(0x0112, 1) if image.format in ("JPEG", "MPO", "TIFF", "WEBP", "PNG") else 1
-    )
-    rgb = media._to_rgb(image)
-    if orientation not in (None, 1):
-        rgb.info["exif"] = image.info.get("exif", b"")
-        rgb = ImageOps.exif_transpose(rgb) or rgb
+    rgb = media.decode_reduced(
+        data,
+        side=math.ceil(2 * size / crop),
+        short=True,
+        draft_side=size,
+        max_pixels=max_pixels,
+        memory_limit=memory_limit,
+    ).image
     width, height = rgb.size
     side = min(width, height) * crop  # the centred square of the source that is kept
     left, top = (width - side) / 2, (height - side) / 2
@@ -134,14 +139,20 @@ def decode_for_model(
 
 
 def decode_many(
-    blobs: ObjectStore, shas: Sequence[str], size: int, max_pixels: int, crop: float = 224 / 256
+    blobs: ObjectStore,
+    shas: Sequence[str],
+    size: int,
+    max_pixels: int,
+    crop: float = 224 / 256,
+    memory_limit: int = media.DEFAULT_MEMORY_LIMIT,
 ) -> tuple[list[str], npt.NDArray[np.uint8]]:
     """Read and decode blobs; undecodable ones are left out (the gates already reported them)."""
     kept: list[str] = []
     pixels: list[npt.NDArray[np.uint8]] = []
+    limits = {"max_pixels": max_pixels, "memory_limit": memory_limit}
     for sha in shas:
         try:
-            pixels.append(decode_for_model(blobs.get(blob_key(sha)), size, max_pixels=max_pixels, crop=crop))
+            pixels.append(decode_for_model(blobs.get(blob_key(sha)), size, crop=crop, **limits))
         except Exception:  # a corrupt or missing blob must not stop the stage
             continue
         kept.append(sha)
@@ -204,22 +215,20 @@ def embed_inline(
     out: list[Embeddings] = []
     workers = config.decode_threads or max(1, min(4, (os.cpu_count() or 2) // 4))
     chunks = _batches(shas, config.batch_size)
+
+    def decode(chunk: Sequence[str]) -> tuple[list[str], npt.NDArray[np.uint8]]:
+        return decode_many(blobs, chunk, embedder.size, config.max_pixels, embedder.crop, config.memory_limit)
+
     with ThreadPoolExecutor(workers) as pool:
         # A bounded window of batches decodes ahead: memory stays at a few batches of pixels.
         pending: deque[Future[tuple[list[str], npt.NDArray[np.uint8]]]] = deque()
         for chunk in itertools.islice(chunks, workers + 1):
-            pending.append(
-                pool.submit(decode_many, blobs, chunk, embedder.size, config.max_pixels, embedder.crop)
-            )
+            pending.append(pool.submit(decode, chunk))
         while pending:
             kept, pixels = pending.popleft().result()
             following = next(chunks, None)
             if following is not None:
-                pending.append(
-                    pool.submit(
-                        decode_many, blobs, following, embedder.size, config.max_pixels, embedder.crop
-                    )
-                )
+                pending.append(pool.submit(decode, following))
             if kept:
                 out.append(embedder.infer(kept, pixels))
             progress(len(kept))
@@ -227,9 +236,14 @@ def embed_inline(
 
 
 def _decode_batch(
-    batch: dict[str, Any], blobs: ObjectStore, size: int, max_pixels: int, crop: float
+    batch: dict[str, Any],
+    blobs: ObjectStore,
+    size: int,
+    max_pixels: int,
+    crop: float,
+    memory_limit: int = media.DEFAULT_MEMORY_LIMIT,
 ) -> dict[str, Any]:
-    kept, pixels = decode_many(blobs, [str(s) for s in batch["sha256"]], size, max_pixels, crop)
+    kept, pixels = decode_many(blobs, [str(s) for s in batch["sha256"]], size, max_pixels, crop, memory_limit)
     return {"sha256": np.array(kept, dtype=object), "pixels": pixels}
 
 
@@ -255,6 +269,8 @@ def embed_with_ray(
     so reading and decoding overlap inference. Ray must already be initialised."""
     import ray
 
+    from loupe_workers.executor import ray_task_memory
+
     spec = model_spec(config.model)
     if not config.threads:  # each actor's onnxruntime uses the CPUs it reserved, not every core
         config = dataclasses.replace(config, threads=max(1, math.floor(config.num_cpus)))
@@ -270,10 +286,12 @@ def embed_with_ray(
                 "size": spec.input_size,
                 "max_pixels": config.max_pixels,
                 "crop": spec.crop,
+                "memory_limit": config.memory_limit,
             },
             batch_size=config.batch_size,
             batch_format="numpy",
             num_cpus=1,
+            memory=ray_task_memory(config.memory_limit, config.batch_size * spec.input_size**2 * 3),
         )
         .map_batches(
             Embedder,

@@ -15,10 +15,28 @@ from loupe_workers.sources import ListedObject
 from loupe_workers.store import ObjectStore
 
 Progress = Callable[[int], None]
+RECORD_BYTES = 64 << 10  # a processed record as JSON, with its privacy findings
 
 # Under `uv run`, Ray would rebuild the uv environment for every worker from the working directory;
 # the embedded cluster shares this interpreter's environment instead.
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+# A worker process with numpy, Pillow and pyarrow loaded, and the object it is reading.
+WORKER_MEMORY = 512 << 20
+
+
+def ray_task_memory(memory_limit: int, batch_bytes: int) -> int:
+    """The ``memory`` a decoding Ray task declares, so the scheduler packs no more of them on a node
+    than its memory holds: one guarded decode at a time (at most ``memory_limit``, the header check
+    refuses larger ones), the batch it builds, and the worker itself. Capped at the largest node's
+    memory resource, so a small node still runs the tasks (one at a time) instead of none."""
+    import ray
+
+    need = memory_limit + batch_bytes + WORKER_MEMORY
+    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    largest = max((float(n.get("Resources", {}).get("memory", 0)) for n in nodes), default=0.0)
+    return min(need, int(largest)) if largest > 0 else need
 
 
 class Executor(Protocol):
@@ -122,6 +140,8 @@ class RayExecutor:
             batch_format="numpy",
             concurrency=self.parallelism,
             num_cpus=1,
+            # records are small; the decode (bounded by maxPixels.memoryLimit) dominates
+            memory=ray_task_memory(settings.memory_limit, self.batch_size * RECORD_BYTES),
         )
         by_key: dict[str, list[Record]] = {}
         for row in dataset.iter_rows():

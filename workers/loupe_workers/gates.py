@@ -27,6 +27,9 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
             "corrupt": gates.corrupt.action,
             "format": gates.format.action,
             "max_pixels": gates.max_pixels.action,
+            # never read (unsafe or unreadable entries, files above maxFileSize): nothing to quarantine
+            "unreadable": "reject",
+            "max_file_size": "reject",
         }
         action: str = actions.get(reason, gates.corrupt.action)
         if action == "flag":  # a file that was never decoded cannot be a sample

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import warnings
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageMode
 
 from loupe_workers import metrics
 
@@ -18,6 +21,10 @@ Image.MAX_IMAGE_PIXELS = None
 # The working image that feeds every metric and hash has a long side in [WORKING_SIZE, 2 * WORKING_SIZE):
 # JPEGs get there by DCT scaling during decode (draft), other formats by an integer box reduction.
 WORKING_SIZE = 128
+# Defaults of spec.qualityGates.maxPixels (limit, memoryLimit) for callers outside a dataset run.
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MEMORY_LIMIT = 1 << 30
+_STRIP_PIXELS = 1 << 20  # conversions to RGB and the full-decode hash work a strip of about 1 MP at a time
 
 _PIL_FORMATS = {
     "JPEG": "jpeg",
@@ -136,8 +143,103 @@ def _gps_degrees(value: Any, ref: Any) -> float | None:
     return -result if str(ref).upper() in ("S", "W") else result
 
 
-def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Open lazily and check the header: format and declared size, before any pixel is decoded."""
+@dataclass
+class Header:
+    """What the header check found: the lazily opened image (drafted, for a JPEG read at reduced
+    scale) and the size and frame count it declares."""
+
+    image: Image.Image
+    format: str
+    width: int
+    height: int
+    frames: int
+    decode_bytes: int
+
+
+@dataclass
+class Decoded:
+    """One reduced decode: RGB pixels with the orientation applied, and what the file declares."""
+
+    image: Image.Image
+    format: str
+    width: int  # as stored, before the orientation is applied
+    height: int
+    orientation: int
+    exif: dict[str, Any] = field(default_factory=dict)
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Why a PNG's chunk structure is broken (a chunk cut short, a bad CRC, no IEND), or None.
+
+    Pillow skips the CRCs of image data and stops reading once the rows are filled, so a flipped
+    bit in IDAT or a file cut after its last row would decode to wrong pixels without an error;
+    libpng refuses both.
+    """
+    view = memoryview(data)
+    pos, size = 8, len(data)
+    while True:
+        if pos + 12 > size:
+            return f"truncated at byte {size}: no IEND chunk"
+        length = int.from_bytes(view[pos : pos + 4], "big")
+        name = bytes(view[pos + 4 : pos + 8]).decode("latin-1")
+        end = pos + 12 + length
+        if length > 0x7FFFFFFF or end > size:
+            return f"truncated in the {name!r} chunk at byte {pos} (file ends at byte {size})"
+        if zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            return f"bad CRC in the {name!r} chunk at byte {pos}"
+        if name == "IEND":
+            return None
+        pos = end
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes per pixel of a Pillow image in memory: 8-bit multi-band modes take 4."""
+    try:
+        info = ImageMode.getmode(mode)
+    except KeyError:
+        return 4
+    return 4 if len(info.bands) > 1 else max(1, np.dtype(info.typestr).itemsize)
+
+
+def decode_bytes(image: Image.Image, fmt: str, width: int, height: int) -> int:
+    """Bytes the decode of the first frame needs, from the header (``image`` drafted if it will be).
+
+    The pixels of the stored mode (16-bit 2 bytes, palette and 1-bit 1, alpha, CMYK and RGB 4), plus
+    what the decoder holds besides: libwebp a canvas, the previous frame and an RGBA buffer (16
+    bytes a pixel in all); a progressive JPEG its DCT coefficients at full size; libtiff a strip or
+    RGBA buffer. Only the first frame or page is ever decoded.
+    """
+    w, h = image.size
+    pixels = w * h * _bytes_per_pixel(image.mode)
+    if fmt == "webp":
+        return w * h * 16
+    if fmt == "tiff":
+        return pixels * 2
+    if fmt == "jpeg" and (image.info.get("progressive") or image.info.get("progression")):
+        return pixels + width * height * 2 * int(getattr(image, "layers", 3) or 3)
+    return pixels
+
+
+def _declared_frames(image: Image.Image, fmt: str) -> int:
+    """Frames an APNG or WebP declares (read from acTL or the WebP header: no decoding). GIF and
+    TIFF are not counted: that walks the whole file, and only the first frame is decoded anyway."""
+    if fmt in ("png", "webp"):
+        return int(getattr(image, "n_frames", 1) or 1)
+    return 1
+
+
+def check_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    draft_side: int | None = None,
+    short: bool = False,
+) -> Header:
+    """Open lazily and check the header before any pixel is decoded: real format, declared pixels,
+    chunk structure (PNG), frames, and the memory the decode would need. A JPEG is drafted (DCT
+    scaling) to keep its long side (short side if ``short``) at least ``draft_side``; the memory
+    estimate is of that reduced decode."""
     if not data:
         raise ImageRejected("corrupt", "empty file")
     real = sniff_format(data)
@@ -163,36 +265,105 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
             height=height,
             fmt=fmt,
         )
-    return image
-
-
-def analyze_image(data: bytes, *, max_pixels: int, hash_kind: str = "phash") -> ImageAnalysis:
-    """One reduced-scale decode of ``data`` feeding every metric and hash; raises ImageRejected."""
-    image = open_image(data, max_pixels=max_pixels)
-    fmt = _PIL_FORMATS[image.format or ""]
-    width, height = image.size
     try:
-        exif, orientation = _exif_fields(image)
-    except Exception:  # broken EXIF must not lose the image
-        exif, orientation = {}, 1
-    try:
-        if fmt == "jpeg" and max(width, height) >= 2 * WORKING_SIZE:
-            scale = WORKING_SIZE / max(width, height)
-            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-        image.load()
-        working = _to_rgb(image)
-        factor = max(working.size) // WORKING_SIZE
-        if factor >= 2:
-            working = working.reduce(factor)
-    except ImageRejected:
-        raise
+        problem = _png_problem(data) if fmt == "png" else None
+        frames = _declared_frames(image, fmt)
+        reference = min(width, height) if short else max(width, height)
+        if fmt == "jpeg" and draft_side and reference >= 2 * draft_side:
+            scale = draft_side / reference
+            request = (
+                (draft_side, draft_side) if short else (math.ceil(width * scale), math.ceil(height * scale))
+            )
+            image.draft("RGB", request)
     except Exception as exc:
-        raise ImageRejected("corrupt", f"decode failed: {exc}", width=width, height=height, fmt=fmt) from exc
-    if orientation != 1:
-        working.info["exif"] = image.info.get("exif", b"")
-        working = ImageOps.exif_transpose(working) or working
-        if orientation in _ROTATING_ORIENTATIONS:
-            width, height = height, width
+        problem = f"unreadable {fmt} header: {exc}"
+    if problem is not None:
+        raise ImageRejected("corrupt", problem, width=width, height=height, fmt=fmt)
+    need = decode_bytes(image, fmt, width, height)
+    if need > memory_limit:
+        w, h = image.size
+        scaled = f" (read at {w}x{h})" if (w, h) != (width, height) else ""
+        of_frames = f", first of {frames} frames" if frames > 1 else ""
+        raise ImageRejected(
+            "max_pixels",
+            f"decoding {width}x{height} {image.mode} {fmt}{scaled}{of_frames} needs about "
+            f"{_mib(need)}, above the memory limit of {_mib(memory_limit)}",
+            width=width,
+            height=height,
+            fmt=fmt,
+        )
+    return Header(image, fmt, width, height, frames, need)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.0f} MiB"
+
+
+def open_image(data: bytes, *, max_pixels: int, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> Image.Image:
+    """The lazily opened image once the header check passed (see check_image); nothing decoded."""
+    return check_image(data, max_pixels=max_pixels, memory_limit=memory_limit).image
+
+
+def _load(header: Header) -> tuple[dict[str, Any], int]:
+    """Decode (the first frame, at the drafted scale), then read EXIF from the loaded image: reading it
+    first would run the decode inside the EXIF error handling, and a second load() does nothing."""
+    try:
+        header.image.load()
+    except Exception as exc:
+        raise ImageRejected(
+            "corrupt",
+            f"decode failed: {type(exc).__name__}: {exc}",
+            width=header.width,
+            height=header.height,
+            fmt=header.format,
+        ) from exc
+    try:
+        return _exif_fields(header.image)
+    except Exception:  # broken EXIF must not lose the image
+        return {}, 1
+
+
+def decode_reduced(
+    data: bytes,
+    *,
+    side: int,
+    max_pixels: int,
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    short: bool = False,
+    draft_side: int | None = None,
+) -> Decoded:
+    """The one guarded decode: header check, one decode (JPEG DCT scaling to ``draft_side``, default
+    ``side``), then an integer box reduction so the long side (short side if ``short``) is in
+    [side, 2 * side), converting to RGB strip by strip so no full-size copy is ever made; orientation
+    applied. Raises ImageRejected (corrupt, format, max_pixels) and nothing else."""
+    header = check_image(
+        data, max_pixels=max_pixels, memory_limit=memory_limit, draft_side=draft_side or side, short=short
+    )
+    exif, orientation = _load(header)
+    image = header.image
+    try:
+        reference = min(image.size) if short else max(image.size)
+        working = _reduced_rgb(image, max(1, reference // side))
+        method = _TRANSPOSE.get(orientation)
+        if method is not None:
+            working = working.transpose(method)
+    except Exception as exc:
+        raise ImageRejected(
+            "corrupt", f"conversion failed: {type(exc).__name__}: {exc}", width=header.width,
+            height=header.height, fmt=header.format,
+        ) from exc  # fmt: skip
+    return Decoded(working, header.format, header.width, header.height, orientation, exif)
+
+
+def analyze_image(
+    data: bytes, *, max_pixels: int, memory_limit: int = DEFAULT_MEMORY_LIMIT, hash_kind: str = "phash"
+) -> ImageAnalysis:
+    """One reduced-scale decode of ``data`` feeding every metric and hash; raises ImageRejected."""
+    decoded = decode_reduced(data, side=WORKING_SIZE, max_pixels=max_pixels, memory_limit=memory_limit)
+    working = decoded.image
+    width, height = decoded.width, decoded.height
+    if decoded.orientation in _ROTATING_ORIENTATIONS:
+        width, height = height, width
     grey_image = working.convert("L")
     grey = np.asarray(grey_image, dtype=np.uint8)
     thumb = metrics.thumbnail(working)  # exposure and blur read a 64 px thumbnail, as cleanvision does
@@ -206,16 +377,38 @@ def analyze_image(data: bytes, *, max_pixels: int, hash_kind: str = "phash") -> 
         "aspect_ratio": metrics.aspect_ratio(width, height),
     }
     return ImageAnalysis(
-        format=fmt,
+        format=decoded.format,
         width=width,
         height=height,
         metrics={k: round(v, 6) for k, v in values.items()},
         hashes={hash_kind: metrics.perceptual_hash(grey_image, hash_kind)},
-        exif=exif,
+        exif=decoded.exif,
     )
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _depth_shift(image: Image.Image) -> int:
+    """Right shift that brings a 16- or 32-bit image's largest value into 8 bits (its extrema are read
+    without a copy)."""
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
+        return 0
+    top = image.getextrema()[1]
+    return max(0, int(top).bit_length() - 8) if isinstance(top, int | float) else 0
+
+
+def _to_rgb(image: Image.Image, shift: int | None = None) -> Image.Image:
+    """RGB of ``image`` (alpha over white, deep images shifted to 8 bits): call it on strips, as it
+    copies the whole image."""
     if image.mode == "RGB":
         return image
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -224,19 +417,77 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     if image.mode.startswith("I;16") or image.mode == "I":
-        array = np.asarray(image, dtype=np.float64)
-        top = float(array.max()) or 1.0
-        return Image.fromarray((array / top * 255).astype(np.uint8)).convert("RGB")
+        array = np.asarray(image)
+        if image.mode == "I":
+            array = np.clip(array, 0, None)
+        shift = _depth_shift(image) if shift is None else shift
+        return Image.fromarray((array >> shift).astype(np.uint8)).convert("RGB")
     return image.convert("RGB")
 
 
-def pixel_digest(data: bytes) -> str:
-    """sha256 of the fully decoded, orientation-applied RGB pixels and their size: equal for lossless re-encodes."""
-    import hashlib
+def _strip_rows(width: int, multiple: int = 1) -> int:
+    rows = max(1, _STRIP_PIXELS // max(1, width))
+    return max(multiple, rows // multiple * multiple)
 
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        rgb = _to_rgb(ImageOps.exif_transpose(image) or image)
-        digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
-        digest.update(rgb.tobytes())
-        return digest.hexdigest()
+
+def _reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
+    """``image`` reduced by ``factor`` (box) and converted to RGB, a strip at a time: reducing before
+    converting keeps the extra memory to one strip (a whole-image convert would copy it at 4 bytes a
+    pixel, or 8 for the float path 16-bit images used to take)."""
+    if image.mode == "RGB":
+        return image.reduce(factor) if factor >= 2 else image
+    width, height = image.size
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    rows = _strip_rows(width, factor)
+    shift = _depth_shift(image)
+    for top in range(0, height, rows):
+        strip = _to_rgb(image.crop((0, top, width, min(height, top + rows))), shift)
+        out.paste(strip.reduce(factor) if factor >= 2 else strip, (0, top // factor))
+    return out
+
+
+def _oriented_strips(image: Image.Image, orientation: int) -> Iterator[Image.Image]:
+    """Horizontal strips of ``image`` with the EXIF orientation applied, top to bottom, each made from
+    the matching band of the stored image: no full-size transposed copy."""
+    width, height = image.size
+    method = _TRANSPOSE.get(orientation)
+    swap = orientation in _ROTATING_ORIENTATIONS
+    out_width, out_height = (height, width) if swap else (width, height)
+    rows = _strip_rows(out_width)
+    for top in range(0, out_height, rows):
+        bottom = min(out_height, top + rows)
+        if method is None or orientation == 2:
+            box = (0, top, width, bottom)
+        elif not swap:  # 3, 4: rows from the bottom
+            box = (0, height - bottom, width, height - top)
+        elif orientation in (5, 6):
+            box = (top, 0, bottom, height)
+        else:  # 7, 8: columns from the right
+            box = (width - bottom, 0, width - top, height)
+        strip = image.crop(box)
+        yield strip if method is None else strip.transpose(method)
+
+
+def pixel_digest(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, memory_limit: int = DEFAULT_MEMORY_LIMIT
+) -> str:
+    """sha256 of the fully decoded, orientation-applied RGB pixels and their size: equal for lossless
+    re-encodes. Guarded like every decode (header check, memory estimate), converted and hashed a
+    strip at a time; raises ImageRejected (corrupt, max_pixels) and nothing else."""
+    header = check_image(data, max_pixels=max_pixels, memory_limit=memory_limit)
+    _, orientation = _load(header)
+    image = header.image
+    try:
+        width, height = image.size
+        if orientation in _ROTATING_ORIENTATIONS:
+            width, height = height, width
+        digest = hashlib.sha256(f"{width}x{height}:".encode())
+        shift = _depth_shift(image)
+        for strip in _oriented_strips(image, orientation):
+            digest.update(_to_rgb(strip, shift).tobytes())
+    except Exception as exc:
+        raise ImageRejected(
+            "corrupt", f"full decode failed: {type(exc).__name__}: {exc}", width=header.width,
+            height=header.height, fmt=header.format,
+        ) from exc  # fmt: skip
+    return digest.hexdigest()

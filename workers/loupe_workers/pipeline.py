@@ -23,7 +23,7 @@ from loupe_workers.dedup import find_duplicates
 from loupe_workers.executor import Executor, InlineExecutor, RayExecutor
 from loupe_workers.process import ProcessSettings, Record
 from loupe_workers.semver import SampleState, decide, next_version
-from loupe_workers.sources import ListedObject, list_media, listing_digest, source_store
+from loupe_workers.sources import ListedObject, SourceUnavailable, list_media, listing_digest, source_store
 from loupe_workers.splits import SplitUnit, assign_splits
 from loupe_workers.store import ObjectStore, blob_key, open_store
 from loupe_workers.versions import commit_version, latest_version, read_version, run_prefix, utcnow
@@ -37,7 +37,35 @@ def code_version() -> str:
 
 
 class RunError(RuntimeError):
-    """A run that could not complete; nothing was committed."""
+    """A run that could not complete; nothing was committed. ``reason`` is a CamelCase word the
+    operator puts into the Dataset's Degraded condition (SourceUnavailable, SuspiciousShrink, ...)."""
+
+    def __init__(self, message: str, reason: str = "RunFailed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_shrink(
+    previous_rows: list[Record], listed: list[ListedObject], sources: list[str], max_removed_fraction: float
+) -> str | None:
+    """Why a listing that lost too much of what the current version was built from looks wrong, or None.
+
+    An unmounted volume, a renamed prefix or an expired credential that lists nothing must not
+    publish an empty dataset; sources dropped from the spec on purpose do not count.
+    """
+    before = {(r["source"], r["key"]) for r in previous_rows if r["source"] in sources}
+    if not before or max_removed_fraction >= 1:
+        return None
+    now = {(o.source, o.key) for o in listed}
+    lost = len(before - now)
+    if lost / len(before) <= max_removed_fraction:
+        return None
+    return (
+        f"the sources list {len(now)} objects and {lost} of the {len(before)} the current version was "
+        f"built from are gone ({lost / len(before):.0%}, above versioning.maxRemovedFraction "
+        f"{max_removed_fraction:g}); the current version stays. If the removal is intended, run once "
+        "with --allow-shrink or raise versioning.maxRemovedFraction"
+    )
 
 
 @dataclass
@@ -141,16 +169,30 @@ def curate(
         old = previous.get(row["sample_id"])
         if old is not None and not row["_new"]:
             row["dup_group"], row["dup_kind"] = old.get("dup_group"), old.get("dup_kind")
-    extra = embedding_pairs(accepted) if embedding_pairs is not None else []
-    stats.embedding_pairs = len(extra)
-    duplicates = find_duplicates(
-        accepted,
-        spec.dedup,
-        is_new=[bool(r["_new"]) for r in accepted],
-        previously_kept=previously_kept,
-        pixel_digest=pixel_digest,
-        extra_pairs=extra,
-    )
+    while True:
+        extra = embedding_pairs(accepted) if embedding_pairs is not None else []
+        stats.embedding_pairs = len(extra)
+        duplicates = find_duplicates(
+            accepted,
+            spec.dedup,
+            is_new=[bool(r["_new"]) for r in accepted],
+            previously_kept=previously_kept,
+            pixel_digest=pixel_digest,
+            extra_pairs=extra,
+        )
+        # A row whose full decode failed in the exact-pixel check (pixel_digest marks it failed) is a
+        # corrupt file: it leaves, and the groups are found again without it, so no copy is dropped
+        # in favour of a broken one.
+        broken = [r for r in accepted if r["status"] != "ok"]
+        if not broken:
+            break
+        for row in broken:
+            failed = gates.evaluate(row, spec.quality_gates)
+            reason = failed.reason or "corrupt"
+            row["disposition"], row["reason"], row["detail"] = failed.disposition, reason, failed.detail
+            counts = stats.quarantined if failed.disposition == "quarantined" else stats.rejected
+            counts[reason] = counts.get(reason, 0) + 1
+        accepted = [r for r in accepted if r["status"] == "ok"]
     groups: dict[str, list[Record]] = {}
     seen_ids: Counter[str] = Counter()
     for row, dup in zip(accepted, duplicates, strict=True):
@@ -223,7 +265,10 @@ def run_dataset(
     spec = request.spec
     missing = [ref.name for ref in spec.sources if ref.name not in request.sources]
     if missing:
-        raise RunError(f"dataset {request.dataset} refers to unknown IngestSource(s): {', '.join(missing)}")
+        raise RunError(
+            f"dataset {request.dataset} refers to unknown IngestSource(s): {', '.join(missing)}",
+            reason="SourceNotFound",
+        )
     used = {ref.name: request.sources[ref.name] for ref in spec.sources}
 
     events.phase("reading the previous version")
@@ -246,16 +291,26 @@ def run_dataset(
     sidecars: dict[str, list[str]] = {}
     for name, (src, src_store) in stores.items():
         try:
-            found, others = list_media(name, src, src_store)
+            found, others = list_media(
+                name, src, src_store, max_file_size=spec.quality_gates.max_file_size.limit
+            )
+        except SourceUnavailable as exc:
+            raise RunError(f"IngestSource {name}: {exc}", reason="SourceUnavailable") from exc
         except Exception as exc:
-            raise RunError(f"cannot list IngestSource {name} ({src.location_uri()}): {exc}") from exc
+            raise RunError(
+                f"cannot list IngestSource {name} ({src.location_uri()}): {exc}", reason="SourceUnavailable"
+            ) from exc
         listed.extend(found)
         sidecars[name] = [o.key for o in others]
+    shrink = check_shrink(previous_rows, listed, list(used), spec.versioning.max_removed_fraction)
+    if shrink is not None and not request.allow_shrink:
+        raise RunError(f"dataset {request.dataset}: {shrink}", reason="SuspiciousShrink")
     source_digest = listing_digest(listed)
     settings = ProcessSettings(
         hash_kind=spec.dedup.perceptual.hash,
         max_pixels=spec.quality_gates.max_pixels.limit,
         privacy=privacy.detectors(spec.privacy),
+        memory_limit=spec.quality_gates.max_pixels.memory_limit,
     )
     privacy.prefetch(settings.privacy)  # a missing model fails here, before any task runs
 
@@ -293,11 +348,34 @@ def run_dataset(
     previous_by_id = {r["sample_id"]: r for r in ranked}
     pixel_cache = {r["sha256"]: r["pixel_sha256"] for r in previous_rows if r.get("pixel_sha256")}
 
+    unchecked: set[str] = set()
+
     def pixel_digest(row: Record) -> str:
+        """The exact-pixel digest (a full decode, guarded like every decode). A file that fails it is
+        marked failed (corrupt, curate quarantines it) and one too large to decode in full within the
+        memory limit is compared by its hash only: each gets a digest that matches nothing."""
+        if row["status"] != "ok":
+            return f"corrupt:{row['sha256']}"
+        if row["sha256"] in unchecked:
+            return f"unchecked:{row['sha256']}"
         if not row.get("pixel_sha256"):
-            row["pixel_sha256"] = pixel_cache.get(row["sha256"]) or media.pixel_digest(
-                store.get(blob_key(row["sha256"]))
-            )
+            cached = pixel_cache.get(row["sha256"])
+            try:
+                row["pixel_sha256"] = cached or media.pixel_digest(
+                    store.get(blob_key(row["sha256"])),
+                    max_pixels=settings.max_pixels,
+                    memory_limit=settings.memory_limit,
+                )
+            except media.ImageRejected as error:
+                if error.reason == "max_pixels":
+                    unchecked.add(row["sha256"])
+                    return f"unchecked:{row['sha256']}"
+                row.update(status="failed", fail_reason="corrupt", fail_detail=error.detail)
+                return f"corrupt:{row['sha256']}"
+            except Exception as error:  # whatever a hostile file triggers must not stop the run
+                detail = f"full decode failed: {type(error).__name__}: {error}"
+                row.update(status="failed", fail_reason="corrupt", fail_detail=detail)
+                return f"corrupt:{row['sha256']}"
         return str(row["pixel_sha256"])
 
     records = carried + fresh
@@ -346,14 +424,18 @@ def run_dataset(
         return result
     events.phase(f"committing {version}")
     extra_files = near.index_files(request.dataset, run_id)
-    record = _commit(
+    record, wrote = _commit(
         store, request.dataset, run_id, version, current, curated, change, digest, source_digest, extra_files,
         analyzer(store, request.dataset, spec, parent, parent_accepted, stage),
     )  # fmt: skip
     result.version = record.version
     result.current_version = record.version
-    result.created = record.run_id == run_id
-    result.message = f"created {record.version} ({change.bump}: {'; '.join(change.reasons)})"
+    result.created = wrote  # the same run id is no proof: two identical runs at once share it
+    result.message = (
+        f"created {record.version} ({change.bump}: {'; '.join(change.reasons)})"
+        if wrote
+        else f"adopted {record.version}: an identical run committed it first"
+    )
     return result
 
 
@@ -369,8 +451,9 @@ def _commit(
     source_digest: str,
     extra_files: dict[str, bytes] | None = None,
     analyze: Analyzer | None = None,
-) -> VersionRecord:
-    """Stage every file under the run, then publish the version record with one conditional put."""
+) -> tuple[VersionRecord, bool]:
+    """Stage every file under the run, then publish the version record with one conditional put;
+    True when this call published it."""
     prefix = run_prefix(dataset, run_id)
     for key, data in (extra_files or {}).items():
         store.put(key, data)
@@ -477,6 +560,7 @@ def embed_config(spec: DatasetSpec, model: str | None = None) -> embed.EmbedConf
         num_cpus=e.num_cpus,
         concurrency=e.concurrency,
         max_pixels=spec.quality_gates.max_pixels.limit,
+        memory_limit=spec.quality_gates.max_pixels.memory_limit,
     )
 
 

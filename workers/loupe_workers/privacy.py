@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image
 
 from loupe_api.dataset import FACE_SCORE_FLOOR, PLATE_VOTES_FLOOR, PrivacySpec
 from loupe_workers import media
@@ -273,19 +273,20 @@ def detect(image: Image.Image | npt.NDArray[np.uint8], spec: PrivacySpec | Detec
     return PrivacyFindings(faces, plates)
 
 
-def detect_bytes(data: bytes, run: Detectors, *, max_pixels: int) -> PrivacyFindings:
-    """Findings for an encoded image: one decode at about the detection size (JPEG DCT scaling),
-    orientation applied; an image that cannot be decoded here is reported, never raised."""
+def detect_bytes(
+    data: bytes, run: Detectors, *, max_pixels: int, memory_limit: int = media.DEFAULT_MEMORY_LIMIT
+) -> PrivacyFindings:
+    """Findings for an encoded image: one guarded decode at about the detection size (media.decode_reduced:
+    header and memory checks, JPEG DCT scaling, integer reduction), orientation applied; an image
+    that cannot be decoded here is reported, never raised."""
     try:
-        image = media.open_image(data, max_pixels=max_pixels)
-        full_long = max(image.size)
-        if image.format == "JPEG" and full_long >= 2 * run.size:
-            scale = run.size / full_long
-            image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
-        image.load()
-        upright = ImageOps.exif_transpose(image) or image
+        decoded = media.decode_reduced(
+            data, side=2 * run.size, draft_side=run.size, max_pixels=max_pixels, memory_limit=memory_limit
+        )
     except Exception as exc:  # a hostile file must not stop the run; decisions fail closed
         return PrivacyFindings(error=f"{type(exc).__name__}: {exc}")
+    upright = decoded.image
+    full_long = max(decoded.width, decoded.height)
     findings = detect(upright, run)
     # Boxes are in the decoded (possibly DCT-reduced) pixels: bring them to the full image's.
     factor = full_long / max(upright.size)
@@ -295,11 +296,13 @@ def detect_bytes(data: bytes, run: Detectors, *, max_pixels: int) -> PrivacyFind
     )
 
 
-def record_fields(data: bytes, run: Detectors | None, *, max_pixels: int) -> dict[str, Any]:
+def record_fields(
+    data: bytes, run: Detectors | None, *, max_pixels: int, memory_limit: int = media.DEFAULT_MEMORY_LIMIT
+) -> dict[str, Any]:
     """The processing record's ``privacy`` field (JSON), or nothing when privacy is off."""
     if run is None:
         return {}
-    return {"privacy": detect_bytes(data, run, max_pixels=max_pixels).to_json()}
+    return {"privacy": detect_bytes(data, run, max_pixels=max_pixels, memory_limit=memory_limit).to_json()}
 
 
 # --- decisions (pure, over stored findings) -------------------------------------------------------

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
 from loupe_api.dataset import DatasetSpec, DriftSummary
 from loupe_api.versions import VersionRecord
-from loupe_workers import analysis, manifest
+from loupe_workers import analysis, manifest, media
 from loupe_workers.store import ObjectStore, blob_key
 from loupe_workers.versions import read_version
 
@@ -126,24 +125,35 @@ def scatter(points: npt.NDArray[np.float64], labels: Sequence[str], label: str, 
     return _svg(size + 170, size, dots + legend, label)
 
 
-def _thumbnail(store: ObjectStore, row: dict[str, Any]) -> str:
+def _placeholder(reason: str, detail: str) -> str:
+    return f'<div class="noimg" data-reason="{_esc(reason)}" title="{_esc(detail)}">not shown: {_esc(reason)}</div>'
+
+
+def _thumbnail(store: ObjectStore, row: dict[str, Any], max_pixels: int, memory_limit: int) -> str:
+    """A 128 px thumbnail through the same guarded reduced decode as processing: a bomb or a corrupt
+    file (that is often why it was left out) shows a placeholder with the reason instead."""
     try:
-        with Image.open(io.BytesIO(store.get(blob_key(row["sha256"])))) as opened:
-            opened.draft("RGB", (192, 192))
-            image = opened.convert("RGB")
+        data = store.get(blob_key(row["sha256"]))
+    except Exception:
+        return _placeholder("missing", "the file's bytes were never stored")
+    try:
+        image = media.decode_reduced(data, side=128, max_pixels=max_pixels, memory_limit=memory_limit).image
         image.thumbnail((128, 128))
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=80)
-        return f'<img alt="{_esc(str(row.get("key")))}" src="data:image/jpeg;base64,{base64.b64encode(out.getvalue()).decode()}">'
-    except Exception:  # undecodable (that is often why it was left out): say so instead
-        return '<div class="noimg">not decodable</div>'
+    except media.ImageRejected as error:
+        return _placeholder(error.reason, error.detail)
+    except Exception as error:
+        return _placeholder("corrupt", f"{type(error).__name__}: {error}")
+    return f'<img alt="{_esc(str(row.get("key")))}" src="data:image/jpeg;base64,{base64.b64encode(out.getvalue()).decode()}">'
 
 
-def _gallery(store: ObjectStore, rows: Sequence[dict[str, Any]]) -> str:
+def _gallery(store: ObjectStore, rows: Sequence[dict[str, Any]], spec: DatasetSpec) -> str:
     if not rows:
         return '<p class="empty">none</p>'
+    limits = spec.quality_gates.max_pixels
     cards = "".join(
-        f'<figure>{_thumbnail(store, r)}<figcaption>{_esc(str(r.get("key")))}<br><b>{_esc(str(r.get("reason") or r.get("dup_kind") or ""))}</b></figcaption></figure>'
+        f'<figure>{_thumbnail(store, r, limits.limit, limits.memory_limit)}<figcaption>{_esc(str(r.get("key")))}<br><b>{_esc(str(r.get("reason") or r.get("dup_kind") or ""))}</b></figcaption></figure>'
         for r in rows[:THUMBNAILS]
     )  # fmt: skip
     return f'<div class="gallery">{cards}</div>'
@@ -258,8 +268,8 @@ def build_report(
 <section><h2>Slice coverage</h2>{slices or '<p class="empty">no slices configured (spec.health.slices)</p>'}
 {f'<h3>Gaps</h3><ul class="gaps">{gaps}</ul>' if gaps else ""}</section>
 <section><h2>Drift</h2>{drift_html}</section>
-<section class="wide"><h2>Rejected and quarantined ({len(rejected)})</h2>{_gallery(store, rejected)}</section>
-<section class="wide"><h2>Duplicates ({len(duplicates)})</h2>{_gallery(store, duplicates)}</section>
+<section class="wide"><h2>Rejected and quarantined ({len(rejected)})</h2>{_gallery(store, rejected, spec)}</section>
+<section class="wide"><h2>Duplicates ({len(duplicates)})</h2>{_gallery(store, duplicates, spec)}</section>
 </main>
 <script>document.body.dataset.rendered=[...document.querySelectorAll("svg.plot")].every(s=>s.childElementCount>0)?"yes":"no";</script>
 </body></html>

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from loupe_api.versions import VersionRecord
-from loupe_workers import manifest
+from loupe_workers import manifest, media
 from loupe_workers.embed import EmbedConfig, Embedder, Embeddings, decode_for_model, ensure_embeddings
 from loupe_workers.models import (
     BUILTIN_MODEL,
@@ -261,7 +261,13 @@ def image_scores(image: bytes, embeddings: Embeddings, model: str = BUILTIN_MODE
     """Cosine similarity of every embedding to the example image."""
     embedder = Embedder(EmbedConfig(model=model))
     try:
-        pixels = decode_for_model(image, embedder.size, max_pixels=100_000_000, crop=embedder.crop)
+        pixels = decode_for_model(
+            image,
+            embedder.size,
+            max_pixels=media.DEFAULT_MAX_PIXELS,
+            memory_limit=media.DEFAULT_MEMORY_LIMIT,
+            crop=embedder.crop,
+        )
     except Exception as exc:
         raise SearchError(f"cannot read the example image: {exc}") from exc
     query = embedder.infer(["query"], pixels[None]).vectors[0]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat as stat_module
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +31,22 @@ class ObjectInfo:
 
 
 class StoreError(RuntimeError):
-    """The store could not be reached or refused an operation."""
+    """The store could not be reached or refused an operation; the message is one line naming where."""
+
+
+def os_reason(exc: OSError) -> str:
+    """'no space left on device (ENOSPC)': the cause of an OSError in words and its errno name."""
+    name = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror.lower() if exc.strerror else str(exc) or type(exc).__name__
+    return f"{text} ({name})" if name else text
+
+
+def _os_error(action: str, path: object, exc: OSError) -> StoreError:
+    return StoreError(f"cannot {action} {exc.filename or path}: {os_reason(exc)}")
+
+
+TEMP_PREFIX = ".tmp-"
+STALE_TEMP_SECONDS = 3600.0  # no live writer leaves a temp file untouched this long
 
 
 class ObjectStore(Protocol):
@@ -69,7 +87,12 @@ def put_blob(store: ObjectStore, data: bytes, sha256: str | None = None) -> str:
 
 
 class LocalStore:
-    """A folder. Writes go through a temporary file and an atomic rename or link."""
+    """A folder. Writes go through a temporary file and an atomic rename or link.
+
+    Every OSError (disk full, read-only file system, permission denied) becomes a one-line StoreError
+    naming the path and the cause; a failed write removes its temporary file, and ``sweep_temp`` removes
+    the ones a killed process left behind.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -85,25 +108,42 @@ class LocalStore:
         return self.root / key
 
     def get(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            return path.read_bytes()
         except FileNotFoundError as exc:
             raise KeyError(key) from exc
+        except OSError as exc:
+            raise _os_error("read", path, exc) from exc
+
+    def mkdir(self, folder: Path) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_error("create folder", folder, exc) from exc
 
     def _temp(self, path: Path, data: bytes, *, durable: bool = True) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.parent / f".tmp-{uuid.uuid4().hex}"
-        with temp.open("wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
+        self.mkdir(path.parent)
+        temp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            with temp.open("wb") as handle:
+                handle.write(data)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except OSError as exc:
+            _discard(temp)
+            raise StoreError(f"cannot write {path}: {os_reason(exc)}") from exc
         return temp
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         temp = self._temp(path, data)
-        temp.replace(path)
+        try:
+            temp.replace(path)
+        except OSError as exc:
+            _discard(temp)
+            raise StoreError(f"cannot write {path}: {os_reason(exc)}") from exc
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
@@ -116,12 +156,40 @@ class LocalStore:
             os.link(temp, path)  # fails if the target exists: an atomic create-if-absent
         except FileExistsError:
             return False
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {os_reason(exc)}") from exc
         finally:
-            temp.unlink(missing_ok=True)
+            _discard(temp)
         return True
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        try:
+            return path.is_file()
+        except OSError as exc:
+            raise _os_error("read", path, exc) from exc
+
+    def sweep_temp(self, older_than: float = STALE_TEMP_SECONDS) -> int:
+        """Remove the ``.tmp-*`` files a killed writer left, when untouched for ``older_than`` seconds
+        (a live writer's are newer, so a concurrent run is never disturbed). Best effort: never raises.
+        Returns how many were removed."""
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - older_than
+        removed = 0
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                full = Path(dirpath) / name
+                try:
+                    info = full.lstat()
+                    if stat_module.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                        full.unlink()
+                        removed += 1
+                except OSError:
+                    continue
+        return removed
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self.root
@@ -129,28 +197,56 @@ class LocalStore:
             if base.exists():
                 raise StoreError(f"{base} is not a folder")
             return
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".tmp-"))
+        for dirpath, dirnames, filenames in os.walk(base, onerror=_raise_list_error):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(TEMP_PREFIX))
             for name in sorted(filenames):
-                if name.startswith(".tmp-"):
+                if name.startswith(TEMP_PREFIX):
                     continue
                 full = Path(dirpath) / name
                 key = full.relative_to(base).as_posix()
                 if not key.startswith(prefix):
                     continue
-                stat = full.stat()
+                try:
+                    stat = full.stat()
+                except FileNotFoundError:
+                    continue  # deleted since the folder was read
+                except OSError as exc:
+                    raise _os_error("read", full, exc) from exc
                 yield ObjectInfo(key=key, size=stat.st_size, etag=f"{stat.st_size}-{stat.st_mtime_ns}")
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _os_error("delete", path, exc) from exc
 
     def uri_of(self, key: str) -> str:
         return str(self._path(key))
 
 
+def _discard(temp: Path) -> None:
+    with contextlib.suppress(OSError):  # on a read-only file system the temp file was never created
+        temp.unlink(missing_ok=True)
+
+
+def _raise_list_error(exc: OSError) -> None:
+    raise _os_error("list", exc.filename, exc) from exc
+
+
+S3_MAX_ATTEMPTS = 3  # AWS_MAX_ATTEMPTS overrides; a server that refuses connections fails in seconds
+_S3_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+              "403", "Forbidden"}  # fmt: skip
+
+
 class S3Store:
-    """A bucket and prefix on S3 or any S3-compatible server; credentials from the environment."""
+    """A bucket and prefix on S3 or any S3-compatible server; credentials from the environment.
+
+    Connection, credential and permission failures become a one-line StoreError naming the endpoint and
+    the bucket.
+    """
 
     def __init__(
         self,
@@ -189,7 +285,7 @@ class S3Store:
                 region_name=self.region or os.environ.get("AWS_REGION") or "us-east-1",
                 config=Config(
                     s3={"addressing_style": "path"},
-                    retries={"max_attempts": 5, "mode": "standard"},
+                    retries={"max_attempts": _max_attempts(), "mode": "standard"},
                     connect_timeout=5,
                     read_timeout=60,
                 ),
@@ -202,24 +298,63 @@ class S3Store:
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
+    @property
+    def endpoint_url(self) -> str:
+        """The endpoint requests go to (the client's: boto3 also reads AWS_ENDPOINT_URL)."""
+        if self._client is not None:
+            return str(self._client.meta.endpoint_url)
+        return self.endpoint or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _error(self, action: str, key: str | None, exc: Exception) -> StoreError:
+        """One line naming the endpoint and the bucket, for any boto3/botocore failure."""
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+        where = f"{self.uri_of(key) if key is not None else self.uri} at {self.endpoint_url}"
+        if isinstance(exc, EndpointConnectionError):
+            return StoreError(f"cannot connect to S3 endpoint {self.endpoint_url} (bucket {self.bucket}): "
+                              "is the server up and the endpoint (AWS_ENDPOINT_URL) right?")  # fmt: skip
+        if isinstance(exc, NoCredentialsError):
+            return StoreError(f"no S3 credentials for bucket {self.bucket} at {self.endpoint_url}: "
+                              "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")  # fmt: skip
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+            message = " ".join(str(error.get("Message") or "").split())
+            detail = f"{code}: {message}" if message else code
+            if code in _S3_DENIED:
+                return StoreError(f"S3 denied {action} {where} ({detail}): check the credentials and the "
+                                  f"bucket policy for {self.bucket}")  # fmt: skip
+            if code == "NoSuchBucket":
+                return StoreError(f"bucket {self.bucket} does not exist at {self.endpoint_url}")
+            return StoreError(f"S3 {action} {where} failed: {detail}")
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return StoreError(f"S3 {action} {where} failed: {text}")
+
     def get(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise KeyError(key) from exc
-            raise StoreError(f"get {self.uri_of(key)}: {exc}") from exc
+            raise self._error("read", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("read", key, exc) from exc
 
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("write", key, exc) from exc
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
@@ -228,34 +363,57 @@ class S3Store:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
                 return False
-            raise
+            raise self._error("write", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("write", key, exc) from exc
         return True
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return False
-            raise
+            raise self._error("read", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("read", key, exc) from exc
         return True
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         base = f"{self.prefix}/" if self.prefix else ""
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
-            for item in page.get("Contents", []):
-                yield ObjectInfo(
-                    key=item["Key"][len(base) :], size=int(item["Size"]), etag=str(item["ETag"]).strip('"')
-                )
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        key=item["Key"][len(base) :],
+                        size=int(item["Size"]),
+                        etag=str(item["ETag"]).strip('"'),
+                    )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("list", prefix, exc) from exc
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("delete", key, exc) from exc
 
     def uri_of(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def _max_attempts() -> int:
+    try:
+        return max(1, int(os.environ.get("AWS_MAX_ATTEMPTS") or S3_MAX_ATTEMPTS))
+    except ValueError:
+        return S3_MAX_ATTEMPTS
 
 
 def open_store(

@@ -61,16 +61,17 @@ class CommitConflict(RuntimeError):
     """Another run committed the same version number first."""
 
 
-def commit_version(store: ObjectStore, record: VersionRecord) -> VersionRecord:
-    """Write the version record if absent. Returns the committed record: ours, or the identical one
-    an earlier attempt of the same run already committed. Raises CommitConflict otherwise."""
+def commit_version(store: ObjectStore, record: VersionRecord) -> tuple[VersionRecord, bool]:
+    """Write the version record if absent. Returns the committed record and whether this call wrote it:
+    (ours, True), or (the one another attempt of the same run committed, False): a retried run, or two
+    identical runs at once, which share the deterministic run id. Raises CommitConflict otherwise."""
     key = version_key_of(record.dataset, record.version)
     body = json.dumps(record.to_wire(), indent=2, sort_keys=True).encode()
     if store.put_if_absent(key, body):
-        return record
+        return record, True
     existing = VersionRecord.model_validate_json(store.get(key))
     if existing.run_id == record.run_id:
-        return existing
+        return existing, False
     raise CommitConflict(
         f"{record.dataset} {record.version} was committed by run {existing.run_id} while run {record.run_id} "
         "was computing it; run again to build on it"
