@@ -298,3 +298,20 @@ def test_operator_job_reports_why_it_refused(tmp_path: Path) -> None:
     assert observed is not None and observed.state == "Failed"
     assert observed.reason == "SourceUnavailable"
     assert "does not exist" in observed.message
+
+
+def test_operator_source_scan_survives_odd_entries(tmp_path: Path) -> None:
+    """The operator's cheap listing (which decides when to launch a job) must not fail on them either."""
+    from loupe_operator.storage import scan_source
+
+    images = tmp_path / "images"
+    photos(images, ("camera",))
+    (images / "dangling.jpg").symlink_to(images / "nothing.jpg")
+    (images / "loop.jpg").symlink_to(images / "loop.jpg")
+    (images / os.fsdecode(b"caf\xe9.jpg")).write_bytes(b"x")
+    os.mkfifo(images / "fifo.jpg")
+    spec = IngestSourceSpec.model_validate({"filesystem": {"path": str(images)}})
+    scan = scan_source("cams", spec)
+    assert scan.objects == 5
+    (images / "dangling.jpg").unlink()
+    assert scan_source("cams", spec).digest != scan.digest

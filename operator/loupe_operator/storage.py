@@ -58,9 +58,14 @@ def _objects(
             if name.startswith(".tmp-"):
                 continue
             full = Path(dirpath) / name
-            key = full.relative_to(root).as_posix()
+            # a name that is not UTF-8 still gets a key (its bad bytes as \\xNN), or the digest fails
+            key = os.fsencode(full.relative_to(root).as_posix()).decode("utf-8", "backslashreplace")
             if key.startswith(prefix):
-                stat = full.stat()
+                try:
+                    stat = full.stat()
+                except OSError:  # a dangling link, a loop, a file gone: the job records it with its reason
+                    yield key, 0, "unreadable"
+                    continue
                 yield key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
