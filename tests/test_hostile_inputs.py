@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -74,25 +74,34 @@ class Run:
     peak_rss: int  # bytes, of the CLI process itself (os.wait4's rusage of that one child)
 
 
+# The CLI runs under this small runner, which reports its child's peak RSS: a child forked from pytest
+# itself would inherit pytest's high-water mark across exec (Linux keeps it), so wait4 on it would
+# report the test process's size, not the run's.
+_RSS_RUNNER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    out.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
 def run_loupe(project: Path, *args: str, timeout: float = RUN_TIMEOUT_S) -> Run:
-    """One CLI process; its own peak RSS from wait4, so earlier children of pytest do not count."""
-    out, err = project / "stdout.txt", project / "stderr.txt"
+    """One CLI process and its own peak RSS, measured by a small runner (see ``_RSS_RUNNER``)."""
+    out, err, peak = project / "stdout.txt", project / "stderr.txt", project / "peak-rss.txt"
     start = time.monotonic()
+    command = [sys.executable, "-c", _RSS_RUNNER, str(peak), sys.executable, "-m", "loupe_workers.cli", *args]
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "loupe_workers.cli", *args], cwd=project, stdout=stdout, stderr=stderr
-        )
-        timer = threading.Timer(timeout, process.kill)
-        timer.start()
+        process = subprocess.Popen(command, cwd=project, stdout=stdout, stderr=stderr, start_new_session=True)
         try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            timer.cancel()
-    process.returncode = os.waitstatus_to_exitcode(status)
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     seconds = time.monotonic() - start
-    assert process.returncode != -9 or seconds < timeout, f"loupe {' '.join(args)} ran past {timeout} s"
+    assert seconds < timeout, f"loupe {' '.join(args)} ran past {timeout} s"
     return Run(process.returncode, out.read_text(errors="replace"), err.read_text(errors="replace"), seconds,
-               usage.ru_maxrss * 1024)  # fmt: skip
+               int(peak.read_text()) * 1024)  # fmt: skip
 
 
 def listed_keys(root: Path) -> dict[str, str]:

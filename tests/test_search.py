@@ -116,4 +116,4 @@ def test_cli_search_json_and_table(store: LocalStore, tmp_path: Path) -> None:
     bad = loupe("search", "photos", "--where", "open('x')", "--store", store.uri)
     assert bad.returncode == 2 and "not allowed" in bad.stderr
     missing = loupe("search", "nothing", "--text", "cat", "--store", store.uri)
-    assert missing.returncode == 2 and "no versions" in missing.stderr
+    assert missing.returncode == 1 and "no versions" in missing.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from loupe_api import openlineage
 from loupe_api.common import SecretReference, parse_duration
@@ -223,9 +224,23 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
     started = time.monotonic()
     name, namespace = body.metadata.name or "", body.metadata.namespace or "default"
     generation = int(body.metadata.get("generation") or 1)
-    spec = DatasetSpec.model_validate(dict(body.spec))
     old = dict(body.status or {})
     status = DatasetStatus.model_validate(old)
+    try:
+        spec = DatasetSpec.model_validate(dict(body.spec))
+    except ValidationError as exc:  # rules the CRD schema cannot express: say which field, keep the version
+        fields = "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        message = f"invalid spec ({fields}); the current version stays"
+        status.observed_generation = generation
+        status.conditions = set_condition(
+            status.conditions, "Degraded", "True", "InvalidSpec", message, now=_now(), generation=generation
+        )
+        _write_status(patch, old, status.to_wire())
+        metrics.RECONCILES.labels("Dataset", "error").inc()
+        raise kopf.PermanentError(message) from exc
     mode = spec.ray.mode or SETTINGS.ray_mode
     address = spec.ray.address or SETTINGS.ray_address
     spec = _with_default_storage_secret(spec)  # the job is told which Secret opens the default storage
