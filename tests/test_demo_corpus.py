@@ -28,7 +28,7 @@ from loupe_workers.demo import (
 
 KINDS = {
     "original", "exact_copy", "reencoded_png", "near_resized", "near_brightness", "near_jpeg_q",
-    "blurry", "dark", "bright", "noisy", "low_information", "odd_aspect", "too_small", "truncated",
+    "blurry", "dark", "bright", "noisy", "low_contrast", "low_information", "odd_aspect", "too_small", "truncated",
     "zero_bytes", "text_as_jpg", "bomb", "wrong_extension", "video", "exif",
 }  # fmt: skip
 LABELS = {"people", "animals", "objects", "space", "textures", "documents", "science", "videos"}
@@ -177,6 +177,8 @@ def test_quality_defects_are_measurable(corpus: tuple[Path, list[DemoFile]]) -> 
     assert luma(one(files, "low_information").path).std() < 2
     blurry = one(files, "blurry")
     assert blurry.of and np.diff(luma(blurry.path), axis=1).std() < np.diff(luma(blurry.of), axis=1).std() / 4
+    hazy = one(files, "low_contrast")
+    assert hazy.of and luma(hazy.path).std() < luma(hazy.of).std() / 3
     noisy = one(files, "noisy")
     assert noisy.of and np.diff(luma(noisy.path), axis=1).std() > 3 * np.diff(luma(noisy.of), axis=1).std()
 

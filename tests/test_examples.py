@@ -69,13 +69,14 @@ def test_retraining_loop_ingest_version_trigger_train_promote_trace(
 
     # two new samples: a MINOR version, below the trigger
     for i, photo in enumerate((skdata.chelsea(), skdata.coffee())):
-        Image.fromarray(photo[::-1]).save(images / "animals" / f"new-{i}.jpg", quality=90)
+        top = photo[: photo.shape[0] * 2 // 3]  # a new photo (a flipped copy would be a duplicate)
+        Image.fromarray(top).save(images / "animals" / f"new-{i}.jpg", quality=90)
     below = json.loads(loupe(*run, cwd=tmp_path).stdout)
     assert below["datasets"][0]["version"] == "1.1.0" and below["policies"][0]["run"] is None
     assert "2 new samples since 1.0.0" in below["policies"][0]["message"]
 
     # a third: the trigger is met, a second model is trained on 1.2.0
-    Image.fromarray(skdata.rocket()[:, ::-1]).save(images / "animals" / "new-2.jpg", quality=90)
+    Image.fromarray(skdata.rocket()[:285]).save(images / "animals" / "new-2.jpg", quality=90)
     met = json.loads(loupe(*run, cwd=tmp_path).stdout)
     second = met["policies"][0]["run"]
     assert met["datasets"][0]["version"] == "1.2.0" and second["datasetVersion"] == "1.2.0"

@@ -98,7 +98,16 @@ def test_gate_defaults_match_the_api() -> None:
     assert DEFAULT.corrupt.action == "quarantine"
     assert DEFAULT.max_pixels.action == "quarantine"
     assert DEFAULT.format.action == DEFAULT.resolution.action == "reject"
-    for gate in ("extension", "blur", "dark", "bright", "noise", "low_information", "aspect_ratio"):
+    for gate in (
+        "extension",
+        "blur",
+        "dark",
+        "bright",
+        "low_contrast",
+        "noise",
+        "low_information",
+        "aspect_ratio",
+    ):
         assert getattr(DEFAULT, gate).action == "flag", gate
 
 
@@ -285,20 +294,57 @@ def test_the_pixel_limit_is_loupes_own(blobs: LocalStore) -> None:
 # --- pixel-quality gates -------------------------------------------------------------------------
 
 
-def test_blur(blobs: LocalStore) -> None:
-    for name, radius in (("chelsea", 8), ("astronaut", 16), ("coffee", 16)):
-        original = process(blobs, f"{name}.jpg", encode(photo(name)))
-        blurred = process(
-            blobs, f"{name}_blur.jpg", encode(photo(name).filter(ImageFilter.GaussianBlur(radius)))
-        )
-        assert "blur" not in failed_names(original), original["sharpness"]
-        assert "blur" in failed_names(blurred), (name, blurred["sharpness"])
-        assert gates.evaluate(blurred, DEFAULT).flags == ["blur"]
-        assert blurred["sharpness"] < original["sharpness"] - 0.3
-    sharp = process(blobs, "chelsea.jpg", encode(photo("chelsea")))  # sharpness ~0.88
-    picky = custom(blur={"threshold": 0.95, "action": "reject"})
+def blurred(img: Image.Image, share: float) -> Image.Image:
+    """Gaussian blur of ``share`` of the long side (the benchmark's strengths)."""
+    return img.filter(ImageFilter.GaussianBlur(share * max(img.size)))
+
+
+def exposed(img: Image.Image, stops: float) -> Image.Image:
+    """A camera's exposure error: linear light times 2**stops, clipped at white."""
+    linear = (np.asarray(img, dtype=np.float32) / 255.0) ** 2.2 * 2.0**stops
+    return from_array(np.clip(linear, 0, 1) ** (1 / 2.2) * 255.0, img.mode)
+
+
+def squeezed(img: Image.Image, keep: float) -> Image.Image:
+    """The tones squeezed toward their mean, ``keep`` of the spread left (low contrast)."""
+    values = np.asarray(img, dtype=np.float32)
+    return from_array(values.mean() + (values - values.mean()) * keep, img.mode)
+
+
+QUALITY_PHOTOS = ("astronaut", "chelsea", "coffee", "camera", "rocket")
+
+
+@pytest.mark.parametrize("name", QUALITY_PHOTOS)
+def test_blur(blobs: LocalStore, name: str) -> None:
+    original = process(blobs, f"{name}.jpg", encode(photo(name)))
+    assert "blur" not in failed_names(original), original["sharpness"]
+    for share in (0.01, 0.02):
+        soft = process(blobs, f"{name}_blur{share}.jpg", encode(blurred(photo(name), share)))
+        assert "blur" in failed_names(soft), (name, share, soft["sharpness"])
+        assert gates.evaluate(soft, DEFAULT).flags == ["blur"]
+        assert soft["sharpness"] < original["sharpness"] / 2
+
+
+@pytest.mark.parametrize("name", QUALITY_PHOTOS)
+def test_blur_spares_dark_flat_and_recompressed_sharp_photos(blobs: LocalStore, name: str) -> None:
+    """The score does not depend on brightness or contrast (the old edge-spread score called every dark
+    or flat photo blurry)."""
+    sharp = photo(name)
+    for kind, img, quality in (
+        ("dark", scaled(sharp, 0.08), 92),
+        ("flat", squeezed(sharp, 0.2), 92),
+        ("recompressed", sharp, 30),
+    ):
+        record = process(blobs, f"{name}_{kind}.jpg", encode(img, quality=quality))
+        assert "blur" not in failed_names(record), (name, kind, record["sharpness"])
+    assert metrics.sharpness(np.full((120, 160), 7, np.uint8)) == 1.0  # a flat frame is not blurry
+
+
+def test_blur_threshold_and_action(blobs: LocalStore) -> None:
+    sharp = process(blobs, "chelsea.jpg", encode(photo("chelsea")))
+    picky = custom(blur={"threshold": sharp["sharpness"] + 0.1, "action": "reject"})
     assert gates.evaluate(sharp, picky).reason == "blur"
-    assert gates.evaluate(sharp, custom(blur={"enabled": False, "threshold": 0.95})).flags == []
+    assert gates.evaluate(sharp, custom(blur={"enabled": False, "threshold": 50})).flags == []
 
 
 def test_dark(blobs: LocalStore) -> None:
@@ -306,7 +352,8 @@ def test_dark(blobs: LocalStore) -> None:
         original = process(blobs, f"{name}.jpg", encode(photo(name)))
         dark = process(blobs, f"{name}_dark.jpg", encode(scaled(photo(name), 0.08)))
         assert "dark" not in failed_names(original), original["brightness_p99"]
-        assert "dark" in failed_names(dark), dark["brightness_p99"]
+        # a very dark frame also holds little information (entropy); it is neither blurry, flat nor noisy
+        assert {"dark"} <= failed_names(dark) <= {"dark", "low_information"}, dark
         assert dark["brightness_p99"] < 0.15 < 0.6 < original["brightness_p99"]
     dark = process(blobs, "astronaut_dark.jpg", encode(scaled(photo("astronaut"), 0.08)))
     quarantine = gates.evaluate(dark, custom(dark={"action": "quarantine"}))
@@ -314,44 +361,64 @@ def test_dark(blobs: LocalStore) -> None:
     assert "dark" not in failed_names(dark, custom(dark={"threshold": 0.05}))
 
 
-def test_bright(blobs: LocalStore) -> None:
-    for name in ("astronaut", "coffee", "camera"):
-        original = process(blobs, f"{name}.jpg", encode(photo(name)))
-        # 95 % of the pixels blown out: every value in [245, 255]
-        blown = process(blobs, f"{name}_blown.jpg", encode(scaled(photo(name), 0.05, 245)))
-        assert "bright" not in failed_names(original), original["brightness_p5"]
-        assert "bright" in failed_names(blown), blown["brightness_p5"]
-    # washed out (every value in [220, 255], 1 - p5 ~ 0.14) only trips a looser threshold
-    washed = process(blobs, "astronaut_washed.jpg", encode(scaled(photo("astronaut"), 0.15, 220)))
-    original = process(blobs, "astronaut.jpg", encode(photo("astronaut")))
-    loose = custom(bright={"threshold": 0.2, "action": "reject"})
-    assert gates.evaluate(washed, loose).reason == "bright"
-    assert gates.evaluate(original, loose).disposition == "accepted"
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee", "camera"])  # rocket is a dark photo
+def test_bright(blobs: LocalStore, name: str) -> None:
+    original = process(blobs, f"{name}.jpg", encode(photo(name)))
+    assert "bright" not in failed_names(original), original["clipped"]
+    for stops in (2.0, 3.0):
+        over = process(blobs, f"{name}_over{stops}.jpg", encode(exposed(photo(name), stops)))
+        assert "bright" in failed_names(over), (name, stops, over["clipped"])
+        assert "dark" not in failed_names(over) and "blur" not in failed_names(over)
 
 
-def test_noise(blobs: LocalStore) -> None:
-    for name in ("camera", "astronaut"):
-        clean = process(blobs, f"{name}.png", encode(photo(name, "L"), "PNG"))
-        grainy = process(blobs, f"{name}_iso.jpg", encode(noisy(photo(name, "L"), 60.0)))
-        assert "noise" not in failed_names(clean), clean["noise"]
-        assert "noise" in failed_names(grainy), (name, grainy["noise"])
+def test_bright_threshold_and_action(blobs: LocalStore) -> None:
+    over = process(blobs, "coffee_over.jpg", encode(exposed(photo("coffee"), 2.0)))
+    assert over["clipped"] > DEFAULT.bright.threshold
+    loose = custom(bright={"threshold": min(1.0, over["clipped"] + 0.01), "action": "reject"})
+    assert gates.evaluate(over, loose).disposition == "accepted"
+    assert gates.evaluate(over, custom(bright={"action": "reject"})).reason == "bright"
+
+
+@pytest.mark.parametrize("name", QUALITY_PHOTOS)
+def test_low_contrast(blobs: LocalStore, name: str) -> None:
+    original = process(blobs, f"{name}.jpg", encode(photo(name)))
+    assert "low_contrast" not in failed_names(original), original["contrast"]
+    for keep in (0.25, 0.15):
+        flat = process(blobs, f"{name}_flat{keep}.jpg", encode(squeezed(photo(name), keep)))
+        assert "low_contrast" in failed_names(flat), (name, keep, flat["contrast"])
+        assert "low_information" not in failed_names(flat)  # entropy alone never saw these
+    # exposure alone does not change contrast: a dark photo is the dark gate's
+    dark = process(blobs, f"{name}_dark.jpg", encode(scaled(photo(name), 0.08)))
+    assert "low_contrast" not in failed_names(dark), dark["contrast"]
+    flat = process(blobs, f"{name}_flat.jpg", encode(squeezed(photo(name), 0.2)))
+    assert gates.evaluate(flat, custom(lowContrast={"enabled": False})).flags == []
+
+
+@pytest.mark.parametrize("name", QUALITY_PHOTOS)
+def test_noise(blobs: LocalStore, name: str) -> None:
+    clean = process(blobs, f"{name}.png", encode(photo(name), "PNG"))
+    assert "noise" not in failed_names(clean), clean["noise"]
+    for sigma in (20.0, 40.0):
+        grainy = process(blobs, f"{name}_iso{sigma}.jpg", encode(noisy(photo(name), sigma)))
+        assert "noise" in failed_names(grainy), (name, sigma, grainy["noise"])
         assert gates.evaluate(grainy, DEFAULT).flags == ["noise"]
-    # at working resolution (long side < 2 * WORKING_SIZE the photo is measured as is)
+
+
+def test_noise_ignores_texture(blobs: LocalStore) -> None:
+    """Fine texture is not noise: measured in the flattest blocks only."""
+    for name in ("gravel", "brick"):  # grey photos: told apart by scale (grass still reads ~3)
+        record = process(blobs, f"{name}.jpg", encode(photo(name)))
+        assert "noise" not in failed_names(record), (name, record["noise"])
+    for name in ("astronaut", "coffee"):  # colour: noise is in the colour too, texture is not
+        textured = photo(name).resize((1024, 1024 * photo(name).height // photo(name).width))
+        record = process(blobs, f"{name}_big.jpg", encode(textured))
+        assert "noise" not in failed_names(record), (name, record["noise"])
     small = photo("astronaut").resize((240, 240), Image.Resampling.LANCZOS)
     assert "noise" not in failed_names(process(blobs, "small.png", encode(small, "PNG")))
-    assert "noise" in failed_names(process(blobs, "small_iso.jpg", encode(noisy(small, 25.0))))
-    clean = process(blobs, "camera.png", encode(photo("camera", "L"), "PNG"))  # sigma ~4
-    assert gates.evaluate(clean, custom(noise={"threshold": 2.0, "action": "reject"})).reason == "noise"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="noise is estimated on the reduced working image (1/4 scale for 512 px), so per-channel "
-    "sigma-60 noise on a 512 px colour photo reads ~10 < 12; the estimate shrinks with resolution",
-)
-def test_noise_on_a_full_size_colour_photo(blobs: LocalStore) -> None:
-    grainy = process(blobs, "astronaut_iso.jpg", encode(noisy(photo("astronaut"), 60.0)))
-    assert "noise" in failed_names(grainy), grainy["noise"]
+    faint = process(blobs, "camera_faint.png", encode(noisy(photo("camera", "L"), 4.0), "PNG"))
+    assert 0 < faint["noise"] < DEFAULT.noise.threshold  # faint grain passes the default ...
+    strict = custom(noise={"threshold": faint["noise"] / 2, "action": "reject"})
+    assert gates.evaluate(faint, strict).reason == "noise"  # ... not a stricter threshold
 
 
 def test_low_information(blobs: LocalStore) -> None:
@@ -412,6 +479,7 @@ def test_flags_accumulate(blobs: LocalStore) -> None:
         "low_information",
         "dark",
         "bright",
+        "low_contrast",
         "blur",
         "noise",
     ]
@@ -517,6 +585,8 @@ def test_metrics_are_deterministic(tmp_path: Path) -> None:
     assert set(analysis.metrics) == {
         "brightness_p99",
         "brightness_p5",
+        "clipped",
+        "contrast",
         "sharpness",
         "noise",
         "entropy",
@@ -528,11 +598,14 @@ def _metrics_of(working: Image.Image, width: int, height: int) -> dict[str, floa
     grey = working.convert("L")
     thumb = metrics.thumbnail(working)
     p99, p5 = metrics.exposure(np.asarray(thumb, dtype=np.uint8))
+    rgb = np.asarray(working, dtype=np.uint8)
     values = {
         "brightness_p99": p99,
         "brightness_p5": p5,
-        "sharpness": metrics.sharpness_score(thumb.convert("L")),
-        "noise": metrics.noise_sigma(np.asarray(grey, dtype=np.uint8)),
+        "clipped": metrics.clipped_highlights(rgb),
+        "contrast": metrics.contrast(rgb),
+        "sharpness": metrics.sharpness(np.asarray(grey, dtype=np.uint8)),
+        "noise": metrics.noise_level(np.asarray(working.convert("YCbCr"), dtype=np.uint8)),
         "entropy": metrics.entropy_bits(np.asarray(grey, dtype=np.uint8)),
         "aspect_ratio": metrics.aspect_ratio(width, height),
     }

@@ -77,7 +77,7 @@ def test_local_mode_versions_in_status(
         assert source_status["lastScan"]["objects"] >= 30
 
         # new objects: the source notices, the dataset gets a MINOR version
-        Image.fromarray(skdata.chelsea()[::-1]).save(images / "animals" / "upside-down.jpg", quality=90)
+        Image.fromarray(skdata.chelsea()[:200]).save(images / "animals" / "upside-down.jpg", quality=90)
         assert wait_for("version 1.1.0", lambda: ready_version() == "1.1.0")
         events = cluster.kubectl("get", "events", "-n", NAMESPACE, "-o", "json").stdout
         reasons = {e["reason"] for e in json.loads(events)["items"]}
@@ -280,7 +280,7 @@ def test_s3_storage_outage_degrades_then_recovers_without_leaking_credentials(
         assert [o["Key"].rsplit("/", 1)[-1] for o in listed.get("Contents", [])] == ["1.0.0.json"]
 
         minio.stop()  # S3 goes away
-        Image.fromarray(skdata.coffee()[::-1]).save(images / "objects" / "coffee-flipped.jpg", quality=90)
+        Image.fromarray(skdata.coffee()[:270]).save(images / "objects" / "coffee-flipped.jpg", quality=90)
         degraded = wait_for(
             "Degraded", lambda: condition("Degraded").get("status") == "True" and condition("Degraded")
         )

@@ -91,7 +91,7 @@ def test_rerun_is_idempotent_and_incremental(corpus: tuple[Path, list[DemoFile]]
     v1 = {r["sample_id"]: r for r in rows_of(store, list_versions(store, "defects")[0].manifest_uri)}
 
     add_photo(images / "animals", "cat_face.jpg", skdata.chelsea()[20:280, 60:420])
-    add_photo(images / "objects", "rocket_new.jpg", skdata.rocket()[::-1])
+    add_photo(images / "objects", "rocket_new.jpg", skdata.rocket()[:285])  # a flip would be a duplicate
     third = run_dataset(request(images, store_uri))
     assert third.created and third.version == "1.1.0"
     assert third.stats.processed == 2  # only the new objects were decoded
@@ -156,7 +156,7 @@ def test_min_new_samples_and_dry_run(corpus: tuple[Path, list[DemoFile]], tmp_pa
     assert dry.version == "1.0.0" and not dry.created
     assert list_versions(LocalStore(store_uri), "defects") == []
     run_dataset(request(images, store_uri))
-    add_photo(images / "animals", "cat2.jpg", skdata.chelsea()[::-1, ::-1])
+    add_photo(images / "animals", "cat2.jpg", skdata.chelsea()[:200])  # a turned copy would be a duplicate
     pending = run_dataset(request(images, store_uri, versioning={"minNewSamples": 5}))
     assert pending.version is None and "minNewSamples" in pending.message
 

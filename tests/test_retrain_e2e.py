@@ -164,7 +164,7 @@ def test_job_action_triggers_cooldown_failure_and_lineage(
         assert f"{NAMESPACE}/parts@1.0.0" in used["versions"] and run["modelUri"] in used["models"]
 
         # one new sample is below the threshold: a new version, no new Job
-        Image.fromarray(skdata.chelsea()[::-1]).save(images / "animals" / "flipped.jpg", quality=90)
+        Image.fromarray(skdata.chelsea()[:200]).save(images / "animals" / "flipped.jpg", quality=90)
         assert wait_for("parts@1.1.0", lambda: _version(cluster, "parts") == "1.1.0")
         time.sleep(4)
         assert len(_jobs(cluster, "detector")) == 1
@@ -175,7 +175,8 @@ def test_job_action_triggers_cooldown_failure_and_lineage(
 
         # enough new samples, but within the cooldown: nothing, not even after an operator restart
         for i, photo in enumerate((skdata.coffee(), skdata.rocket(), skdata.astronaut())):
-            Image.fromarray(photo[:, ::-1]).save(images / "objects" / f"mirrored-{i}.jpg", quality=90)
+            top = photo[: photo.shape[0] * 2 // 3]  # a new photo (a mirrored copy would be a duplicate)
+            Image.fromarray(top).save(images / "objects" / f"mirrored-{i}.jpg", quality=90)
         assert wait_for("parts@1.2.0", lambda: _version(cluster, "parts") == "1.2.0")
         stop_operator(operator)
         second = start_operator(cluster.kubeconfig_path, tmp_path, "operator-2.log", [NAMESPACE])

@@ -15,10 +15,15 @@ ImageFormat = Literal["jpeg", "png", "webp", "bmp", "tiff", "gif"]
 ALL_IMAGE_FORMATS: tuple[ImageFormat, ...] = ("jpeg", "png", "webp", "bmp", "tiff", "gif")
 RayMode = Literal["local", "submit", "kuberay"]
 HashKind = Literal["phash", "dhash", "ahash", "whash"]
-KeepPolicy = Literal["highestResolution", "largestFile", "earliest", "first"]
+KeepPolicy = Literal["bestOriginal", "highestResolution", "largestFile", "earliest", "first"]
 DuplicateAction = Literal["drop", "flag"]
 DropAction = Literal["reject", "quarantine"]
 SPLIT_RATIO_TOLERANCE = 1e-6
+# Quality-gate defaults, chosen on a development corpus of real photographs (benchmarks/bench_quality.py)
+BLUR_THRESHOLD = 0.65
+BRIGHT_THRESHOLD = 0.3
+LOW_CONTRAST_THRESHOLD = 0.3
+NOISE_THRESHOLD = 1.2
 
 
 class SourceRef(ApiModel):
@@ -128,11 +133,16 @@ class MaxFileSizeGate(ApiModel):
 
 
 class BlurGate(ApiModel):
-    """Blur: sharpness 1 - exp(-s / 20), s the spread of an edge filter over a 64 px grey thumbnail."""
+    """Blurry images. The sharpness score compares the finest detail of the photo with the next-coarser
+    detail, so it does not depend on brightness or contrast: a dark or low-contrast but sharp photo is not
+    called blurry, and a sharp subject in front of a soft background keeps the photo sharp. Sharp camera
+    photos score about 0.7 to 4; a photo blurred by 1 % of its width scores about 0.2 to 0.45."""
 
     enabled: bool = Field(default=True, description="Check blur.")
     threshold: float = Field(
-        default=0.5, ge=0, le=1, description="Sharpness score in [0, 1] below which an image is blurry."
+        default=BLUR_THRESHOLD,
+        ge=0,
+        description="Sharpness (fine over coarse detail energy) below which an image is blurry.",
     )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
 
@@ -146,19 +156,50 @@ class DarkGate(ApiModel):
 
 
 class BrightGate(ApiModel):
-    """Over-exposure: 1 - the 5th percentile of perceived brightness is below the threshold."""
+    """Over-exposure: more of the frame than the threshold is blown out (a colour channel at 250/255 or
+    more, where detail is lost). Camera photos with a bright sky or a saturated flower stay below a
+    quarter; one or two stops of over-exposure blow out a third to all of the frame."""
 
     enabled: bool = Field(default=True, description="Check over-exposure.")
-    threshold: float = Field(default=0.05, ge=0, le=1, description="1 - brightness of the 5th percentile.")
+    threshold: float = Field(
+        default=BRIGHT_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Share of the pixels (0-1) with a blown-out channel above which an image is "
+        "over-exposed.",
+    )
+    action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
+
+
+class LowContrastGate(ApiModel):
+    """Low contrast (washed out, hazy, flat tones): the spread of the tones against their level,
+    (p99 - p1) / (p99 + p1) of perceived brightness, is below the threshold. A change of exposure alone
+    does not change it, so a dark photo is the dark gate's, not this one's, and a photo with more than
+    5 % of its pixels blown out (over-exposure squeezes the tones too) is not called low-contrast. Camera
+    photos score about 0.4 to 1."""
+
+    enabled: bool = Field(default=True, description="Check contrast.")
+    threshold: float = Field(
+        default=LOW_CONTRAST_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Contrast (0-1) below which an image is low-contrast.",
+    )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
 
 
 class NoiseGate(ApiModel):
-    """Sensor noise, as the standard deviation of a Laplacian-based noise estimate (0-255 scale)."""
+    """Sensor noise (grain), measured only in the flattest parts of the photo (sky, walls, skin) and in
+    both brightness and colour, so fine texture such as grass or gravel (brightness only) is not taken for
+    noise. It is the noise left at the reduced scale Loupe measures at (about 160-250 px across): grain
+    that shows in the whole picture, not only when zoomed to single pixels."""
 
     enabled: bool = Field(default=True, description="Check noise.")
     threshold: float = Field(
-        default=12.0, ge=0, description="Estimated noise sigma above which an image is noisy."
+        default=NOISE_THRESHOLD,
+        ge=0,
+        description="Estimated noise sigma (0-255 scale, in the flat regions of the reduced image) above "
+        "which an image is noisy.",
     )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
 
@@ -195,6 +236,9 @@ class QualityGates(ApiModel):
     dark: DarkGate = Field(default_factory=DarkGate, description="Under-exposed images.")
     bright: BrightGate = Field(default_factory=BrightGate, description="Over-exposed images.")
     noise: NoiseGate = Field(default_factory=NoiseGate, description="Noisy images.")
+    low_contrast: LowContrastGate = Field(
+        default_factory=LowContrastGate, description="Low-contrast (washed-out, hazy) images."
+    )
     low_information: LowInformationGate = Field(
         default_factory=LowInformationGate, description="Nearly empty images."
     )
@@ -217,6 +261,11 @@ class PerceptualDedup(ApiModel):
     hash: HashKind = Field(default="phash", description="phash, dhash, ahash or whash (64 bits).")
     max_distance: int = Field(
         default=8, ge=0, le=32, description="Largest Hamming distance between hashes of near duplicates."
+    )
+    transforms: bool = Field(
+        default=True,
+        description="Also match flipped and rotated copies: each new sample's hash is compared in all 8 "
+        "flips and quarter turns (hashes are always taken without uniform letterbox or pillarbox bars).",
     )
 
 
@@ -250,9 +299,11 @@ class DedupSpec(ApiModel):
         description="drop: only the kept copy enters the dataset; flag: every copy stays, grouped.",
     )
     keep: KeepPolicy = Field(
-        default="highestResolution",
-        description="Which copy of a group is kept: highestResolution, largestFile, earliest "
-        "(capture time, then first seen) or first (by source key).",
+        default="bestOriginal",
+        description="Which copy of a group is kept: bestOriginal (the least-processed copy: not "
+        "letterboxed, not stretched, not upscaled, then the highest resolution, the least compressed, "
+        "the sharpest), highestResolution, largestFile, earliest (capture time, then first seen) or "
+        "first (by source key). A copy already published stays kept.",
     )
 
 

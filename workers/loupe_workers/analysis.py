@@ -27,7 +27,7 @@ import numpy.typing as npt
 from loupe_api.dataset import DriftSpec, DriftSummary, HealthSpec, HealthSummary
 
 Row = dict[str, Any]
-QUALITY_METRICS = ("sharpness", "brightness_p99", "brightness_p5", "noise", "entropy")
+QUALITY_METRICS = ("sharpness", "brightness_p99", "brightness_p5", "clipped", "contrast", "noise", "entropy")
 MAX_GAPS_IN_STATUS = 10
 _EPSILON = 1e-4  # PSI of an empty bin would be infinite: floor the proportions
 

@@ -42,6 +42,7 @@ DEFAULT_ACTIONS: dict[str, str] = {
     "dark": "flag",
     "bright": "flag",
     "noise": "flag",
+    "low_contrast": "flag",
     "low_information": "flag",
     "aspect_ratio": "flag",
 }
@@ -59,17 +60,19 @@ KIND_GATES: dict[str, str] = {
     "dark": "dark",
     "bright": "bright",
     "noisy": "noise",
+    "low_contrast": "low_contrast",
     "low_information": "low_information",
 }
 
 #: Other verdicts also defensible for a kind: some images trip more than one gate, and a flagged
 #: (so kept) file derived from an original may also be grouped with it as a near duplicate.
 ALSO_ACCEPTABLE: dict[str, tuple[str, ...]] = {
-    "low_information": ("flag:blur", "flag:dark", "flag:bright"),
+    "low_information": ("flag:blur", "flag:dark", "flag:bright", "flag:low_contrast"),
     "dark": ("flag:low_information", "flag:blur", "near_duplicate"),
-    "bright": ("flag:low_information", "flag:blur", "near_duplicate"),
+    "bright": ("flag:low_information", "flag:blur", "flag:low_contrast", "near_duplicate"),
     "blurry": ("flag:low_information", "near_duplicate"),
     "noisy": ("near_duplicate",),
+    "low_contrast": ("near_duplicate",),
     "odd_aspect": ("reject:resolution",),
 }
 
@@ -420,6 +423,12 @@ def build_demo_corpus(root: Path, *, size: str = "small", seed: int = 0) -> list
         elif kind == "noisy":
             out = _noisy(img, rng, 60.0)
             w.image(out, derived(item, "noisy", "jpg"), kind, rel, expect_for("noisy"))
+        elif kind == "low_contrast":  # hazy: a fifth of the tonal spread left
+            arr = np.asarray(img, dtype=np.float32)
+            out = Image.fromarray(
+                np.clip(np.rint(arr.mean() + (arr - arr.mean()) * 0.2), 0, 255).astype(np.uint8)
+            )
+            w.image(out, derived(item, "hazy", "jpg"), kind, rel, expect_for("low_contrast"))
 
     # Duplicates.
     exact_copy(pick("astronaut"))
@@ -432,6 +441,7 @@ def build_demo_corpus(root: Path, *, size: str = "small", seed: int = 0) -> list
     defect(pick("motorcycle"), "dark")
     defect(pick("immunohistochemistry", "chelsea", "coins"), "bright")
     defect(pick("camera"), "noisy")
+    defect(pick("coffee", "astronaut"), "low_contrast")
     w.image(
         _low_information(rng),
         "objects/blank_wall.jpg",

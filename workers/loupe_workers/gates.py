@@ -19,6 +19,20 @@ class GateOutcome:
     flags: list[str] = field(default_factory=list)
 
 
+_LOW_CONTRAST_MAX_CLIPPED = 0.05
+
+
+def _below(record: dict[str, Any], measure: str, threshold: float) -> bool:
+    """The stored measure is below the threshold (a row measured before the measure existed: no)."""
+    value = record.get(measure)
+    return value is not None and bool(value < threshold)
+
+
+def _above(record: dict[str, Any], measure: str, threshold: float) -> bool:
+    value = record.get(measure)
+    return value is not None and bool(value > threshold)
+
+
 def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str, str, str]]:
     """(gate, action, detail) for every gate the record fails, in a fixed order."""
     if record["status"] == "failed":
@@ -61,13 +75,17 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
             out.append(
                 ("resolution", res.action, f"{width}x{height} is above {res.max_width}x{res.max_height}")
             )
+    # blown-out highlights squeeze the tones too: a photo with more than 5 % blown out is over-exposed (or
+    # nearly), not low-contrast as well
+    over_exposed = _above(record, "clipped", _LOW_CONTRAST_MAX_CLIPPED)
     checks = [
         (gates.aspect_ratio.enabled, "aspect_ratio", gates.aspect_ratio.action, record["aspect_ratio"] < gates.aspect_ratio.min_ratio, "aspect ratio", record["aspect_ratio"]),
         (gates.low_information.enabled, "low_information", gates.low_information.action, record["entropy"] < gates.low_information.threshold, "entropy", record["entropy"]),
         (gates.dark.enabled, "dark", gates.dark.action, record["brightness_p99"] < gates.dark.threshold, "brightness p99", record["brightness_p99"]),
-        (gates.bright.enabled, "bright", gates.bright.action, 1 - record["brightness_p5"] < gates.bright.threshold, "1 - brightness p5", 1 - record["brightness_p5"]),
-        (gates.blur.enabled, "blur", gates.blur.action, record["sharpness"] < gates.blur.threshold, "sharpness", record["sharpness"]),
-        (gates.noise.enabled, "noise", gates.noise.action, record["noise"] > gates.noise.threshold, "noise sigma", record["noise"]),
+        (gates.bright.enabled, "bright", gates.bright.action, _above(record, "clipped", gates.bright.threshold), "blown-out share", record.get("clipped")),
+        (gates.low_contrast.enabled, "low_contrast", gates.low_contrast.action, _below(record, "contrast", gates.low_contrast.threshold) and not over_exposed, "contrast", record.get("contrast")),
+        (gates.blur.enabled, "blur", gates.blur.action, _below(record, "sharpness", gates.blur.threshold), "sharpness", record.get("sharpness")),
+        (gates.noise.enabled, "noise", gates.noise.action, _above(record, "noise", gates.noise.threshold), "noise sigma", record.get("noise")),
     ]  # fmt: skip
     for enabled, name, action, failed, label, value in checks:
         if enabled and failed:

@@ -33,12 +33,15 @@ SCHEMA = pa.schema(
         ("height", pa.int64()),
         ("brightness_p99", pa.float64()),
         ("brightness_p5", pa.float64()),
+        ("clipped", pa.float64()),  # share of the pixels with a blown-out colour channel
+        ("contrast", pa.float64()),  # (p99 - p1) / (p99 + p1) of brightness
         ("sharpness", pa.float64()),
         ("noise", pa.float64()),
         ("entropy", pa.float64()),
         ("aspect_ratio", pa.float64()),
         ("hash_kind", pa.string()),
         ("hash", pa.string()),
+        ("hash_variants", pa.list_(pa.string())),  # the hash in the 7 other flips and quarter turns
         ("pixel_sha256", pa.string()),
         ("exif", pa.string()),
         ("privacy", pa.string()),  # JSON: {"faces": [{box, score}], "plates": [{box, votes}]}
@@ -50,6 +53,7 @@ SCHEMA = pa.schema(
         ("dup_group", pa.string()),
         ("dup_kind", pa.string()),
         ("duplicate_of", pa.string()),
+        ("keep_reason", pa.string()),  # the kept copy of a group: why it was the one kept
         ("status", pa.string()),
         ("fail_reason", pa.string()),
         ("fail_detail", pa.string()),
@@ -59,9 +63,9 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 PROCESSING_COLUMNS = (
     "sample_id", "sha256", "source", "key", "uri", "etag", "size", "media", "frame_index", "frame_time",
-    "video_sha256", "format", "extension", "width", "height", "brightness_p99", "brightness_p5", "sharpness",
-    "noise", "entropy", "aspect_ratio", "hash_kind", "hash", "pixel_sha256", "exif", "privacy", "status", "fail_reason",
-    "fail_detail", "processing_key",
+    "video_sha256", "format", "extension", "width", "height", "brightness_p99", "brightness_p5", "clipped",
+    "contrast", "sharpness", "noise", "entropy", "aspect_ratio", "hash_kind", "hash", "hash_variants", "pixel_sha256", "exif", "privacy",
+    "status", "fail_reason", "fail_detail", "processing_key",
 )  # fmt: skip
 
 

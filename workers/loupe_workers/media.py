@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import ExifTags, Image, ImageMode
 
 from loupe_workers import metrics
@@ -99,6 +100,8 @@ class ImageAnalysis:
     metrics: dict[str, float]
     hashes: dict[str, str]
     exif: dict[str, Any] = field(default_factory=dict)
+    # the hashes of the 7 flips and quarter turns of the border-trimmed working image (near duplicates)
+    hash_variants: list[str] = field(default_factory=list)
 
 
 def _exif_fields(image: Image.Image) -> tuple[dict[str, Any], int]:
@@ -366,23 +369,29 @@ def analyze_image(
         width, height = height, width
     grey_image = working.convert("L")
     grey = np.asarray(grey_image, dtype=np.uint8)
-    thumb = metrics.thumbnail(working)  # exposure and blur read a 64 px thumbnail, as cleanvision does
+    thumb = metrics.thumbnail(working)  # the dark gate reads a 64 px thumbnail, as cleanvision does
     p99, p5 = metrics.exposure(np.asarray(thumb, dtype=np.uint8))
+    rgb = np.asarray(working, dtype=np.uint8)
     values = {
         "brightness_p99": p99,
         "brightness_p5": p5,
-        "sharpness": metrics.sharpness_score(thumb.convert("L")),
-        "noise": metrics.noise_sigma(grey),
+        "clipped": metrics.clipped_highlights(rgb),
+        "contrast": metrics.contrast(rgb),
+        "sharpness": metrics.sharpness(grey),
+        "noise": metrics.noise_level(np.asarray(working.convert("YCbCr"), dtype=np.uint8)),
         "entropy": metrics.entropy_bits(grey),
         "aspect_ratio": metrics.aspect_ratio(width, height),
     }
+    # hashed without letterbox or pillarbox bars, in all 8 orientations: the identity is the stored hash
+    variants = metrics.hash_variants(metrics.trim_border(grey_image), hash_kind)
     return ImageAnalysis(
         format=decoded.format,
         width=width,
         height=height,
         metrics={k: round(v, 6) for k, v in values.items()},
-        hashes={hash_kind: metrics.perceptual_hash(grey_image, hash_kind)},
+        hashes={hash_kind: variants[0]},
         exif=decoded.exif,
+        hash_variants=variants[1:],
     )
 
 
@@ -491,3 +500,81 @@ def pixel_digest(
             height=header.height, fmt=header.format,
         ) from exc  # fmt: skip
     return digest.hexdigest()
+
+
+KEEP_CROP = 768  # the fine-detail measures read a centred crop of at most this many native pixels a side
+
+
+def keep_measures(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, memory_limit: int = DEFAULT_MEMORY_LIMIT
+) -> dict[str, float]:
+    """What the bestOriginal keep policy compares between copies, from one full decode (run only for
+    members of a duplicate group): ``detail`` (energy of the finest octave over the next one, at native
+    resolution: about 1 for a camera image at any size, far lower for an upscale or a blurred copy),
+    ``detail_x`` / ``detail_y`` (the same along one axis: a stretch lowers one of them) and ``padded``
+    (the share of the area in uniform letterbox or pillarbox bars). Raises ImageRejected."""
+    from scipy.ndimage import gaussian_filter, gaussian_filter1d
+
+    header = check_image(data, max_pixels=max_pixels, memory_limit=memory_limit)
+    _load(header)
+    try:
+        grey = _reduced_rgb(header.image, 1).convert("L")
+        width, height = grey.size
+        factor = max(1, max(width, height) // (2 * WORKING_SIZE))
+        small = np.asarray(grey.reduce(factor) if factor >= 2 else grey, dtype=np.uint8)
+        top, bottom, left, right = metrics.border_box(small)
+        padded = 1.0 - (bottom - top) * (right - left) / max(1, small.size)
+        box = (left * factor, top * factor, min(width, right * factor), min(height, bottom * factor))
+        cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+        half_w, half_h = min(KEEP_CROP, box[2] - box[0]) // 2, min(KEEP_CROP, box[3] - box[1]) // 2
+        crop = grey.crop((cx - half_w, cy - half_h, cx + half_w, cy + half_h))
+        g = np.asarray(crop, dtype=np.float32)
+    except Exception as exc:
+        raise ImageRejected(
+            "corrupt", f"full decode failed: {type(exc).__name__}: {exc}", width=header.width,
+            height=header.height, fmt=header.format,
+        ) from exc  # fmt: skip
+
+    def ratio(fine: npt.NDArray[np.float32], coarse: npt.NDArray[np.float32]) -> float:
+        return float(np.mean((g - fine) ** 2) / (np.mean((fine - coarse) ** 2) + 1e-6))
+
+    if g.shape[0] < 8 or g.shape[1] < 8:
+        return {"detail": 0.0, "detail_x": 0.0, "detail_y": 0.0, "padded": round(padded, 4)}
+    values = {
+        "detail": ratio(gaussian_filter(g, 1.0), gaussian_filter(g, 2.0)),
+        "detail_x": ratio(gaussian_filter1d(g, 1.0, axis=1), gaussian_filter1d(g, 2.0, axis=1)),
+        "detail_y": ratio(gaussian_filter1d(g, 1.0, axis=0), gaussian_filter1d(g, 2.0, axis=0)),
+        "padded": padded,
+    }
+    # the power spectrum in third-octave bands of cycles per pixel (band k ends at 0.5 / 2 ** (k / 3)),
+    # as shares of the total: an upscale by s has next to nothing above 0.5 / s
+    window = np.hanning(g.shape[0])[:, None] * np.hanning(g.shape[1])[None, :]
+    power = np.abs(np.fft.rfft2((g - g.mean()) * window)) ** 2
+    radius = np.hypot(np.fft.fftfreq(g.shape[0])[:, None], np.fft.rfftfreq(g.shape[1])[None, :])
+    band = np.floor(-3 * np.log2(np.maximum(radius, 1e-9) / 0.5)).astype(np.int64)
+    inside = (band >= 0) & (band < SPECTRUM_BANDS)
+    energy = np.bincount(band[inside], weights=power[inside], minlength=SPECTRUM_BANDS)
+    total = float(energy.sum()) or 1.0
+    values.update({f"band{k}": float(e) / total for k, e in enumerate(energy)})
+    return {k: round(v, 6) for k, v in values.items()}
+
+
+SPECTRUM_BANDS = 18  # third-octave bands from 0.5 down to 0.5 / 64 cycles per pixel
+
+
+def energy_above(measures: dict[str, float], frequency: float) -> float:
+    """Spectral density (keep_measures' bands, per third octave) above ``frequency`` cycles per pixel over
+    the density in the octave below it: about 1 or more for detail a camera recorded, near 0 above
+    the Nyquist frequency of the image an upscale was made from. Bands count by log-frequency overlap."""
+    cut = -3 * math.log2(max(frequency, 1e-9) / 0.5)  # in band units: 0 at 0.5 cycles per pixel
+
+    def share(lo: float, hi: float) -> float:
+        out = 0.0
+        for k in range(SPECTRUM_BANDS):
+            overlap = min(hi, k + 1) - max(lo, k)
+            if overlap > 0:
+                out += measures.get(f"band{k}", 0.0) * overlap
+        return out
+
+    below = share(cut, cut + 3) / 3
+    return share(0.0, cut) / cut / below if below > 0 and cut > 0 else 0.0

@@ -19,7 +19,7 @@ from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest, RunResult
 from loupe_api.versions import VersionChange, VersionRecord
 from loupe_workers import analysis, ann, annotate, embed, gates, manifest, media, privacy
-from loupe_workers.dedup import find_duplicates
+from loupe_workers.dedup import KeepMeasures, find_duplicates
 from loupe_workers.executor import Executor, InlineExecutor, RayExecutor
 from loupe_workers.process import ProcessSettings, Record
 from loupe_workers.semver import SampleState, decide, next_version
@@ -125,6 +125,7 @@ def curate(
     is_new: list[bool],
     pixel_digest: Callable[[Record], str],
     embedding_pairs: EmbeddingPairs | None = None,
+    keep_measures: KeepMeasures | None = None,
 ) -> Curated:
     """Pure curation over processed records: metadata, labels, filters, gates, dedup, splits.
 
@@ -169,6 +170,7 @@ def curate(
         old = previous.get(row["sample_id"])
         if old is not None and not row["_new"]:
             row["dup_group"], row["dup_kind"] = old.get("dup_group"), old.get("dup_kind")
+            row["keep_reason"] = old.get("keep_reason")
     while True:
         extra = embedding_pairs(accepted) if embedding_pairs is not None else []
         stats.embedding_pairs = len(extra)
@@ -179,6 +181,7 @@ def curate(
             previously_kept=previously_kept,
             pixel_digest=pixel_digest,
             extra_pairs=extra,
+            keep_measures=keep_measures,
         )
         # A row whose full decode failed in the exact-pixel check (pixel_digest marks it failed) is a
         # corrupt file: it leaves, and the groups are found again without it, so no copy is dropped
@@ -197,6 +200,7 @@ def curate(
     seen_ids: Counter[str] = Counter()
     for row, dup in zip(accepted, duplicates, strict=True):
         row["dup_group"], row["dup_kind"], row["duplicate_of"] = dup.group, dup.kind, dup.of
+        row["keep_reason"] = dup.reason
         if dup.kind == "exact_duplicate":
             stats.exact_duplicates += 1
         elif dup.kind == "near_duplicate":
@@ -378,6 +382,17 @@ def run_dataset(
                 return f"corrupt:{row['sha256']}"
         return str(row["pixel_sha256"])
 
+    def keep_measures(row: Record) -> dict[str, float] | None:
+        """What the bestOriginal keep policy compares (one guarded full decode, group members only)."""
+        try:
+            return media.keep_measures(
+                store.get(blob_key(row["sha256"])),
+                max_pixels=settings.max_pixels,
+                memory_limit=settings.memory_limit,
+            )
+        except Exception:  # too large to decode in full, or broken: compared by its stored fields only
+            return None
+
     records = carried + fresh
     stage = _embedding_stage(store, spec, records, executor, events)
     near = _EmbeddingNear(store, request.dataset, parent, spec, stage)
@@ -390,6 +405,7 @@ def run_dataset(
         is_new=[False] * len(carried) + [True] * len(fresh),
         pixel_digest=pixel_digest,
         embedding_pairs=near if near.enabled else None,
+        keep_measures=keep_measures,
     )
     stats = curated.stats
     if stage is not None:

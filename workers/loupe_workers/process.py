@@ -16,8 +16,10 @@ from loupe_workers.privacy import Detectors, record_fields
 from loupe_workers.sources import UNREADABLE, ListedObject, SourceReadError
 from loupe_workers.store import ObjectStore, put_blob
 
-PROCESSING_VERSION = "2"  # bump when per-object results change, so stored results are recomputed
+PROCESSING_VERSION = "4"  # bump when per-object results change, so stored results are recomputed
 # 2: decode before EXIF (undecodable PNGs were accepted), PNG chunk CRCs, 16-bit images shifted to 8 bits
+# 3: hashes taken without uniform borders, plus the hashes of the 7 flips and quarter turns
+# 4: blur, noise and over-exposure measured anew (sharpness, noise, clipped), contrast added
 Record = dict[str, Any]
 
 
@@ -63,6 +65,7 @@ def _analysis_fields(analysis: media.ImageAnalysis, settings: ProcessSettings) -
         **analysis.metrics,
         "hash_kind": settings.hash_kind,
         "hash": analysis.hashes[settings.hash_kind],
+        "hash_variants": analysis.hash_variants,
         "exif": json.dumps(analysis.exif, sort_keys=True),
     }
 

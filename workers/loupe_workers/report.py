@@ -233,7 +233,7 @@ def build_report(
         features = (
             np.array([[float(r[m]) for m in analysis.QUALITY_METRICS] for r in mapped])
             if mapped
-            else np.zeros((0, 5))
+            else np.zeros((0, len(analysis.QUALITY_METRICS)))
         )
         if len(features):
             features = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-9)

@@ -1,0 +1,354 @@
+"""Quality-gate benchmark on real photographs: precision and recall of every gate at its default threshold.
+
+Run:  .venv/bin/python benchmarks/bench_quality.py [--sizes 640 full] [--cleanvision /tmp/bench-venv/bin/python]
+
+Prints figures (and writes JSON with --out); it asserts nothing. The photos are the development corpus
+(benchmarks/corpus.py: camera photographs from Debian's wallpaper packages, never the test photos). Each
+photo is written at every size (640: long side 640 px; full: its own size, long side capped at 2560 px, so
+1.3-4 MP) clean and with every degradation of DEGRADATIONS at a known strength, as JPEG quality 92, into
+a cache folder. Each file goes through ``media.analyze_image`` (Loupe's one reduced decode) and
+``gates.failed_gates`` with the default QualityGates; with --cleanvision PYTHON, cleanvision's Imagelab
+runs on the same files in that interpreter (a throwaway venv: it is not a Loupe dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "api"), str(REPO / "workers"), str(REPO / "benchmarks")]
+
+import corpus  # noqa: E402
+from loupe_api.dataset import QualityGates  # noqa: E402
+from loupe_workers import gates, media  # noqa: E402
+
+CORPUS_VERSION = 1
+FULL_CAP = 2560  # the "full" size keeps the photo's own pixels, long side capped here (1.3-4 MP)
+GATES = ("blur", "dark", "bright", "low_contrast", "noise")
+Array = np.ndarray[Any, Any]
+
+
+def _linear(x: Array) -> Array:
+    return np.asarray((x / 255.0) ** 2.2)
+
+
+def _srgb(x: Array) -> Array:
+    return np.asarray(np.clip(x, 0.0, 1.0) ** (1 / 2.2) * 255.0)
+
+
+def _gaussian(sigma_share: float) -> Callable[[Array, np.random.Generator], Array]:
+    def apply(x: Array, _: np.random.Generator) -> Array:
+        import cv2
+
+        sigma = sigma_share * max(x.shape[:2])
+        return np.asarray(cv2.GaussianBlur(x, (0, 0), sigma))
+
+    return apply
+
+
+def _defocus(radius_share: float) -> Callable[[Array, np.random.Generator], Array]:
+    def apply(x: Array, _: np.random.Generator) -> Array:
+        import cv2
+
+        r = max(1, round(radius_share * max(x.shape[:2])))
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        disk = (xx**2 + yy**2 <= r * r).astype(np.float32)
+        return np.asarray(cv2.filter2D(x, -1, disk / disk.sum(), borderType=cv2.BORDER_REFLECT))
+
+    return apply
+
+
+def _exposure(stops: float) -> Callable[[Array, np.random.Generator], Array]:
+    """A camera's exposure error: linear light times 2**stops, clipped at white."""
+    return lambda x, _: _srgb(_linear(x) * 2.0**stops)
+
+
+def _low_contrast(keep: float) -> Callable[[Array, np.random.Generator], Array]:
+    """The tones squeezed toward their mean: ``keep`` of the original spread remains."""
+    return lambda x, _: x.mean() + (x - x.mean()) * keep
+
+
+def _noise(sigma: float) -> Callable[[Array, np.random.Generator], Array]:
+    """Gaussian sensor noise, sigma on the 0-255 scale, independent per channel and pixel."""
+    return lambda x, rng: x + rng.normal(0.0, sigma, x.shape)
+
+
+def _poisson(peak: float) -> Callable[[Array, np.random.Generator], Array]:
+    """Shot noise: ``peak`` photons at white (fewer photons, more noise)."""
+    return lambda x, rng: rng.poisson(np.clip(x, 0, 255) / 255.0 * peak) / peak * 255.0
+
+
+# name -> (the gate that must flag it, or None for "must not be flagged", the transform, JPEG quality)
+DEGRADATIONS: dict[str, tuple[str | None, Callable[[Array, np.random.Generator], Array] | None, int]] = {
+    "clean": (None, None, 92),
+    "jpeg_q50": (None, None, 50),
+    "jpeg_q25": (None, None, 25),
+    "blur_0.25%": ("blur", _gaussian(0.0025), 92),
+    "blur_0.5%": ("blur", _gaussian(0.005), 92),
+    "blur_1%": ("blur", _gaussian(0.01), 92),
+    "defocus_0.5%": ("blur", _defocus(0.005), 92),
+    "defocus_1%": ("blur", _defocus(0.01), 92),
+    "over_+1": ("bright", _exposure(1.0), 92),
+    "over_+2": ("bright", _exposure(2.0), 92),
+    "over_+3": ("bright", _exposure(3.0), 92),
+    "under_-3": ("dark", _exposure(-3.0), 92),
+    "under_-4": ("dark", _exposure(-4.0), 92),
+    "under_-5": ("dark", _exposure(-5.0), 92),
+    "contrast_30%": ("low_contrast", _low_contrast(0.3), 92),
+    "contrast_20%": ("low_contrast", _low_contrast(0.2), 92),
+    "noise_5": ("noise", _noise(5.0), 92),
+    "noise_10": ("noise", _noise(10.0), 92),
+    "noise_20": ("noise", _noise(20.0), 92),
+    "poisson_80": ("noise", _poisson(80.0), 92),
+    "poisson_20": ("noise", _poisson(20.0), 92),
+}
+BLUR_NOTE = "blur strengths are Gaussian sigma / defocus radius as a share of the long side"
+
+
+def _resized(image: Image.Image, size: str) -> Image.Image:
+    side = 640 if size == "640" else min(FULL_CAP, max(image.size))
+    if max(image.size) <= side:
+        return image
+    scale = side / max(image.size)
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+
+
+def build(cache: Path, sizes: list[str], seed: int) -> list[dict[str, Any]]:
+    """Write (once) every photo x size x degradation; return one row per file."""
+    folder = cache / f"bench-quality-v{CORPUS_VERSION}-seed{seed}"
+    rows: list[dict[str, Any]] = []
+    sources = corpus.photos(cache)
+    for index, source in enumerate(sources):
+        photo_id = (
+            f"{index:02d}-{source.parent.parent.parent.name if source.name[0].isdigit() else source.stem}"
+        )
+        base: dict[str, Image.Image] = {}
+        for size in sizes:
+            for name, (gate, transform, quality) in DEGRADATIONS.items():
+                path = folder / size / f"{photo_id}__{name}.jpg"
+                rows.append({"path": path, "photo": photo_id, "size": size, "kind": name, "expect": gate})
+                if path.exists():
+                    continue
+                if size not in base:
+                    with Image.open(source) as opened:
+                        base[size] = _resized(opened.convert("RGB"), size)
+                pixels = np.asarray(base[size], dtype=np.float32)
+                if transform is not None:
+                    rng = np.random.default_rng([seed, index, list(DEGRADATIONS).index(name)])
+                    pixels = transform(pixels, rng)
+                out = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                out.save(tmp, "JPEG", quality=quality)
+                tmp.rename(path)
+        print(f"  corpus: {index + 1}/{len(sources)} photos", file=sys.stderr, end="\r")
+    print(file=sys.stderr)
+    return rows
+
+
+def loupe(rows: list[dict[str, Any]], spec: QualityGates) -> dict[str, float]:
+    """Analyse every file (timed per size, bytes already in memory), then apply the gates."""
+    seconds: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        data = row["path"].read_bytes()
+        start = time.process_time()
+        analysis = media.analyze_image(data, max_pixels=media.DEFAULT_MAX_PIXELS)
+        seconds[row["size"]] += time.process_time() - start
+        counts[row["size"]] += 1
+        record = {
+            "status": "ok", "format": analysis.format, "width": analysis.width, "height": analysis.height,
+            "media": "image", "extension": ".jpg", **analysis.metrics,
+        }  # fmt: skip
+        row["metrics"] = analysis.metrics
+        row["loupe"] = {name for name, _, _ in gates.failed_gates(record, spec) if name in GATES}
+    return {size: counts[size] / seconds[size] for size in counts if seconds[size] > 0}
+
+
+_CLEANVISION = textwrap.dedent(
+    """
+    import json, sys, time
+    from cleanvision import Imagelab
+    paths = json.load(open(sys.argv[1]))
+    start = time.process_time()
+    lab = Imagelab(filepaths=paths)
+    lab.find_issues({"blurry": {}, "dark": {}, "light": {}, "low_information": {}}, n_jobs=1, verbose=False)
+    cpu = time.process_time() - start
+    issues = lab.issues
+    out = {}
+    for path in paths:
+        row = issues.loc[path]
+        out[path] = [k for k in ("blurry", "dark", "light", "low_information") if bool(row[f"is_{k}_issue"])]
+    json.dump({"flags": out, "cpu_s": cpu}, open(sys.argv[2], "w"))
+    """
+)
+# cleanvision's issue -> the gate it stands for (it has no noise check; low information is its closest
+# to low contrast)
+_CV_GATES = {"blurry": "blur", "dark": "dark", "light": "bright", "low_information": "low_contrast"}
+
+
+def cleanvision(rows: list[dict[str, Any]], python: str) -> dict[str, float]:
+    per_size: dict[str, float] = {}
+    for size in sorted({r["size"] for r in rows}):
+        subset = [r for r in rows if r["size"] == size]
+        with tempfile.TemporaryDirectory() as tmp:
+            paths, out = Path(tmp) / "paths.json", Path(tmp) / "out.json"
+            paths.write_text(json.dumps([str(r["path"]) for r in subset]))
+            script = Path(tmp) / "cv.py"
+            script.write_text(_CLEANVISION)
+            subprocess.run([python, str(script), str(paths), str(out)], check=True, capture_output=True)
+            result = json.loads(out.read_text())
+        for r in subset:
+            r["cleanvision"] = {_CV_GATES[k] for k in result["flags"][str(r["path"])]}
+        per_size[size] = len(subset) / result["cpu_s"]
+    return per_size
+
+
+def _pr(rows: list[dict[str, Any]], tool: str, gate: str) -> tuple[float, float, int, int]:
+    flagged = [r for r in rows if gate in r[tool]]
+    positives = [r for r in rows if r["expect"] == gate]
+    tp = sum(1 for r in flagged if r["expect"] == gate)
+    precision = tp / len(flagged) if flagged else float("nan")
+    recall = tp / len(positives) if positives else float("nan")
+    return precision, recall, len(flagged), len(positives)
+
+
+def report(
+    rows: list[dict[str, Any]], tools: list[str], speed: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"per_gate": {}, "per_kind": {}, "clean_flagged": {}, "images_per_cpu_s": speed}
+    sizes = sorted({r["size"] for r in rows})
+    photos = len({r["photo"] for r in rows})
+    print(f"\n{photos} photos x {len(DEGRADATIONS)} variants x sizes {sizes} = {len(rows)} files")
+    print("\nPer gate at the default threshold (precision / recall; flagged of positives):")
+    header = f"  {'gate':<13}{'size':<6}" + "".join(f"{t:>30}" for t in tools)
+    print(header)
+    for gate in GATES:
+        for size in [*sizes, "all"]:
+            subset = [r for r in rows if size in ("all", r["size"])]
+            cells = []
+            for tool in tools:
+                p, rec, flagged, positives = _pr(subset, tool, gate)
+                out["per_gate"].setdefault(tool, {}).setdefault(gate, {})[size] = {
+                    "precision": p, "recall": rec, "flagged": flagged, "positives": positives,
+                }  # fmt: skip
+                cells.append(f"P {p:4.2f} R {rec:4.2f} ({flagged:>4}/{positives:>4})")
+            print(f"  {gate:<13}{size:<6}" + "".join(f"{c:>30}" for c in cells))
+    print(
+        "\nPer transform: share flagged by the gate it belongs to (clean ones: by any gate), and by any other"
+    )
+    print(f"  {'transform':<15}{'size':<6}" + "".join(f"{t:>26}" for t in tools))
+    for kind, (gate, _, _) in DEGRADATIONS.items():
+        for size in sizes:
+            subset = [r for r in rows if r["kind"] == kind and r["size"] == size]
+            cells = []
+            for tool in tools:
+                if gate is None:
+                    hit = sum(1 for r in subset if r[tool]) / len(subset)
+                    other = hit
+                else:
+                    hit = sum(1 for r in subset if gate in r[tool]) / len(subset)
+                    other = sum(1 for r in subset if r[tool] - {gate}) / len(subset)
+                out["per_kind"].setdefault(tool, {}).setdefault(kind, {})[size] = {"hit": hit, "other": other}
+                cells.append(f"{hit:5.2f} (other {other:4.2f})")
+            print(f"  {kind:<15}{size:<6}" + "".join(f"{c:>26}" for c in cells))
+    print(f"  ({BLUR_NOTE}; exposure in stops of linear light; noise sigma on 0-255 at the file's own size)")
+    print("\nClean photos (clean and recompressed) flagged by any gate:")
+    for tool in tools:
+        clean = [r for r in rows if r["expect"] is None]
+        flagged = [r for r in clean if r[tool]]
+        out["clean_flagged"][tool] = len(flagged) / len(clean)
+        names = sorted({f"{r['photo']}:{r['kind']}@{r['size']}:{','.join(sorted(r[tool]))}" for r in flagged})
+        print(
+            f"  {tool}: {len(flagged)}/{len(clean)} = {len(flagged) / len(clean):.3f}  {' '.join(names[:12])}"
+        )
+    print("\nImages per CPU second (analysis only, one core):")
+    for tool, per_size in speed.items():
+        print(f"  {tool}: " + ", ".join(f"{size} {value:.1f}" for size, value in sorted(per_size.items())))
+    return out
+
+
+def metric_table(rows: list[dict[str, Any]]) -> None:
+    """Median (10th-90th percentile) of each stored measure per transform, to choose thresholds."""
+    keys = ("sharpness", "noise", "clipped", "contrast", "brightness_p99", "brightness_p5")
+    print("\nMeasures per transform: median [p10, p90] (min, max) over photos")
+    for size in sorted({r["size"] for r in rows}):
+        print(f"  size {size}")
+        for kind in DEGRADATIONS:
+            values = [r["metrics"] for r in rows if r["kind"] == kind and r["size"] == size]
+            cells = []
+            for key in keys:
+                v = np.array([m[key] for m in values])
+                p10, p50, p90 = np.percentile(v, (10, 50, 90))
+                cells.append(f"{key[:6]} {p50:6.3f} [{p10:6.3f},{p90:6.3f}] ({v.min():6.3f},{v.max():6.3f})")
+            print(f"    {kind:<14}" + "  ".join(cells))
+
+
+# gate -> (stored measure, flagged when below (True) or above, thresholds to try)
+SWEEPS: dict[str, tuple[str, bool, tuple[float, ...]]] = {
+    "blur": ("sharpness", True, (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8)),
+    "dark": ("brightness_p99", True, (0.25, 0.3, 0.32, 0.35, 0.4, 0.45)),
+    "bright": ("clipped", False, (0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3)),
+    "low_contrast": ("contrast", True, (0.2, 0.25, 0.3, 0.33, 0.36, 0.4)),
+    "noise": ("noise", False, (0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0)),
+}
+
+
+def sweep(rows: list[dict[str, Any]]) -> None:
+    """Precision / recall / clean photos flagged of each gate's measure alone, at several thresholds."""
+    print("\nThreshold sweep (each measure alone; clean = clean and recompressed files flagged):")
+    clean = [r for r in rows if r["expect"] is None]
+    for gate, (key, below, thresholds) in SWEEPS.items():
+        cells = []
+        for t in thresholds:
+            hit = [r for r in rows if (r["metrics"][key] < t if below else r["metrics"][key] > t)]
+            tp = sum(1 for r in hit if r["expect"] == gate)
+            positives = sum(1 for r in rows if r["expect"] == gate)
+            fp_clean = sum(1 for r in hit if r["expect"] is None)
+            p = tp / len(hit) if hit else float("nan")
+            cells.append(f"{t:g}: P{p:.2f} R{tp / positives:.2f} c{fp_clean / len(clean):.3f}")
+        print(f"  {gate:<13}{'<' if below else '>'} " + " | ".join(cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["640", "full"], choices=["640", "full"])
+    parser.add_argument("--cache", type=Path, default=None, help="default: ~/.cache/loupe-tools/dev-corpus")
+    parser.add_argument("--cleanvision", default=None, help="a Python with cleanvision installed")
+    parser.add_argument("--gates", default="{}", help="QualityGates as JSON (camelCase), default: defaults")
+    parser.add_argument("--measures", action="store_true", help="also print each measure per transform")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    args = parser.parse_args(argv)
+    cache = args.cache or corpus.default_cache()
+    rows = build(cache, args.sizes, args.seed)
+    spec = QualityGates.model_validate(json.loads(args.gates))
+    speed = {"loupe": loupe(rows, spec)}
+    tools = ["loupe"]
+    if args.cleanvision:
+        speed["cleanvision"] = cleanvision(rows, args.cleanvision)
+        tools.append("cleanvision")
+    if args.measures:
+        metric_table(rows)
+        sweep(rows)
+    figures = report(rows, tools, speed)
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
