@@ -138,12 +138,12 @@ def test_submit_mode_versions_from_s3_sources(
         assert wait_for("from-bucket@1.1.0", lambda: _ready_version(cluster, "from-bucket") == "1.1.0")
         assert _status(cluster, "from-bucket")["samples"] == status["samples"] + 1
 
-        # a spec change that removes samples (blurry ones are now rejected): MAJOR
+        # a spec change that removes samples (a PNG named .jpg is now rejected, not flagged): MAJOR
         cluster.kubectl("patch", "dataset", "from-bucket", "-n", NAMESPACE, "--type=merge", "-p",
-                        json.dumps({"spec": {"qualityGates": {"blur": {"action": "reject"}}}}), check=True)  # fmt: skip
+                        json.dumps({"spec": {"qualityGates": {"extension": {"action": "reject"}}}}), check=True)  # fmt: skip
         assert wait_for("from-bucket@2.0.0", lambda: _ready_version(cluster, "from-bucket") == "2.0.0")
         status = _status(cluster, "from-bucket")
-        assert status["observedGeneration"] == 2 and status["stats"]["rejected"].get("blur", 0) >= 1
+        assert status["observedGeneration"] == 2 and status["stats"]["rejected"].get("extension", 0) >= 1
         assert _version_files(minio, "submit-store", "from-bucket") == [
             "1.0.0.json",
             "1.1.0.json",
