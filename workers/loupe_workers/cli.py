@@ -9,13 +9,15 @@ Every user-supplied string (paths, names, keys, labels, messages) is escaped bef
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import csv
 import json
 import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
@@ -666,6 +668,32 @@ def export(
 
 def main() -> None:
     """The console script: usage errors exit 2 (click), failures print one line and exit 1."""
+    try:
+        _run_app()
+    except SystemExit as done:
+        _exit_skipping_native_teardown(done.code)
+    _exit_skipping_native_teardown(0)
+
+
+def _exit_skipping_native_teardown(code: int | str | None) -> NoReturn:
+    """Exit once Python's own clean-up has run, without running C++ static destructors.
+
+    pyarrow's thread pools can abort the process while they are torn down ("terminate called without
+    an active exception", apache/arrow#34314), turning a finished run into exit 134 now and then.
+    Everything a command wrote is flushed and closed before this point, so skipping that teardown
+    loses nothing.
+    """
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()  # Ray's shutdown, temporary folders, logging: as a normal exit would
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing can reach the reader
+            stream.flush()
+    os._exit(code or 0)
+
+
+def _run_app() -> None:
     try:
         app()
     except Exception as exc:  # typer.Exit and click's usage errors are handled inside app()
