@@ -15,7 +15,9 @@ from PIL import Image
 from skimage import data as skdata
 
 from loupe_workers.demo import DemoFile
+from support.chart import argocd_health
 from support.operator_process import E2E_NAMESPACE as NAMESPACE
+from support.operator_process import condition as condition_of
 from support.operator_process import get_object, start_operator, wait_for
 from support.processes import free_port
 
@@ -302,3 +304,51 @@ def test_s3_storage_outage_degrades_then_recovers_without_leaking_credentials(
         operator.wait(timeout=30)
         if not minio.is_running:
             minio.start()
+
+
+def test_manual_versioning_waits_for_the_commit_annotation(
+    cluster: Any, corpus: tuple[Path, list[DemoFile]], tmp_path: Path
+) -> None:
+    """versioning.mode: manual builds nothing until asked; a new loupe.dev/commit value asks once."""
+    images, _ = corpus
+    specs = [
+        {
+            "apiVersion": "loupe.dev/v1alpha1",
+            "kind": "IngestSource",
+            "metadata": {"name": "manual-source", "namespace": NAMESPACE},
+            "spec": {"filesystem": {"path": str(images)}},
+        },
+        {
+            "apiVersion": "loupe.dev/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "manual", "namespace": NAMESPACE},
+            "spec": {"sources": [{"name": "manual-source"}], "versioning": {"mode": "manual"}},
+        },
+    ]
+    manifest = tmp_path / "manual.json"
+    manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": specs}))
+    operator = _operator(cluster, tmp_path, "operator.log")
+    try:
+        cluster.kubectl("apply", "-f", str(manifest), check=True)
+
+        def progressing(reason: str) -> dict[str, Any] | None:
+            status = get(cluster, "dataset", "manual").get("status") or {}
+            found = [c for c in status.get("conditions", []) if c["type"] == "Progressing"]
+            return status if found and found[0]["reason"] == reason else None
+
+        waiting = wait_for("WaitingForCommit", lambda: progressing("WaitingForCommit"))
+        assert not waiting.get("currentVersion") and not waiting.get("job")
+        health, message = argocd_health("Dataset", get(cluster, "dataset", "manual"))
+        assert health == "Suspended" and "loupe.dev/commit" in message, (health, message)
+        cluster.kubectl(
+            "annotate", "dataset", "manual", "-n", NAMESPACE, "loupe.dev/commit=first", check=True
+        )
+        status = wait_for(
+            "version 1.0.0", lambda: (s := progressing("WaitingForCommit")) and s.get("currentVersion") and s
+        )
+        assert status["currentVersion"] == "1.0.0" and status["job"]["commitRequest"] == "first"
+        assert "'first' was served" in condition_of({"status": status}, "Progressing")["message"]
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+        print((tmp_path / "operator.log").read_text()[-5000:])

@@ -200,3 +200,61 @@ def test_sources_rescan_on_their_own_poll_interval() -> None:
     assert scan_due(100.0, 100.0 + 3600, "1h", 300)
     assert scan_due(100.0, 130.0, "30s", 300) and not scan_due(100.0, 129.0, "30s", 300)
     assert not scan_due(100.0, 399.0, None, 300) and scan_due(100.0, 400.0, None, 300)  # operator default
+
+
+MANUAL = DatasetSpec.model_validate({"sources": [{"name": "cams"}], "versioning": {"mode": "manual"}})
+
+
+def test_manual_versioning_builds_only_when_asked_once_per_request() -> None:
+    waiting = reconcile_dataset(observed(spec=MANUAL))
+    assert waiting.launch is None
+    assert condition(waiting.status, "Progressing") == ("False", "WaitingForCommit")
+    progressing = get_condition(waiting.status.conditions, "Progressing")
+    assert progressing is not None and "loupe.dev/commit" in progressing.message
+    # new listings and spec generations do not start a run by themselves
+    assert (
+        reconcile_dataset(
+            observed(waiting.status, spec=MANUAL, generation=2, source_digests={"cams": "new"})
+        ).launch
+        is None
+    )
+
+    asked = reconcile_dataset(observed(waiting.status, spec=MANUAL, commit_request="2026-01-01T10:00"))
+    assert asked.launch is not None and asked.launch.commit_request == "2026-01-01T10:00"
+    done = reconcile_dataset(
+        observed(asked.status, spec=MANUAL, commit_request="2026-01-01T10:00",
+                 job=JobObservation("Succeeded"), versions=[version("1.0.0")])
+    )  # fmt: skip
+    assert done.launch is None and done.status.current_version == "1.0.0"
+    assert condition(done.status, "Progressing") == ("False", "WaitingForCommit")
+    # the request was served: changed inputs wait for the next one
+    later = reconcile_dataset(
+        observed(done.status, spec=MANUAL, commit_request="2026-01-01T10:00", source_digests={"cams": "more"},
+                 versions=[version("1.0.0")])
+    )  # fmt: skip
+    assert later.launch is None
+    again = reconcile_dataset(
+        observed(done.status, spec=MANUAL, commit_request="second", source_digests={"cams": "more"},
+                 versions=[version("1.0.0")])
+    )  # fmt: skip
+    assert again.launch is not None and again.launch.id != asked.launch.id
+
+
+def test_a_failed_manual_request_is_retried_under_its_own_id() -> None:
+    asked = reconcile_dataset(observed(spec=MANUAL, commit_request="r1"))
+    assert asked.launch is not None
+    failed = reconcile_dataset(
+        observed(asked.status, spec=MANUAL, commit_request="r1", job=JobObservation("Failed", "boom"))
+    )
+    assert failed.launch is None and condition(failed.status, "Progressing") == ("False", "RetryScheduled")
+    retried = reconcile_dataset(
+        observed(failed.status, spec=MANUAL, commit_request="r1", generation=2, now=T0 + timedelta(hours=1))
+    )
+    assert retried.launch is not None and retried.launch.attempts == 2
+    assert retried.launch.inputs_digest == asked.launch.inputs_digest
+
+
+def test_auto_mode_ignores_the_commit_annotation() -> None:
+    plain = reconcile_dataset(observed())
+    annotated = reconcile_dataset(observed(commit_request="anything"))
+    assert plain.launch is not None and annotated.launch == plain.launch

@@ -334,6 +334,9 @@ class SplitSpec(ApiModel):
         return self
 
 
+COMMIT_ANNOTATION = "loupe.dev/commit"  # manual versioning: a new value asks the operator for a version
+
+
 class VersioningSpec(ApiModel):
     """When new versions are made."""
 
@@ -621,6 +624,11 @@ class JobStatus(ApiModel):
     )
     attempts: int = Field(
         default=1, ge=1, description="Attempt number for these inputs (failed jobs are retried)."
+    )
+    commit_request: str = Field(
+        default="",
+        description="In manual versioning mode, the value of the loupe.dev/commit annotation this job "
+        "was started for.",
     )
 
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from loupe_api import openlineage
 from loupe_api.common import SecretReference, parse_duration
 from loupe_api.constants import GROUP, VERSION
-from loupe_api.dataset import DatasetSpec, DatasetStatus
+from loupe_api.dataset import COMMIT_ANNOTATION, DatasetSpec, DatasetStatus
 from loupe_api.ingest import IngestSourceSpec, IngestSourceStatus, ScanSummary
 from loupe_api.jobs import RunRequest
 from loupe_api.retrain import RetrainPolicySpec, RetrainPolicyStatus, RetrainRun, TrainingResult
@@ -292,6 +292,7 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
             retry_backoff_seconds=SETTINGS.retry_backoff_seconds,
             poll_seconds=SETTINGS.poll_seconds,
             store_uri=store_uri,
+            commit_request=str((body.metadata.annotations or {}).get(COMMIT_ANNOTATION, "")),
         )
     )
     if decision.launch is not None:
@@ -329,6 +330,12 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
 @kopf.on.create(GROUP, VERSION, "datasets")
 @kopf.on.update(GROUP, VERSION, "datasets", field="spec")
 def dataset_changed(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    _reconcile_dataset(body, patch, logger)
+
+
+@kopf.on.update(GROUP, VERSION, "datasets", field=("metadata", "annotations", COMMIT_ANNOTATION))
+def dataset_commit_requested(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    """Manual versioning: a new value of the annotation asks for a version now, not at the next poll."""
     _reconcile_dataset(body, patch, logger)
 
 

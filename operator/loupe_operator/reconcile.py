@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from loupe_api.dataset import DatasetSpec, DatasetStatus, JobStatus, RayMode, VersionSummary
+from loupe_api.dataset import (
+    COMMIT_ANNOTATION,
+    DatasetSpec,
+    DatasetStatus,
+    JobStatus,
+    RayMode,
+    VersionSummary,
+)
 from loupe_api.versions import VersionRecord, absolute_uri
 from loupe_operator.conditions import set_condition
 
@@ -49,6 +56,7 @@ class Observed:
     retry_backoff_seconds: float = 30.0
     poll_seconds: float = 10.0
     store_uri: str = ""  # where the versions live; status shows full URIs under it
+    commit_request: str = ""  # the loupe.dev/commit annotation (manual versioning asks with it)
 
 
 @dataclass(frozen=True)
@@ -68,10 +76,13 @@ class Decision:
     requeue_after: float | None = None
 
 
-def inputs_digest(generation: int, source_digests: dict[str, str]) -> str:
-    """Changes when the spec or any source listing changes: then a run is due."""
-    payload = json.dumps({"generation": generation, "sources": source_digests}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+def inputs_digest(generation: int, source_digests: dict[str, str], commit_request: str = "") -> str:
+    """Changes when the spec or any source listing changes (or, in manual mode, a new commit request
+    comes): then a run is due."""
+    inputs: dict[str, object] = {"generation": generation, "sources": source_digests}
+    if commit_request:
+        inputs["commit"] = commit_request
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def job_id(name: str, digest: str, attempt: int) -> str:
@@ -190,7 +201,21 @@ def reconcile_dataset(observed: Observed) -> Decision:
         ready_from_versions()
         decision.requeue_after = observed.poll_seconds
         return decision
-    digest = inputs_digest(generation, observed.source_digests)
+    manual = observed.spec.versioning.mode == "manual"
+    request = observed.commit_request if manual else ""
+    serving = job is not None and bool(request) and job.commit_request == request  # retries stay its
+    if manual and (not request or (serving and job is not None and job.state == "Succeeded")):
+        # manual versioning: a version is built only when asked, once per value of the annotation
+        served = f"the request {request!r} was served; " if request else ""
+        condition("Progressing", "False", "WaitingForCommit",
+                  f"versioning.mode is manual: {served}set the annotation {COMMIT_ANNOTATION} to a new "
+                  "value to build a version")  # fmt: skip
+        ready_from_versions()
+        return decision
+    if serving and job is not None:
+        digest = job.inputs_digest  # a failed request is retried under its own id, whatever changed since
+    else:
+        digest = inputs_digest(generation, observed.source_digests, request)
     attempt = 1
     if job is not None and job.inputs_digest == digest:
         if job.state == "Succeeded" or job.attempts >= observed.max_attempts:
@@ -215,6 +240,7 @@ def reconcile_dataset(observed: Observed) -> Decision:
         start_time=now,
         inputs_digest=digest,
         attempts=attempt,
+        commit_request=request,
     )
     status.job = launch
     decision.launch = launch

@@ -64,6 +64,12 @@ if progressing ~= nil and progressing.status == "True" then
   hs.message = text(progressing, "Progressing")
   return hs
 end
+if progressing ~= nil and progressing.reason == "WaitingForCommit" then
+  -- Manual versioning with nothing committed yet: nothing will happen until someone asks.
+  hs.status = "Suspended"
+  hs.message = text(progressing, "Waiting for loupe.dev/commit")
+  return hs
+end
 if ready ~= nil and ready.status == "False" then
   -- Nothing committed yet is a wait, unless the operator gave up; any other reason is a failure.
   if ready.reason == "NoVersion" and not (progressing ~= nil and progressing.reason == "GaveUp") then
