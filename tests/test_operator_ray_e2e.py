@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 from skimage import data as skdata
 
+from loupe_api.retry import retry_transient
 from loupe_workers.demo import DemoFile
 from support.operator_process import E2E_NAMESPACE as NAMESPACE
 from support.operator_process import condition, get_object, start_operator, stop_operator, wait_for
@@ -203,10 +204,13 @@ def _run_rayjob(cluster: Any, rayjob: dict[str, Any], ray_address: str) -> None:
     _patch_rayjob_status(cluster, name, {"jobDeploymentStatus": "Initializing"})
     env_vars = yaml.safe_load(rayjob["spec"]["runtimeEnvYAML"])["env_vars"]
     client = JobSubmissionClient(ray_address)
-    submission = client.submit_job(
-        entrypoint=rayjob["spec"]["entrypoint"],
-        submission_id=f"{name}-{time.monotonic_ns()}",
-        runtime_env={"env_vars": {**env_vars, **_pod_env(cluster, rayjob)}},
+    submission = retry_transient(  # KubeRay retries a busy head the same way
+        lambda: client.submit_job(
+            entrypoint=rayjob["spec"]["entrypoint"],
+            submission_id=f"{name}-{time.monotonic_ns()}",
+            runtime_env={"env_vars": {**env_vars, **_pod_env(cluster, rayjob)}},
+        ),
+        "submit the RayJob's job",
     )
     _patch_rayjob_status(
         cluster, name, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "jobId": submission}

@@ -6,7 +6,7 @@ import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 from pydantic import ValidationError
@@ -18,6 +18,7 @@ from loupe_api.dataset import COMMIT_ANNOTATION, DatasetSpec, DatasetStatus
 from loupe_api.ingest import IngestSourceSpec, IngestSourceStatus, ScanSummary
 from loupe_api.jobs import RunRequest
 from loupe_api.retrain import RetrainPolicySpec, RetrainPolicyStatus, RetrainRun, TrainingResult
+from loupe_api.retry import TransientRefusal
 from loupe_api.triggers import model_key, result_key, run_environment
 from loupe_api.versions import VersionRecord
 from loupe_operator import actions, kube, metrics
@@ -257,25 +258,25 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
             continue
         sources[ref.name] = IngestSourceSpec.model_validate(source["spec"])
         digests[ref.name] = ((source.get("status") or {}).get("lastScan") or {}).get("listingDigest", "")
-    try:
-        versions = location.read_versions(dataset_key)
-    except Exception as exc:
-        message = f"cannot read versions from {store_uri}: {exc}"
+
+    def retry_later(reason: str, message: str, delay: float, cause: Exception) -> NoReturn:
         status.observed_generation = generation  # the spec was seen; tools comparing generations must know
         status.conditions = set_condition(
-            status.conditions,
-            "Degraded",
-            "True",
-            "StorageUnavailable",
-            message,
-            now=_now(),
-            generation=generation,
+            status.conditions, "Degraded", "True", reason, message, now=_now(), generation=generation
         )
         _write_status(patch, old, status.to_wire())
         metrics.RECONCILES.labels("Dataset", "error").inc()
-        raise kopf.TemporaryError(message, delay=15) from exc
-    launcher = _launcher(mode, address, namespace)
-    live = launcher.observe(status.job.id) if status.job is not None else None
+        raise kopf.TemporaryError(message, delay=delay) from cause
+
+    try:
+        versions = location.read_versions(dataset_key)
+    except Exception as exc:
+        retry_later("StorageUnavailable", f"cannot read versions from {store_uri}: {exc}", 15, exc)
+    try:
+        launcher = _launcher(mode, address, namespace)
+        live = launcher.observe(status.job.id) if status.job is not None else None
+    except TransientRefusal as exc:
+        retry_later("RayUnavailable", f"{exc}; retrying in 30 s", 30, exc)
     decision = reconcile_dataset(
         Observed(
             name=name,
@@ -301,7 +302,11 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
             store_endpoint=location.endpoint, store_region=location.region, run_id=decision.launch.id,
         )  # fmt: skip
         owner = Owner(f"{GROUP}/{VERSION}", "Dataset", name, body.metadata.uid or "", namespace)
-        launcher.launch(decision.launch.id, request, _job_env(mode, namespace, request), owner)
+        try:
+            launcher.launch(decision.launch.id, request, _job_env(mode, namespace, request), owner)
+        except TransientRefusal as exc:  # the status keeps the previous job: nothing was started
+            kept = f"; version {status.current_version} stays current" if status.current_version else ""
+            retry_later("RayUnavailable", f"{exc}{kept}; retrying in 30 s", 30, exc)
         metrics.RUNS.labels("started", mode).inc()
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from loupe_api.jobs import (
     ENTRYPOINT,
@@ -20,6 +23,7 @@ from loupe_api.jobs import (
     RunRequest,
     RunResult,
 )
+from loupe_api.retry import retry_transient
 from loupe_operator.rayjob import (
     RAY_GROUP,
     RAY_VERSION,
@@ -30,6 +34,12 @@ from loupe_operator.rayjob import (
     rayjob_manifest,
 )
 from loupe_operator.reconcile import JobObservation
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobDetails
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def result_from_logs(logs: str) -> RunResult | None:
@@ -73,36 +83,62 @@ class SubmitLauncher:
         "STOPPED": "Failed",
     }
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
         from ray.job_submission import JobSubmissionClient
 
-        self.client = JobSubmissionClient(address)
+        self.address = address
+        self.sleep = sleep
+        self.client = self._retry(lambda: JobSubmissionClient(address), f"connect to Ray at {address}")
+
+    def _retry(self, action: Callable[[], T], what: str) -> T:
+        def note(attempt: int, exc: BaseException) -> None:
+            log.warning("%s: transient refusal (try %d), retrying: %s", what, attempt, exc)
+
+        return retry_transient(action, what, sleep=self.sleep, on_retry=note)
 
     def launch(
         self, job_id: str, request: RunRequest, env: dict[str, str], owner: Owner | None = None
     ) -> None:
         if self.observe(job_id) is not None:
             return  # already launched (e.g. before an operator restart): adopt it
-        self.client.submit_job(
-            entrypoint=ENTRYPOINT,
-            submission_id=job_id,
-            runtime_env={"env_vars": {PAYLOAD_ENV: request.model_dump_json(by_alias=True), **env}},
-            metadata={"loupe.dev/dataset": request.dataset},
-        )
+
+        def submit() -> None:
+            try:
+                self.client.submit_job(
+                    entrypoint=ENTRYPOINT,
+                    submission_id=job_id,
+                    runtime_env={"env_vars": {PAYLOAD_ENV: request.model_dump_json(by_alias=True), **env}},
+                    metadata={"loupe.dev/dataset": request.dataset},
+                )
+            except RuntimeError:
+                if self.observe(job_id) is None:
+                    raise  # a refused try that still created the job is adopted, not submitted twice
+
+        self._retry(submit, f"submit job {job_id} to {self.address}")
 
     def observe(self, job_id: str) -> JobObservation | None:
-        try:
-            info = self.client.get_job_info(job_id)
-        except RuntimeError:  # the SDK raises RuntimeError for unknown ids
+        def info() -> JobDetails | None:
+            try:
+                return self.client.get_job_info(job_id)
+            except RuntimeError as exc:  # the SDK raises RuntimeError for every refusal
+                if "status code 404" in str(exc):  # "Job ... does not exist"
+                    return None
+                raise  # a busy or restarting head is not a lost job
+
+        found = self._retry(info, f"read job {job_id} from {self.address}")
+        if found is None:
             return None
-        state = self._STATES.get(str(info.status), "Running")
-        message = info.message or ""
+        state = self._STATES.get(str(found.status), "Running")
+        message = found.message or ""
         if state == "Failed":
-            return _failure(self.client.get_job_logs(job_id), message or "the job failed")
+            return _failure(self._logs(job_id), message or "the job failed")
         return JobObservation(state, message)  # type: ignore[arg-type]
 
+    def _logs(self, job_id: str) -> str:
+        return self._retry(lambda: self.client.get_job_logs(job_id), f"read the logs of job {job_id}")
+
     def result(self, job_id: str) -> RunResult | None:
-        return result_from_logs(self.client.get_job_logs(job_id))
+        return result_from_logs(self._logs(job_id))
 
     def stop(self, job_id: str) -> None:
         with contextlib.suppress(RuntimeError):

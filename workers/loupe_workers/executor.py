@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from loupe_api.ingest import IngestSourceSpec
+from loupe_api.retry import retry_transient
 from loupe_workers.process import ProcessSettings, Record, process_object
 from loupe_workers.sources import ListedObject
 from loupe_workers.store import ObjectStore
@@ -111,7 +112,16 @@ class RayExecutor:
         else:
             kwargs["include_dashboard"] = False
             kwargs["configure_logging"] = False
-        ray.init(**kwargs)
+
+        def start() -> None:
+            try:
+                ray.init(**kwargs)
+            except Exception:
+                ray.shutdown()  # a half-started local Ray must go before the next try
+                raise
+
+        # a loaded machine can time a local Ray out during start-up, a busy cluster refuse a driver
+        retry_transient(start, "start Ray" if not self.address else f"connect to Ray at {self.address}")
 
     def process(
         self,
