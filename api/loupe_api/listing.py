@@ -72,3 +72,9 @@ def listing_digest(entries: Iterable[tuple[str, str, int, str]]) -> str:
     for source, key, size, etag in sorted(entries):
         digest.update(f"{source}\0{key}\0{size}\0{etag}\n".encode())
     return digest.hexdigest()
+
+
+def prefix_folder(prefix: str) -> str:
+    """The folder every key under ``prefix`` lies in ("datasets/a/versions/" -> "datasets/a/versions",
+    "datasets/a/v" -> "datasets/a", "x" -> ""): a folder store walks only that, not every blob."""
+    return prefix.rsplit("/", 1)[0] if "/" in prefix else ""

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from loupe_api.ingest import IngestSourceSpec
-from loupe_api.listing import listing_digest, selected
+from loupe_api.listing import listing_digest, prefix_folder, selected
 from loupe_api.versions import VersionRecord
 
 
@@ -52,7 +52,8 @@ def _objects(
     root = Path(parsed.path if parsed.scheme == "file" else uri)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
-    for dirpath, dirnames, filenames in os.walk(root):
+    start = root / prefix_folder(prefix)  # the versions of one dataset, not every blob of the store
+    for dirpath, dirnames, filenames in os.walk(start):
         dirnames.sort()
         for name in sorted(filenames):
             if name.startswith(".tmp-"):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 from loupe_api.common import credential_env_names
+from loupe_api.listing import prefix_folder
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -197,7 +198,10 @@ class LocalStore:
             if base.exists():
                 raise StoreError(f"{base} is not a folder")
             return
-        for dirpath, dirnames, filenames in os.walk(base, onerror=_raise_list_error):
+        start = base / prefix_folder(prefix)
+        if start != base and not start.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(start, onerror=_raise_list_error):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(TEMP_PREFIX))
             for name in sorted(filenames):
                 if name.startswith(TEMP_PREFIX):
