@@ -32,6 +32,24 @@ def get(cluster: Any, kind: str, name: str) -> dict[str, Any]:
     return get_object(cluster, kind, name, NAMESPACE)
 
 
+def source_spec(name: str, images: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "loupe.dev/v1alpha1",
+        "kind": "IngestSource",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"filesystem": {"path": str(images)}},
+    }
+
+
+def dataset_spec(name: str, source: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "loupe.dev/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"sources": [{"name": source}], **spec},
+    }
+
+
 def test_local_mode_versions_in_status(
     cluster: Any, corpus: tuple[Path, list[DemoFile]], tmp_path: Path
 ) -> None:
@@ -116,20 +134,7 @@ def test_operator_killed_mid_run_adopts_its_job(
     cluster: Any, corpus: tuple[Path, list[DemoFile]], tmp_path: Path
 ) -> None:
     images, _ = corpus
-    specs = [
-        {
-            "apiVersion": "loupe.dev/v1alpha1",
-            "kind": "IngestSource",
-            "metadata": {"name": "restart-source", "namespace": NAMESPACE},
-            "spec": {"filesystem": {"path": str(images)}},
-        },
-        {
-            "apiVersion": "loupe.dev/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": "restart", "namespace": NAMESPACE},
-            "spec": {"sources": [{"name": "restart-source"}]},
-        },
-    ]
+    specs = [source_spec("restart-source", images), dataset_spec("restart", "restart-source")]
     first = _operator(cluster, tmp_path, "operator-1.log")
     second: subprocess.Popen[bytes] | None = None
     try:
@@ -171,20 +176,10 @@ def test_deleting_datasets_stops_jobs_and_keeps_versions(
     cluster: Any, corpus: tuple[Path, list[DemoFile]], tmp_path: Path
 ) -> None:
     images, _ = corpus
-    source = {
-        "apiVersion": "loupe.dev/v1alpha1",
-        "kind": "IngestSource",
-        "metadata": {"name": "delete-source", "namespace": NAMESPACE},
-        "spec": {"filesystem": {"path": str(images)}},
-    }
+    source = source_spec("delete-source", images)
 
     def dataset(name: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "loupe.dev/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"sources": [{"name": "delete-source"}]},
-        }
+        return dataset_spec(name, "delete-source")
 
     operator = _operator(cluster, tmp_path, "operator.log")
     try:
@@ -312,18 +307,8 @@ def test_manual_versioning_waits_for_the_commit_annotation(
     """versioning.mode: manual builds nothing until asked; a new loupe.dev/commit value asks once."""
     images, _ = corpus
     specs = [
-        {
-            "apiVersion": "loupe.dev/v1alpha1",
-            "kind": "IngestSource",
-            "metadata": {"name": "manual-source", "namespace": NAMESPACE},
-            "spec": {"filesystem": {"path": str(images)}},
-        },
-        {
-            "apiVersion": "loupe.dev/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": "manual", "namespace": NAMESPACE},
-            "spec": {"sources": [{"name": "manual-source"}], "versioning": {"mode": "manual"}},
-        },
+        source_spec("manual-source", images),
+        dataset_spec("manual", "manual-source", versioning={"mode": "manual"}),
     ]
     manifest = tmp_path / "manual.json"
     manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": specs}))
