@@ -30,7 +30,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -39,11 +38,12 @@ import urllib.error
 import urllib.request
 import weakref
 from collections.abc import Callable, Sequence
+from http.client import HTTPResponse
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from support.processes import free_port, live_processes, signal_group, tail
+from support.processes import free_port, live_processes, stop_group, tail, wait_http_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_SCRIPT = REPO_ROOT / ".ci" / "tools.sh"
@@ -631,31 +631,14 @@ class ControlPlane:
         handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]  # never via a proxy
         if ssl_context is not None:
             handlers.append(urllib.request.HTTPSHandler(context=ssl_context))
-        opener = urllib.request.build_opener(*handlers)
-        deadline = time.monotonic() + self.startup_timeout
-        last_error = "no answer yet"
-        while True:
-            code = proc.poll()
-            if code is not None:
-                raise ControlPlaneError(
-                    f"{name} exited with code {code} while starting.\n{self._log_excerpt()}"
-                )
-            try:
-                with opener.open(url, timeout=5.0) as resp:
-                    body = resp.read()
-                    if expect in body:
-                        return
-                    last_error = f"HTTP {resp.status}: {body[:200]!r}"
-            except urllib.error.HTTPError as exc:
-                last_error = f"HTTP {exc.code}: {exc.read()[:300]!r}"
-            except (urllib.error.URLError, OSError) as exc:
-                last_error = str(exc)
-            if time.monotonic() >= deadline:
-                raise ControlPlaneError(
-                    f"{name} was not ready at {url} after {self.startup_timeout:.0f}s (last: {last_error}).\n"
-                    f"{self._log_excerpt()}"
-                )
-            time.sleep(0.2)
+
+        def not_ready(response: HTTPResponse, body: bytes) -> str | None:
+            return None if expect in body else f"HTTP {response.status}: {body[:200]!r}"
+
+        wait_http_ready(
+            proc, name, url, opener=urllib.request.build_opener(*handlers), timeout=self.startup_timeout,
+            not_ready=not_ready, error=ControlPlaneError, log_excerpt=self._log_excerpt,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Stop the servers (SIGTERM, then SIGKILL) and delete the temporary folder with all their data."""
@@ -673,15 +656,7 @@ class ControlPlane:
             proc: subprocess.Popen[bytes] | None = getattr(self, attr)
             if proc is None:
                 continue
-            if proc.poll() is None:
-                signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=_STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    signal_group(proc, signal.SIGKILL)
-                    proc.wait(timeout=_STOP_TIMEOUT_S)
-            signal_group(proc, signal.SIGKILL)  # anything left in the group
-            live_processes.discard(proc)
+            stop_group(proc, _STOP_TIMEOUT_S)
             setattr(self, attr, None)
 
     def __enter__(self) -> Self:

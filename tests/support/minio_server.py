@@ -28,11 +28,12 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+from http.client import HTTPResponse
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from support.processes import free_port, live_processes, signal_group, tail
+from support.processes import free_port, live_processes, signal_group, stop_group, tail, wait_http_ready
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -220,28 +221,18 @@ class MinioServer:
         proc = self._proc
         if proc is None:
             raise MinioError("the server is not started")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-        url = f"{self.endpoint}/minio/health/live"
-        deadline = time.monotonic() + timeout
-        last_error = "no answer yet"
-        while True:
-            code = proc.poll()
-            if code is not None:
-                raise MinioError(f"MinIO exited with code {code} while starting.\n{self._log_excerpt()}")
-            try:
-                with opener.open(url, timeout=2.0) as resp:
-                    # MinIO answers 200 before its object layer is up, flagged by this header.
-                    if resp.headers.get("x-minio-server-status") != "offline":
-                        return
-                    last_error = "server up, object layer still initialising"
-            except (urllib.error.URLError, OSError) as exc:
-                last_error = str(exc)
-            if time.monotonic() >= deadline:
-                raise MinioError(
-                    f"MinIO was not ready at {url} after {timeout:.0f}s (last: {last_error}).\n"
-                    f"{self._log_excerpt()}"
-                )
-            time.sleep(0.1)
+
+        def not_ready(response: HTTPResponse, _: bytes) -> str | None:
+            # MinIO answers 200 before its object layer is up, flagged by this header.
+            offline = response.headers.get("x-minio-server-status") == "offline"
+            return "server up, object layer still initialising" if offline else None
+
+        wait_http_ready(
+            proc, "MinIO", f"{self.endpoint}/minio/health/live",
+            opener=urllib.request.build_opener(urllib.request.ProxyHandler({})),  # never via a proxy
+            timeout=timeout, not_ready=not_ready, error=MinioError, log_excerpt=self._log_excerpt,
+            request_timeout=2.0, interval=0.1,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Terminate the server's process group (SIGTERM, then SIGKILL); the data stays."""
@@ -251,16 +242,7 @@ class MinioServer:
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            signal_group(proc, signal.SIGTERM)
-            signal_group(proc, signal.SIGCONT)  # a paused server must run to handle SIGTERM
-            try:
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                signal_group(proc, signal.SIGKILL)
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-        signal_group(proc, signal.SIGKILL)  # anything left in the group
-        live_processes.discard(proc)
+        stop_group(proc, _STOP_TIMEOUT_S, resume=True)  # a paused server must run to handle SIGTERM
         self._proc = None
         self._paused = False
 
