@@ -164,9 +164,102 @@ class RayExecutor:
         return out
 
 
+_pool_state: dict[str, Any] = {}  # a pool worker's sources, blob store and settings (set once per worker)
+
+
+def _pool_init(
+    sources: dict[str, tuple[IngestSourceSpec, ObjectStore]], blobs: ObjectStore, settings: ProcessSettings
+) -> None:
+    _pool_state.update(sources=sources, blobs=blobs, settings=settings)
+
+
+def _pool_chunk(chunk: list[ListedObject]) -> list[list[Record]]:
+    sources, blobs, settings = _pool_state["sources"], _pool_state["blobs"], _pool_state["settings"]
+    out = []
+    for obj in chunk:
+        spec, store = sources[obj.source]
+        out.append(process_object(obj, store, blobs, settings, spec))
+    return out
+
+
+def pool_workers(memory_limit: int, cpus: int | None = None, memory: int | None = None) -> int:
+    """Worker processes for this machine: one per CPU (at most 8), and no more than its memory holds
+    when each runs one guarded decode at a time (``memory_limit``) besides its own footprint."""
+    cpus = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    memory = memory if memory is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(cpus, 8, memory // (memory_limit + WORKER_MEMORY)))
+
+
+class PoolExecutor:
+    """Per-object work in a pool of local worker processes: all the cores of one machine without the
+    start-up of a Ray cluster. Results come back in the input order."""
+
+    def __init__(self, workers: int | None = None, chunk: int = 8) -> None:
+        self.workers = workers
+        self.chunk = chunk
+
+    def process(
+        self,
+        objects: list[ListedObject],
+        sources: dict[str, tuple[IngestSourceSpec, ObjectStore]],
+        blobs: ObjectStore,
+        settings: ProcessSettings,
+        progress: Progress,
+    ) -> list[Record]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        workers = self.workers or pool_workers(settings.memory_limit)
+        chunks = [objects[i : i + self.chunk] for i in range(0, len(objects), self.chunk)]
+        out: list[Record] = []
+        # forkserver: workers never inherit this process's threads (pyarrow's pool, Ray's) mid-state
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_init,
+                                 initargs=(sources, blobs, settings)) as pool:  # fmt: skip
+            for chunk, produced in zip(chunks, pool.map(_pool_chunk, chunks), strict=True):
+                for records in produced:
+                    out.extend(records)
+                progress(len(chunk))
+        return out
+
+
+POOL_MIN_OBJECTS = 64  # below this, worker start-up (about a second) costs more than it saves
+
+
+class AutoExecutor:
+    """The default: a Ray cluster when one is given (``--ray-address`` / ``RAY_ADDRESS``), else this
+    process for a few objects and a local worker pool for more. A local Ray is only started when asked
+    (``--executor ray``): on one machine it adds start-up time and gains nothing over the pool."""
+
+    def __init__(self, address: str | None = None, parallelism: int | None = None) -> None:
+        self.ray = RayExecutor(address=address, parallelism=parallelism) if address else None
+        self.parallelism = parallelism
+        self.chosen: Executor | None = None  # what the last process() call used
+
+    def process(
+        self,
+        objects: list[ListedObject],
+        sources: dict[str, tuple[IngestSourceSpec, ObjectStore]],
+        blobs: ObjectStore,
+        settings: ProcessSettings,
+        progress: Progress,
+    ) -> list[Record]:
+        if self.ray is not None:
+            self.chosen = self.ray
+        elif len(objects) < POOL_MIN_OBJECTS:
+            self.chosen = InlineExecutor()
+        else:
+            self.chosen = PoolExecutor(workers=self.parallelism)
+        return self.chosen.process(objects, sources, blobs, settings, progress)
+
+
 def make_executor(kind: str, address: str | None = None, parallelism: int | None = None) -> Executor:
+    if kind == "auto":
+        return AutoExecutor(address=address or os.environ.get("RAY_ADDRESS") or None, parallelism=parallelism)
     if kind == "inline":
         return InlineExecutor()
+    if kind == "pool":
+        return PoolExecutor(workers=parallelism)
     if kind == "ray":
         return RayExecutor(address=address, parallelism=parallelism)
-    raise ValueError(f"unknown executor {kind!r}: use ray or inline")
+    raise ValueError(f"unknown executor {kind!r}: use auto, inline, pool or ray")
