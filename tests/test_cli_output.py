@@ -162,3 +162,31 @@ def test_two_identical_runs_at_once_one_creates_the_other_adopts(tmp_path: Path)
     assert other["message"].startswith(("adopted 1.0.0", "no change since 1.0.0")), other["message"]
     assert created[0]["message"].startswith("created 1.0.0")
     assert [v.version for v in list_versions(LocalStore(store), "parts")] == ["1.0.0"]
+
+
+def test_unknown_names_get_a_suggestion_and_the_version_is_printed(tmp_path: Path) -> None:
+    _image(tmp_path / "cams" / "a" / "1.png", 1)
+    _image(tmp_path / "cams" / "b" / "2.png", 2)
+    (tmp_path / "spec.yaml").write_text(SPEC.format(path="./cams"))
+    store = str(tmp_path / "store")
+    assert (
+        loupe("run", "-f", "spec.yaml", "--store", store, "--executor", "inline", cwd=tmp_path).returncode
+        == 0
+    )
+
+    def one_line_error(*args: str) -> str:
+        done = loupe(*args, "--store", store, cwd=tmp_path)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done
+        [line] = [line for line in done.stderr.splitlines() if line.strip()]
+        return line
+
+    assert one_line_error("show", "prats").endswith("did you mean parts?")
+    assert one_line_error("versions", "prats").endswith("did you mean parts?")
+    assert one_line_error("show", "zzz").endswith("datasets there: parts")
+    assert one_line_error("show", "parts@1.0.1").endswith("has no version 1.0.1; did you mean 1.0.0?")
+    assert one_line_error("show", "parts@7.3.9").endswith("versions there: 1.0.0")
+    empty = loupe("show", "parts", "--store", str(tmp_path / "empty"), cwd=tmp_path)
+    assert empty.returncode == 1 and empty.stderr.strip().endswith("no datasets there yet"), empty
+
+    version = loupe("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("loupe 0."), version

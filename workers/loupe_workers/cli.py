@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import csv
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from loupe_api.crd import all_crds
 from loupe_api.dataset import DatasetSpec
 from loupe_api.resources import SpecError
 from loupe_api.versions import VersionRecord
-from loupe_workers import manifest
+from loupe_workers import exports, manifest
 from loupe_workers.embed import load_embeddings
 from loupe_workers.executor import make_executor
 from loupe_workers.pipeline import RunError, RunEvents, run_dataset
@@ -40,9 +39,15 @@ from loupe_workers.report import build_report
 from loupe_workers.retraining import run_policy
 from loupe_workers.review import PredictionError, import_predictions, parse_predictions, review_queue
 from loupe_workers.specs import check_local, load_specs, run_request
-from loupe_workers.store import LocalStore, ObjectStore, StoreError, blob_key, open_store, os_reason
+from loupe_workers.store import LocalStore, ObjectStore, StoreError, open_store, os_reason
 from loupe_workers.trace import TraceError, trace_model, trace_raw
-from loupe_workers.versions import CommitConflict, list_versions, read_version, resolve_version
+from loupe_workers.versions import (
+    CommitConflict,
+    list_versions,
+    no_dataset_message,
+    read_version,
+    resolve_version,
+)
 
 app = typer.Typer(
     name="loupe",
@@ -60,6 +65,24 @@ StoreOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 DEFAULT_STORE = ".loupe"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"loupe {version('loupe')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Declarative, versioned image datasets: ingest, validate, deduplicate, version."""
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -120,7 +143,13 @@ def run(
         typer.Option("--store", envvar="LOUPE_STORE", help="Object store (default: spec, then ./.loupe)."),
     ] = None,
     dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
-    executor: Annotated[str, typer.Option(help="ray (local Ray, or --ray-address) or inline.")] = "ray",
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="auto (Ray when --ray-address is given, else this process or a local worker "
+            "pool), inline, pool or ray (a local Ray, or --ray-address)."
+        ),
+    ] = "auto",
     ray_address: Annotated[
         str | None, typer.Option(envvar="RAY_ADDRESS", help="Existing Ray cluster.")
     ] = None,
@@ -259,7 +288,7 @@ def versions(dataset: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOpti
         _print_json(rows)
         return
     if not rows:
-        raise _fail(f"dataset {dataset} has no versions in {object_store.uri}")
+        raise _fail(no_dataset_message(object_store, dataset))
     table = Table("version", "created", "samples", "bump", "manifest")
     for row in rows:
         _add_row(
@@ -620,50 +649,40 @@ def queue(
 @app.command()
 def export(
     ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write: SPLIT/LABEL/SAMPLE.EXT.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="imagefolder (SPLIT/LABEL/ID.EXT), coco, yolo, hf or webdataset.")
+    ] = "imagefolder",
     split: Annotated[list[str] | None, typer.Option("--split", help="Only these splits.")] = None,
+    shard_size: Annotated[
+        str | None,
+        typer.Option("--shard-size", help="webdataset: samples per shard (1000) or bytes (500MB, 1GiB)."),
+    ] = None,
     allow_restricted: Annotated[
         bool, typer.Option("--allow-restricted", help="Include samples restricted for privacy.")
     ] = False,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
-    """Check a version out as files (train/val/test folders, one per label) plus its manifest.csv.
+    """Check a version out in a layout training code reads: imagefolder (the default: train/val/test
+    folders, one per label, plus manifest.csv), coco, yolo, hf (Hugging Face imagefolder) or webdataset.
     Samples restricted for privacy stay out unless --allow-restricted."""
+    if fmt not in exports.FORMATS:
+        raise _fail(f"unknown --format {fmt!r}: use one of {', '.join(exports.FORMATS)}", 2)
     object_store = _store(store)
     record = _version(object_store, ref)
     rows = manifest.read_rows(object_store, record.manifest_uri)
-    chosen = [r for r in exportable(rows, allow_restricted) if not split or r.get("split") in split]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    listing = []
-    for row in chosen:
-        extension = {
-            "JPEG": "jpg",
-            "PNG": "png",
-            "WEBP": "webp",
-            "BMP": "bmp",
-            "TIFF": "tif",
-            "GIF": "gif",
-        }.get(str(row.get("format")), "bin")
-        relative = Path(
-            str(row.get("split") or "all"),
-            str(row.get("label") or "unlabelled"),
-            f"{row['sample_id'][:16]}.{extension}",
-        )
-        (out_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-        (out_dir / relative).write_bytes(object_store.get(blob_key(str(row["sha256"]))))
-        listing.append({"path": relative.as_posix(), "sample_id": row["sample_id"], "sha256": row["sha256"],
-                        "label": row.get("label") or "", "split": row.get("split") or "", "source_uri": row.get("uri")})  # fmt: skip
-    with (out_dir / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(
-            handle, fieldnames=["path", "sample_id", "sha256", "label", "split", "source_uri"]
-        )
-        writer.writeheader()
-        writer.writerows(listing)
-    held = len(rows) - len(exportable(rows, allow_restricted))
+    allowed = exportable(rows, allow_restricted)
+    chosen = exports.samples_from_rows(r for r in allowed if not split or r.get("split") in split)
+    try:
+        done = exports.export_samples(object_store, chosen, fmt, out_dir, shard_size)
+    except exports.ExportError as exc:
+        raise _fail(str(exc), 2 if str(exc).startswith("--shard-size") else 1) from exc
+    held = len(exportable(rows, True)) - len(allowed)
     note = f"; {held} restricted samples left out (--allow-restricted)" if held else ""
-    out.print(
-        escape(f"exported {len(listing)} samples of {record.dataset}@{record.version} to {out_dir}{note}")
-    )
+    splits = ", ".join(f"{name} {count}" for name, count in sorted(done.splits.items()))
+    detail = f" ({splits}; {done.boxes} boxes)" if done.samples else ""
+    summary = f"exported {done.samples} samples of {record.dataset}@{record.version} as {fmt} to {out_dir}"
+    out.print(escape(f"{summary}{detail}{note}"))
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from datetime import UTC, datetime
 
 from loupe_api.versions import VersionRecord
@@ -34,21 +36,54 @@ def list_versions(store: ObjectStore, dataset: str) -> list[VersionRecord]:
     return [read_version(store, dataset, v) for v in names]
 
 
+_VERSION_RECORD = re.compile(r"datasets/(?P<dataset>.+)/versions/\d+\.\d+\.\d+\.json")
+
+
+def known_datasets(store: ObjectStore) -> list[str]:
+    """The datasets with at least one committed version in ``store``, sorted."""
+    found = {m["dataset"] for info in store.list("datasets/") if (m := _VERSION_RECORD.fullmatch(info.key))}
+    return sorted(found)
+
+
+def suggestion(name: str, choices: list[str], what: str) -> str:
+    """'; did you mean X?' for a near miss, else the choices there are (at most 10), for one-line errors."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]}?"
+    if not choices:
+        return f"; no {what} there yet"
+    shown = ", ".join(choices[:10]) + (f" and {len(choices) - 10} more" if len(choices) > 10 else "")
+    return f"; {what} there: {shown}"
+
+
+class UnknownVersion(LookupError):
+    """A dataset or version the store does not hold; the message says what it does hold."""
+
+
 def read_version(store: ObjectStore, dataset: str, version: str) -> VersionRecord:
     try:
         data = store.get(version_key_of(dataset, version))
     except KeyError as exc:
-        raise LookupError(f"{dataset} has no version {version}") from exc
+        versions = [r.version for r in list_versions(store, dataset)]
+        if not versions:
+            raise UnknownVersion(no_dataset_message(store, dataset)) from exc
+        raise UnknownVersion(
+            f"{dataset} has no version {version}{suggestion(version, versions, 'versions')}"
+        ) from exc
     return VersionRecord.model_validate_json(data)
 
 
+def no_dataset_message(store: ObjectStore, dataset: str) -> str:
+    return f"dataset {dataset} has no versions in {store.uri}{suggestion(dataset, known_datasets(store), 'datasets')}"
+
+
 def resolve_version(store: ObjectStore, dataset: str, version: str | None = None) -> VersionRecord:
-    """A named version, or the latest; LookupError when there is none."""
+    """A named version, or the latest; UnknownVersion (a LookupError) when there is none."""
     if version is not None:
         return read_version(store, dataset, version)
     latest = latest_version(store, dataset)
     if latest is None:
-        raise LookupError(f"dataset {dataset} has no versions in {store.uri}")
+        raise UnknownVersion(no_dataset_message(store, dataset))
     return latest
 
 
