@@ -3,6 +3,11 @@ default spec, for Loupe without the flipped/turned hashes, and for imagededup's 
 when it is installed in a throwaway venv; images/s side by side; which copy each keep policy kept.
 
 Run:  .venv/bin/python benchmarks/bench_near_duplicates.py [--long-side 640] [--imagededup /tmp/nd-venv/bin/python]
+                                                            [--photos all|a|b]
+
+``--photos a`` keeps every other photo (by sorted name) that is not a test photo (tests/support/photos.py),
+``--photos b`` the others, the test photos included: the crop candidate and verification thresholds are
+tuned on half a, so half b shows they were not overfitted.
 
 Corpus: scikit-image's photos plus the camera photographs of the development corpus (benchmarks/corpus.py:
 Debian wallpaper packages, fetched once into ~/.cache/loupe-tools/dev-corpus; skipped if unavailable),
@@ -25,6 +30,7 @@ import io
 import json
 import math
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from loupe_api.dataset import DedupSpec  # noqa: E402
-from loupe_workers import media  # noqa: E402
+from loupe_workers import geometry, media  # noqa: E402
 from loupe_workers.dedup import find_duplicates  # noqa: E402
 from loupe_workers.hamming import hex_to_u64  # noqa: E402
 
@@ -180,10 +186,24 @@ def encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def build(folder: Path, long_side: int) -> list[dict[str, Any]]:
+def half(photos: list[tuple[str, Image.Image]], which: str) -> list[tuple[str, Image.Image]]:
+    """Every photo (all), or one half: a holds every other photo (by sorted name) that is not one of the
+    test photos (tests/support/photos.py), b the others, every test photo included."""
+    if which == "all":
+        return photos
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.photos import PHOTO_NAMES
+
+    tested = {f"skimage-{name}" for name in PHOTO_NAMES}
+    untested = sorted(name for name, _ in photos if name not in tested)
+    in_a = set(untested[0::2])
+    return [(name, image) for name, image in photos if (name in in_a) == (which == "a")]
+
+
+def build(folder: Path, long_side: int, photos: str = "all") -> list[dict[str, Any]]:
     items = []
     rng = np.random.default_rng(0)
-    for photo_name, image in originals(long_side):
+    for photo_name, image in half(originals(long_side), photos):
         data = encode(image, "JPEG", 95)
         items.append(
             {"photo": photo_name, "edit": "original", "file": f"{photo_name}__original.jpg", "data": data}
@@ -213,17 +233,43 @@ def analyse(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
     return records, time.process_time() - start
 
 
+VERIFIED: dict[str, tuple[int, float]] = {}  # label -> (pairs verified, CPU seconds of verification)
+
+
 def loupe_groups(
-    items: list[dict[str, Any]], records: list[dict[str, Any]], spec: DedupSpec
+    items: list[dict[str, Any]], records: list[dict[str, Any]], spec: DedupSpec, label: str = ""
 ) -> tuple[set[tuple[int, int]], dict[int, int], float, dict[int, str]]:
     data = {r["sample_id"]: item["data"] for r, item in zip(records, items, strict=True)}
+    verifier = geometry.Verifier(
+        lambda sha: data[sha], max_pixels=100_000_000, memory_limit=media.DEFAULT_MEMORY_LIMIT,
+        min_inliers=spec.perceptual.min_inliers, min_ratio=spec.perceptual.min_inlier_ratio,
+    )  # fmt: skip
+    spent = [0.0]
+
+    def verify(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        begin = time.process_time()
+        try:
+            return verifier(a, b)
+        finally:
+            spent[0] += time.process_time() - begin
+
+    full: dict[str, tuple[str, dict[str, float]]] = {}
+
+    def decoded(r: dict[str, Any]) -> tuple[str, dict[str, float]]:
+        """One full decode per file for the exact-pixel digest and the keep measures, as a run does."""
+        if r["sample_id"] not in full:
+            keep: dict[str, float] = {}
+            full[r["sample_id"]] = (media.pixel_digest(data[r["sample_id"]], keep=keep), keep)
+        return full[r["sample_id"]]
+
     start = time.process_time()
     result = find_duplicates(
         records, spec, is_new=[True] * len(records), previously_kept=set(),
-        pixel_digest=lambda r: media.pixel_digest(data[r["sample_id"]]),
-        keep_measures=lambda r: media.keep_measures(data[r["sample_id"]]),
+        pixel_digest=lambda r: decoded(r)[0], keep_measures=lambda r: decoded(r)[1] or None,
+        verify=verify,
     )  # fmt: skip
     elapsed = time.process_time() - start
+    VERIFIED[label] = (verifier.checked, spent[0])
     by_group: dict[str, list[int]] = {}
     for i, info in enumerate(result):
         if info.group:
@@ -236,6 +282,48 @@ def loupe_groups(
             keeper[i] = i if info.of is None else index[info.of]
     reasons = {i: info.reason for i, info in enumerate(result) if info.reason}
     return pairs, keeper, elapsed, reasons
+
+
+IMAGEDEDUP_STARTUP_CPU: list[float] = []  # the CPU seconds of its run on an empty folder
+LOUPE_SPEC = """apiVersion: loupe.dev/v1alpha1
+kind: IngestSource
+metadata: {{name: bench}}
+spec:
+  filesystem: {{path: {folder}}}
+---
+apiVersion: loupe.dev/v1alpha1
+kind: Dataset
+metadata: {{name: bench}}
+spec:
+  sources: [{{name: bench}}]
+"""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def loupe_run_cpu(folder: Path, work: Path) -> tuple[float, float, str]:
+    """CPU seconds of a whole ``loupe run`` (default Dataset spec, local folder store, inline executor:
+    one process) over ``folder``, and of the same command on an empty folder (start-up: interpreter,
+    imports, listing, an empty commit); and the run's last line."""
+    loupe = Path(sys.executable).with_name("loupe")
+    out = []
+    for name, source in (("empty", work / "empty-source"), ("full", folder)):
+        source.mkdir(exist_ok=True)
+        spec = work / f"{name}.yaml"
+        spec.write_text(LOUPE_SPEC.format(folder=json.dumps(str(source))))
+        before = _children_cpu()
+        done = subprocess.run(
+            [str(loupe), "run", "-f", str(spec), "--executor", "inline", "--store", str(work / f"store-{name}")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        out.append(_children_cpu() - before)
+        if done.returncode != 0:
+            print(f"(loupe run failed: {(done.stdout + done.stderr).strip().splitlines()[-3:]})")
+    last = (done.stdout.strip().splitlines() or [""])[-1]
+    return out[1], out[0], last
 
 
 def imagededup_pairs(
@@ -281,6 +369,7 @@ def imagededup_pairs(
     if done.returncode != 0:
         print(f"(imagededup failed: {done.stderr.strip().splitlines()[-1:]})")
         return None
+    IMAGEDEDUP_STARTUP_CPU.append(middle.ru_utime + middle.ru_stime - before.ru_utime - before.ru_stime)
     out = json.loads(done.stdout.strip().splitlines()[-1])
     index = {item["file"]: i for i, item in enumerate(items)}
     pairs = set()
@@ -352,10 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--imagededup", default="/tmp/nd-venv/bin/python", help="python of a venv with imagededup"
     )
+    parser.add_argument("--photos", choices=("all", "a", "b"), default="all", help="all photos or one half")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        items = build(folder, args.long_side)
+        items = build(folder, args.long_side, args.photos)
         photos = len({i["photo"] for i in items})
         print(
             f"{photos} photos x {len(EDITS)} edits + originals = {len(items)} images, long side {args.long_side}"
@@ -369,27 +459,54 @@ def main(argv: list[str] | None = None) -> int:
         rows: dict[str, dict[str, float]] = {}
         variants = {
             "loupe default (8 orientations, t=8)": DedupSpec(),
-            "loupe identity hash only (t=8)": DedupSpec.model_validate({"perceptual": {"transforms": False}}),
+            "loupe without crop candidates": DedupSpec.model_validate({"perceptual": {"crops": False}}),
+            "loupe identity hash only (t=8)": DedupSpec.model_validate(
+                {"perceptual": {"transforms": False, "crops": False}}
+            ),
         }
         kept: dict[str, dict[int, int]] = {}
         reasons: dict[int, str] = {}
         for label, spec in variants.items():
-            pairs, keeper, group_s, why = loupe_groups(items, records, spec)
+            pairs, keeper, group_s, why = loupe_groups(items, records, spec, label)
+            checked, verify_s = VERIFIED[label]
             rows[label] = report(label, items, pairs, analyse_s + group_s)
+            # images per CPU-second of decode + hashes, and of decode + hashes + crop verification
+            rows[label]["images_per_s (hashes)"] = len(items) / analyse_s
+            rows[label]["images_per_s (hashes + verify)"] = len(items) / (analyse_s + verify_s)
             kept[label] = keeper
             reasons = reasons or why
             print(
                 f"{label}: decode + hashes {len(items) / analyse_s:.0f} images/s; grouping {group_s:.1f} s "
-                "(full decodes for exact pixels and for the keep policy of every group member)"
+                "(full decodes for exact pixels and for the keep policy of every group member), of which "
+                f"crop verification {verify_s:.1f} s for {checked} candidate pairs"
             )
         for policy in ("highestResolution",):
             spec = DedupSpec.model_validate({"keep": policy})
             _, kept[f"keep {policy}"], _, _ = loupe_groups(items, records, spec)
+        run_work = Path(tempfile.mkdtemp(prefix="loupe-run-"))
+        try:
+            run_cpu, run_startup, run_line = loupe_run_cpu(folder, run_work)
+        finally:
+            shutil.rmtree(run_work, ignore_errors=True)
         theirs = imagededup_pairs(args.imagededup, folder, items)
         if theirs is not None:
             rows["imagededup pHash (t=10)"] = report("imagededup", items, theirs[0], theirs[1])
         else:
             print(f"(imagededup not found at {args.imagededup}: its column is left out)")
+    n = len(items)
+    print("\nspeed per CPU-second, same files, one process each (the machine's other load does not count):")
+    print(f"  loupe run (default spec, inline executor), whole command:  {n / run_cpu:7.1f} images/CPU-s"
+          f"  ({run_cpu:.1f} s; {run_line})")  # fmt: skip
+    print(f"  loupe run, less its start-up on an empty folder ({run_startup:.1f} s): "
+          f"{n / max(run_cpu - run_startup, 1e-9):7.1f} images/CPU-s")  # fmt: skip
+    print(f"  loupe analysis stage alone (decode, metrics, hashes):      {n / analyse_s:7.1f} images/CPU-s")
+    if theirs is not None:
+        dedup_rate = n / max(theirs[1], 1e-9)
+        startup = IMAGEDEDUP_STARTUP_CPU[-1] if IMAGEDEDUP_STARTUP_CPU else 0.0
+        print(f"  imagededup pHash, less its start-up ({startup:.1f} s):          {dedup_rate:7.1f} images/CPU-s"
+              f"; whole command {n / max(theirs[1] + startup, 1e-9):.1f}")  # fmt: skip
+        print(f"  ratio loupe / imagededup: end to end {n / max(run_cpu - run_startup, 1e-9) / dedup_rate:.2f} "
+              f"(whole commands {(theirs[1] + startup) / run_cpu:.2f}), analysis stage {n / analyse_s / dedup_rate:.2f}")  # fmt: skip
     labels = list(rows)
     width = max(len(k) for k in next(iter(rows.values())) if not k.startswith("_"))
     print()
@@ -399,10 +516,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cells = []
         for label in labels:
-            value = rows[label][key]
+            value = rows[label].get(key, float("nan"))
             cells.append(
                 f"{value:>36.1f}"
-                if key == "images_per_s"
+                if key.startswith("images_per_s")
                 else f"{value:>36.3f}"
                 if isinstance(value, float)
                 else f"{value:>36}"

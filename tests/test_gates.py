@@ -406,7 +406,7 @@ def test_noise(blobs: LocalStore, name: str) -> None:
 
 def test_noise_ignores_texture(blobs: LocalStore) -> None:
     """Fine texture is not noise: measured in the flattest blocks only."""
-    for name in ("gravel", "brick"):  # grey photos: told apart by scale (grass still reads ~3)
+    for name in ("gravel", "brick"):  # grey photos: told apart by scale
         record = process(blobs, f"{name}.jpg", encode(photo(name)))
         assert "noise" not in failed_names(record), (name, record["noise"])
     for name in ("astronaut", "coffee"):  # colour: noise is in the colour too, texture is not
@@ -415,7 +415,7 @@ def test_noise_ignores_texture(blobs: LocalStore) -> None:
         assert "noise" not in failed_names(record), (name, record["noise"])
     small = photo("astronaut").resize((240, 240), Image.Resampling.LANCZOS)
     assert "noise" not in failed_names(process(blobs, "small.png", encode(small, "PNG")))
-    faint = process(blobs, "camera_faint.png", encode(noisy(photo("camera", "L"), 4.0), "PNG"))
+    faint = process(blobs, "camera_faint.png", encode(noisy(photo("camera", "L"), 1.0), "PNG"))
     assert 0 < faint["noise"] < DEFAULT.noise.threshold  # faint grain passes the default ...
     strict = custom(noise={"threshold": faint["noise"] / 2, "action": "reject"})
     assert gates.evaluate(faint, strict).reason == "noise"  # ... not a stricter threshold
@@ -594,18 +594,19 @@ def test_metrics_are_deterministic(tmp_path: Path) -> None:
     }
 
 
-def _metrics_of(working: Image.Image, width: int, height: int) -> dict[str, float]:
+def _metrics_of(working: Image.Image, detail: Image.Image, width: int, height: int) -> dict[str, float]:
     grey = working.convert("L")
     thumb = metrics.thumbnail(working)
     p99, p5 = metrics.exposure(np.asarray(thumb, dtype=np.uint8))
     rgb = np.asarray(working, dtype=np.uint8)
+    fine = np.asarray(detail.convert("L"), dtype=np.uint8)
     values = {
         "brightness_p99": p99,
         "brightness_p5": p5,
         "clipped": metrics.clipped_highlights(rgb),
         "contrast": metrics.contrast(rgb),
-        "sharpness": metrics.sharpness(np.asarray(grey, dtype=np.uint8)),
-        "noise": metrics.noise_level(np.asarray(working.convert("YCbCr"), dtype=np.uint8)),
+        "sharpness": metrics.fine_sharpness(fine, None, np.asarray(grey, dtype=np.uint8)),
+        "noise": metrics.fine_noise(fine, metrics.is_grey(np.asarray(thumb, dtype=np.uint8))),
         "entropy": metrics.entropy_bits(np.asarray(grey, dtype=np.uint8)),
         "aspect_ratio": metrics.aspect_ratio(width, height),
     }
@@ -623,18 +624,124 @@ def test_large_jpeg_is_measured_on_a_reduced_decode() -> None:
     assert (a_jpeg.width, a_jpeg.height) == (a_png.width, a_png.height) == (1920, 1080)
     assert media.pixel_digest(jpeg) == media.pixel_digest(png)
     assert metrics.hamming(a_jpeg.hashes["phash"], a_png.hashes["phash"]) <= 10
-    # ... but measured on a working image whose long side is in [WORKING_SIZE, 2 * WORKING_SIZE):
-    # the JPEG by DCT scaling in the decoder (draft), the PNG by an integer box reduction.
-    size = media.WORKING_SIZE
+    # ... but measured on one decode: the JPEG drafted (DCT scaling in the decoder) only down to a long
+    # side of DETAIL_SIDE-2047 px, where blur and grain are measured, then box-reduced to the working
+    # image (long side in [WORKING_SIZE, 2 * WORKING_SIZE)) that feeds every other measure and the hash;
+    # the PNG box-reduced to both.
+    size, detail = media.WORKING_SIZE, media.DETAIL_SIDE
     with Image.open(io.BytesIO(jpeg)) as draft:
-        draft.draft("RGB", (math.ceil(1920 * size / 1920), math.ceil(1080 * size / 1920)))
+        draft.draft("RGB", (math.ceil(1920 * detail / 1920), math.ceil(1080 * detail / 1920)))
         draft.load()
-        assert size <= max(draft.size) < 2 * size and draft.size == (240, 135)
-        assert a_jpeg.metrics == _metrics_of(draft.convert("RGB"), 1920, 1080)
-        assert a_jpeg.hashes["phash"] == metrics.perceptual_hash(draft.convert("L"), "phash")
+        assert detail <= max(draft.size) < 2 * detail and draft.size == (960, 540)
+        working = draft.convert("RGB").reduce(960 // size)
+        assert size <= max(working.size) < 2 * size
+        assert a_jpeg.metrics == _metrics_of(working, draft.convert("RGB"), 1920, 1080)
     with Image.open(io.BytesIO(png)) as full:
-        reduced = full.convert("RGB").reduce(1920 // size)
+        rgb = full.convert("RGB")
+        reduced = rgb.reduce(1920 // size)
         assert size <= max(reduced.size) < 2 * size
-        assert a_png.metrics == _metrics_of(reduced, 1920, 1080)
+        assert a_png.metrics == _metrics_of(reduced, rgb.reduce(1920 // detail), 1920, 1080)
     with Image.open(io.BytesIO(jpeg)) as full_jpeg:  # a full decode would have measured otherwise
-        assert _metrics_of(full_jpeg.convert("RGB").reduce(15), 1920, 1080) != a_jpeg.metrics
+        rgb = full_jpeg.convert("RGB")
+        assert _metrics_of(rgb.reduce(15), rgb, 1920, 1080) != a_jpeg.metrics
+
+
+# --- blur and grain at native resolution (a full-size photo, measured on its own pixels) -----------------
+
+
+@cache
+def _full_size() -> Image.Image:
+    """A 1536 x 800 real photograph at its own pixels (nothing upscaled): six scikit-image photos, each a
+    512 x 400 crop at native resolution, side by side, the size of a small camera frame. (The quality
+    benchmark uses other photos: the dev corpus of benchmarks/corpus.py.)"""
+    import skimage.data
+
+    tiles = []
+    for name in ("astronaut", "coffee", "rocket", "stereo_motorcycle", "immunohistochemistry", "chelsea"):
+        loaded = getattr(skimage.data, name)()
+        array = loaded[0] if name == "stereo_motorcycle" else loaded
+        tile = Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
+        if tile.height < 400:  # chelsea is 451 x 300: the only tile not at its own size (two tiles of six)
+            tile = tile.resize((round(tile.width * 400 / tile.height), 400), Image.Resampling.LANCZOS)
+        left, top = (tile.width - 512) // 2, (tile.height - 400) // 2
+        tiles.append(tile.crop((left, top, left + 512, top + 400)))
+    out = Image.new("RGB", (1536, 800))
+    for i, tile in enumerate(tiles):
+        out.paste(tile, ((i % 3) * 512, (i // 3) * 400))
+    return out
+
+
+def _old_working_scale(data: bytes) -> dict[str, float]:
+    """Sharpness and noise as Loupe measured them before: on the 128-255 px working image only."""
+    working = media.decode_reduced(data, side=media.WORKING_SIZE, max_pixels=SETTINGS.max_pixels).image
+    grey = np.asarray(working.convert("L"), dtype=np.uint8)
+    ycbcr = np.asarray(working.convert("YCbCr"), dtype=np.uint8)
+    return {"sharpness": metrics.sharpness(grey), "noise": metrics.noise_level(ycbcr)}
+
+
+def test_a_sharp_full_size_photo_passes_every_gate(blobs: LocalStore) -> None:
+    record = process(blobs, "full.jpg", encode(_full_size()))
+    assert (record["width"], record["height"]) == (1536, 800)
+    assert failed_names(record) == set(), record
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "defocus"])
+def test_mild_blur_of_a_full_size_photo_is_flagged(blobs: LocalStore, kind: str) -> None:
+    """A blur of 0.25 % of the long side (Gaussian sigma 3.8 px, or a 0.5 % defocus disc) is plain at 100 %
+    zoom but gone at the 128-255 px working scale, where the old score still called the photo sharp."""
+    sharp = _full_size()
+    if kind == "gaussian":
+        soft = sharp.filter(ImageFilter.GaussianBlur(0.0025 * 1536))
+    else:
+        import cv2
+
+        r = round(0.005 * 1536)
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        disc = (xx**2 + yy**2 <= r * r).astype(np.float32)
+        soft = from_array(cv2.filter2D(np.asarray(sharp, np.float32), -1, disc / disc.sum()))
+    data = encode(soft)
+    record = process(blobs, f"full_{kind}.jpg", data)
+    assert gates.evaluate(record, DEFAULT).flags == ["blur"], record
+    assert _old_working_scale(data)["sharpness"] > DEFAULT.blur.threshold  # the old measure missed it
+
+
+def test_a_sharp_subject_before_a_soft_background_is_not_blurry(blobs: LocalStore) -> None:
+    """Shallow depth of field: the background blurred by 1 % of the long side, a subject in focus. The
+    blur window lands on the subject, so the photo stays sharp; the same photo blurred all over is not."""
+    sharp = _full_size()
+    background = sharp.filter(ImageFilter.GaussianBlur(0.01 * 1536))
+    mask = Image.new("L", sharp.size, 0)
+    mask.paste(255, (512 + 64, 400 - 200, 1024 - 64, 400 + 200))  # the middle of the mosaic, in focus
+    mask = mask.filter(ImageFilter.GaussianBlur(8))
+    portrait = Image.composite(sharp, background, mask)
+    record = process(blobs, "portrait.jpg", encode(portrait))
+    assert "blur" not in failed_names(record), record["sharpness"]
+    assert "blur" in failed_names(process(blobs, "all_soft.jpg", encode(background)))
+
+
+@pytest.mark.parametrize("sigma", [5.0, 10.0])
+def test_grain_of_a_full_size_photo_is_flagged(blobs: LocalStore, sigma: float) -> None:
+    """Sensor noise of sigma 5-10 at the photo's own pixels: averaged away at the working scale (the old
+    measure passed it), plain in the flat parts of the native-resolution image."""
+    data = encode(noisy(_full_size(), sigma))
+    record = process(blobs, f"full_noise{sigma}.jpg", data)
+    assert gates.evaluate(record, DEFAULT).flags == ["noise"], record
+    if sigma == 5.0:
+        assert _old_working_scale(data)["noise"] < DEFAULT.noise.threshold  # the old measure missed it
+
+
+def test_recompressed_full_size_photo_is_neither_blurry_nor_noisy(blobs: LocalStore) -> None:
+    for quality in (50, 25):
+        record = process(blobs, f"full_q{quality}.jpg", encode(_full_size(), quality=quality))
+        assert failed_names(record) == set(), (quality, record)
+
+
+def test_fine_measures_use_a_bounded_window() -> None:
+    """Blur is judged on at most 512 x 512 native pixels, where the photo has most structure."""
+    grey = np.zeros((800, 1536), np.uint8)
+    grey[500:700, 1200:1400] = np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)
+    window = metrics.detail_window(grey)
+    assert window.shape == (512, 512)
+    assert window.std() > 20  # it holds the textured patch
+    small = np.full((300, 400), 9, np.uint8)
+    assert metrics.detail_window(small) is small

@@ -1,5 +1,6 @@
-"""Near duplicates that survive flips, quarter turns and letterboxing; groups that do not chain; a
-published sample never dropped by an append; the best original kept."""
+"""Near duplicates that survive flips, quarter turns, letterboxing, crops and small rotations (crop
+candidates confirmed by geometric verification); groups that do not chain; a published sample never
+dropped by an append; the best original kept."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from PIL import Image, ImageFilter, ImageOps
 from loupe_api.dataset import DatasetSpec, DedupSpec
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
-from loupe_workers import manifest, media, metrics
-from loupe_workers.dedup import DuplicateInfo, find_duplicates
+from loupe_workers import geometry, manifest, media, metrics
+from loupe_workers.dedup import DuplicateInfo, crop_candidates, find_duplicates, split_variants
 from loupe_workers.pipeline import run_dataset
 from loupe_workers.process import ProcessSettings, process_image
 from loupe_workers.sources import ListedObject
@@ -59,7 +60,19 @@ class Files:
     def data(self, record: Record) -> bytes:
         return self.blobs.get(blob_key(record["sha256"]))
 
-    def run(self, keys: list[str], spec: DedupSpec | None = None) -> dict[str, DuplicateInfo]:
+    def verifier(self, spec: DedupSpec | None = None) -> geometry.Verifier:
+        perceptual = (spec or DedupSpec()).perceptual
+        return geometry.Verifier(
+            lambda sha: self.blobs.get(blob_key(sha)),
+            max_pixels=SETTINGS.max_pixels,
+            memory_limit=SETTINGS.memory_limit,
+            min_inliers=perceptual.min_inliers,
+            min_ratio=perceptual.min_inlier_ratio,
+        )
+
+    def run(
+        self, keys: list[str], spec: DedupSpec | None = None, verify: Any = "default"
+    ) -> dict[str, DuplicateInfo]:
         records = [self.records[k] for k in keys]
         result = find_duplicates(
             records,
@@ -68,6 +81,7 @@ class Files:
             previously_kept=set(),
             pixel_digest=lambda r: media.pixel_digest(self.data(r)),
             keep_measures=lambda r: media.keep_measures(self.data(r)),
+            verify=self.verifier(spec) if verify == "default" else verify,
         )
         return dict(zip(keys, result, strict=True))
 
@@ -126,7 +140,7 @@ def test_distinct_photos_are_far_apart_in_every_orientation(files: Files) -> Non
     closest = 64
     for i, a in enumerate(originals):
         for b in originals[i + 1 :]:
-            for variant in [a["hash"], *a["hash_variants"]]:
+            for variant in [a["hash"], *split_variants(a)[0]]:
                 closest = min(closest, metrics.hamming(variant, b["hash"]))
     assert closest > 10
 
@@ -237,7 +251,11 @@ def test_appending_a_bridging_photo_is_a_minor_version(tmp_path: Path) -> None:
     blend(one, other, low).save(images / "cats" / "a.jpg", quality=90)
     blend(one, other, high).save(images / "cats" / "b.jpg", quality=90)
     source = IngestSourceSpec.model_validate({"filesystem": {"path": str(images)}})
-    spec = DatasetSpec.model_validate({"sources": [{"name": "cams"}]})
+    # blends of one cat are crops of nothing but show the same cat: keypoint verification would (rightly)
+    # merge them, so the hash-only rule this test is about is asked for
+    spec = DatasetSpec.model_validate(
+        {"sources": [{"name": "cams"}], "dedup": {"perceptual": {"crops": False}}}
+    )
     request = RunRequest(dataset="d", spec=spec, sources={"cams": source}, store_uri=str(tmp_path / "store"))
     first = run_dataset(request)
     assert first.version == "1.0.0" and first.stats.samples == 2
@@ -299,3 +317,188 @@ def test_best_original_is_kept(variants: Files, name: str) -> None:
     # the old rule kept the upscaled copy
     old = variants.run(keys, DedupSpec.model_validate({"keep": "highestResolution"}))
     assert old[f"{name}/a_upscaled.jpg"].kept
+
+
+# --- crops and small rotations: sub-window candidates, confirmed by geometric verification -----------
+
+
+def crop_area(image: Image.Image, area: float, x: float, y: float) -> Image.Image:
+    """A crop keeping ``area`` of the pixels, its top-left corner at (x, y) of the free margin."""
+    w, h = image.size
+    cw, ch = round(w * area**0.5), round(h * area**0.5)
+    left, top = round((w - cw) * x), round((h - ch) * y)
+    return image.crop((left, top, left + cw, top + ch))
+
+
+def straightened(image: Image.Image, degrees: float) -> Image.Image:
+    """Rotated, cropped to the centred frame without corners, resized back: a straightened photo."""
+    import math
+
+    turned = image.rotate(degrees, Image.Resampling.BICUBIC)
+    a = math.radians(abs(degrees))
+    w, h = image.size
+    keep = 1 / (math.cos(a) + math.sin(a) * max(w / h, h / w))
+    return crop_area(turned, keep * keep, 0.5, 0.5).resize(image.size, Image.Resampling.LANCZOS)
+
+
+CROPS = {
+    "crop80_corner": lambda i: crop_area(i, 0.8, 0.1, 0.9),
+    "crop65_offcentre": lambda i: crop_area(i, 0.65, 0.8, 0.3),
+    "rot5": lambda i: straightened(i, 5),
+    "rot_minus3": lambda i: straightened(i, -3),
+}
+
+
+@pytest.fixture(scope="module")
+def cropped(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    f = Files(tmp_path_factory.mktemp("crops"))
+    for name in PHOTO_NAMES:
+        f.add(f"{name}/original.jpg", encode(base(name)))
+        for edit, make in CROPS.items():
+            f.add(f"{name}/{edit}.jpg", encode(make(base(name)), quality=88))
+    return f
+
+
+@pytest.mark.parametrize("name", ["chelsea", "astronaut", "coffee", "rocket"])
+def test_crops_and_small_rotations_join_their_original(cropped: Files, name: str) -> None:
+    keys = [f"{name}/original.jpg", *(f"{name}/{edit}.jpg" for edit in CROPS)]
+    original = cropped.records[keys[0]]["sample_id"]
+    result = cropped.run(keys)
+    assert result[keys[0]].kept and result[keys[0]].reason
+    for key in keys[1:]:
+        assert result[key] == DuplicateInfo(original[:16], False, "near_duplicate", original), key
+    # the whole hashes alone miss them: without crop candidates (or without a verifier) they stay apart
+    for plain in (
+        cropped.run(keys, DedupSpec.model_validate({"perceptual": {"crops": False}})),
+        cropped.run(keys, verify=None),
+    ):
+        assert plain[f"{name}/crop65_offcentre.jpg"].of != original
+        assert plain[f"{name}/rot5.jpg"].of != original
+
+
+def test_crops_of_distinct_photos_are_never_merged(cropped: Files) -> None:
+    keys = [f"{name}/{edit}.jpg" for name in PHOTO_NAMES for edit in ("original", *CROPS)]
+    result = cropped.run(keys, DedupSpec.model_validate({"action": "flag"}))
+    photo_of_group: dict[str, str] = {}
+    for key, info in result.items():
+        if info.group:
+            assert photo_of_group.setdefault(info.group, key.split("/")[0]) == key.split("/")[0], key
+    # and most crops find their photo (horse, a silhouette, has few keypoints to verify with)
+    assert sum(1 for info in result.values() if info.of) >= 0.9 * len(PHOTO_NAMES) * len(CROPS)
+
+
+def test_verification_refuses_candidates_of_different_photos(cropped: Files) -> None:
+    """Every pair made a candidate (distance 32, 64 per sample): verification merges no two photos,
+    though a verifier that accepts everything would; brick, grass and moon are similar textures."""
+    names = ("brick", "grass", "moon", "coins", "camera")
+    keys = [f"{name}/original.jpg" for name in names]
+    loose = DedupSpec.model_validate(
+        {"action": "flag", "perceptual": {"crop_distance": 32, "max_candidates": 64}}
+    )
+    verifier = cropped.verifier(loose)
+    result = cropped.run(keys, loose, verify=verifier)
+    assert all(info.group is None for info in result.values()), result
+    assert verifier.checked == len(names) * (len(names) - 1) // 2  # every pair was a candidate
+    merged = cropped.run(keys, loose, verify=lambda a, b: 1.0)
+    assert len({info.group for info in merged.values()}) == 1
+    # and as features: two textures fail, a crop of one passes
+    grey = {n: np.asarray(base(n).convert("L")) for n in ("brick", "grass")}
+    brick, grass = geometry.features(grey["brick"]), geometry.features(grey["grass"])
+    assert geometry.verified(brick, grass) is None and geometry.verified(grass, brick) is None
+    part = geometry.features(np.ascontiguousarray(grey["brick"][40:-30, 20:-60]))
+    scale = geometry.verified(brick, part)  # the crop shows a part of brick: a scale above 1
+    assert scale is not None and 1.05 < scale < 1.3
+
+
+def test_verification_of_an_undecodable_blob_verifies_nothing(cropped: Files) -> None:
+    blobs = {"good": encode(base("chelsea")), "bad": b"\xff\xd8\xff\xe0 not a jpeg at all", "empty": b""}
+
+    def load(sha: str) -> bytes:
+        if sha == "missing":
+            raise FileNotFoundError(sha)
+        return blobs[sha]
+
+    verifier = geometry.Verifier(load, max_pixels=10**8, memory_limit=SETTINGS.memory_limit)
+    for other in ("bad", "empty", "missing"):
+        assert verifier({"sha256": "good"}, {"sha256": other}) is None
+        assert verifier.cache[other] is None
+    assert verifier({"sha256": "good"}, {"sha256": "good"}) == pytest.approx(1.0, abs=0.01)
+    assert verifier.checked == 1
+    # in find_duplicates: a crop whose blob became unreadable is a candidate that is not confirmed
+    keys = ["chelsea/original.jpg", "chelsea/crop65_offcentre.jpg"]
+    records = [dict(cropped.records[k]) for k in keys]
+    fine = cropped.run(keys)
+    assert fine[keys[1]].of == records[0]["sample_id"]
+    broken = geometry.Verifier(
+        lambda sha: b"garbage" if sha == records[1]["sha256"] else cropped.blobs.get(blob_key(sha)),
+        max_pixels=10**8,
+        memory_limit=SETTINGS.memory_limit,
+    )
+    result = cropped.run(keys, verify=broken)
+    assert result[keys[1]].of is None and broken.cache[records[1]["sha256"]] is None
+
+
+def test_crop_candidates_are_bounded_per_new_record(cropped: Files) -> None:
+    keys = [f"{name}/{edit}.jpg" for name in PHOTO_NAMES for edit in ("original", *CROPS)]
+    records = [cropped.records[k] for k in keys]
+    query = np.ones(len(records), dtype=bool)
+    every = crop_candidates(records, query, 32, 1000, lambda a, b: False)
+    assert len(every) == len(records) * (len(records) - 1) // 2
+    for k in (1, 3):
+        bounded = crop_candidates(records, query, 32, k, lambda a, b: False)
+        assert len(bounded) <= k * len(records)
+        per: dict[int, int] = {}
+        for a, b, _, _ in bounded:
+            per[a] = per.get(a, 0) + 1
+            per[b] = per.get(b, 0) + 1
+        assert max(per.values()) >= k
+    # only pairs with a new record are searched, and skipped pairs are left out
+    one_new = np.zeros(len(records), dtype=bool)
+    one_new[0] = True
+    found = crop_candidates(records, one_new, 32, 1000, lambda a, b: b == 1)
+    assert found and all(a == 0 and b not in (0, 1) for a, b, _, _ in found)
+
+
+def test_window_hashes_find_a_crop() -> None:
+    grey = base("astronaut").convert("L")
+    windows = metrics.window_hashes(grey)
+    assert len(windows) == metrics.WINDOW_COUNT == 27 and len(set(windows)) > 20
+    part = crop_area(base("astronaut"), 0.65, 0.9, 0.1).convert("L")
+    whole = metrics.perceptual_hash(part, "phash")
+    nearest = min(metrics.hamming(whole, w) for w in windows)
+    assert nearest <= 12 and nearest < metrics.hamming(whole, metrics.perceptual_hash(grey, "phash"))
+    stored = media.analyze_image(encode(base("astronaut")), max_pixels=10**8).hash_variants
+    assert (
+        len(stored) == 7 + metrics.WINDOW_COUNT and split_variants({"hash_variants": stored})[1] == stored[7:]
+    )
+
+
+def test_a_crop_joins_a_kept_copy_only_if_it_verifies_against_it() -> None:
+    """A new crop that is a candidate of a published copy (not of its kept copy) joins the kept copy
+    when it verifies against the kept copy itself, and otherwise stays apart: no chains."""
+    patterns = (0x5555, 0x3333, 0x0F0F, 0x00FF, 0xAAAA, 0xCCCC, 0xF0F0)
+    far = [f"{p * 0x0001000100010001:016x}" for p in patterns]  # 32 bits from every whole hash below
+    keeper = synthetic("p", 0, hash_variants=far, dup_group="g", dup_kind=None)
+    copy = synthetic("q", bits(3), hash_variants=[*far, f"{bits(32, 32):016x}"], dup_group="g")
+    copy["dup_kind"] = "near_duplicate"
+    crop = synthetic("n", bits(32, 32), hash_variants=far)  # 32+ bits from both whole hashes
+    records = [keeper, copy, crop]
+    asked: list[tuple[str, str]] = []
+
+    def run(accept: set[str]) -> list[DuplicateInfo]:
+        asked.clear()
+
+        def verify(a: Record, b: Record) -> float | None:
+            asked.append((a["key"], b["key"]))
+            return 1.2 if {a["key"], b["key"]} - {"n"} <= accept else None
+
+        return find_duplicates(
+            records, DedupSpec(), is_new=[False, False, True], previously_kept={keeper["sample_id"]},
+            pixel_digest=lambda r: r["sha256"], verify=verify,
+        )  # fmt: skip
+
+    joined = run({"p", "q"})
+    assert joined[2] == DuplicateInfo("g", False, "near_duplicate", keeper["sample_id"])
+    assert ("q", "n") in asked and ("p", "n") in asked
+    alone = run({"q"})  # verified against the copy only: it stays a sample of its own
+    assert alone[2].of is None and alone[2].kept and alone[0].kept and alone[1].of == keeper["sample_id"]

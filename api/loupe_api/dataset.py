@@ -20,10 +20,11 @@ DuplicateAction = Literal["drop", "flag"]
 DropAction = Literal["reject", "quarantine"]
 SPLIT_RATIO_TOLERANCE = 1e-6
 # Quality-gate defaults, chosen on a development corpus of real photographs (benchmarks/bench_quality.py)
-BLUR_THRESHOLD = 0.65
+BLUR_THRESHOLD = 0.5
 BRIGHT_THRESHOLD = 0.3
 LOW_CONTRAST_THRESHOLD = 0.3
-NOISE_THRESHOLD = 1.2
+DARK_THRESHOLD = 0.32
+NOISE_THRESHOLD = 1.0
 
 
 class SourceRef(ApiModel):
@@ -134,15 +135,18 @@ class MaxFileSizeGate(ApiModel):
 
 class BlurGate(ApiModel):
     """Blurry images. The sharpness score compares the finest detail of the photo with the next-coarser
-    detail, so it does not depend on brightness or contrast: a dark or low-contrast but sharp photo is not
-    called blurry, and a sharp subject in front of a soft background keeps the photo sharp. Sharp camera
-    photos score about 0.7 to 4; a photo blurred by 1 % of its width scores about 0.2 to 0.45."""
+    detail at the photo's own resolution (its most detailed 512 x 512 px, read from a decode of at least
+    512 px on the long side, 1/2 to 1/8 of a large JPEG), so it does not depend on brightness or
+    contrast: a dark or low-contrast but sharp photo is not called blurry, and a sharp subject in front of
+    a soft background keeps the photo sharp. Sharp camera photos score about 0.6 to 5; a blur of 0.25 % of
+    the long side (a slight defocus) brings them to about 0.2 to 0.45."""
 
     enabled: bool = Field(default=True, description="Check blur.")
     threshold: float = Field(
         default=BLUR_THRESHOLD,
         ge=0,
-        description="Sharpness (fine over coarse detail energy) below which an image is blurry.",
+        description="Sharpness (finest over next-coarser detail energy, at native resolution) below which "
+        "an image is blurry.",
     )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
 
@@ -151,7 +155,9 @@ class DarkGate(ApiModel):
     """Under-exposure: the 99th percentile of perceived brightness is below the threshold."""
 
     enabled: bool = Field(default=True, description="Check under-exposure.")
-    threshold: float = Field(default=0.32, ge=0, le=1, description="Brightness (0-1) of the 99th percentile.")
+    threshold: float = Field(
+        default=DARK_THRESHOLD, ge=0, le=1, description="Brightness (0-1) of the 99th percentile."
+    )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
 
 
@@ -189,17 +195,18 @@ class LowContrastGate(ApiModel):
 
 
 class NoiseGate(ApiModel):
-    """Sensor noise (grain), measured only in the flattest parts of the photo (sky, walls, skin) and in
-    both brightness and colour, so fine texture such as grass or gravel (brightness only) is not taken for
-    noise. It is the noise left at the reduced scale Loupe measures at (about 160-250 px across): grain
-    that shows in the whole picture, not only when zoomed to single pixels."""
+    """Sensor noise (grain), measured at the photo's own resolution (a decode of at least 512 px on the
+    long side, 1/2 to 1/8 of a large JPEG) and only in its flattest tenth (sky, walls, skin), so texture
+    such as foliage or a wall is not taken for noise; in a grey photo grain is told from texture by scale
+    (grain halves when the image is halved, texture does not). A photo with no flat part at all (a scene
+    filled with rocks and leaves) can read as noisy."""
 
     enabled: bool = Field(default=True, description="Check noise.")
     threshold: float = Field(
         default=NOISE_THRESHOLD,
         ge=0,
-        description="Estimated noise sigma (0-255 scale, in the flat regions of the reduced image) above "
-        "which an image is noisy.",
+        description="Estimated noise sigma (0-255 scale, in the flattest regions at native resolution) "
+        "above which an image is noisy.",
     )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
 
@@ -266,6 +273,40 @@ class PerceptualDedup(ApiModel):
         default=True,
         description="Also match flipped and rotated copies: each new sample's hash is compared in all 8 "
         "flips and quarter turns (hashes are always taken without uniform letterbox or pillarbox bars).",
+    )
+    crops: bool = Field(
+        default=True,
+        description="Also match crops, re-framings and small rotations: hashes of sub-windows of each "
+        "sample (27 windows, 60-86 % of the area) are compared with other samples' hashes within "
+        "crop_distance, and each such candidate pair merges only if keypoint matching (ORB features, "
+        "RANSAC similarity transform) on reduced decodes of both confirms it (pHash only).",
+    )
+    crop_distance: int = Field(
+        default=16,
+        ge=0,
+        le=32,
+        description="Largest Hamming distance between a sub-window hash and a whole hash for a crop "
+        "candidate (a candidate is only a pair to verify, never a match by itself).",
+    )
+    max_candidates: int = Field(
+        default=8,
+        ge=0,
+        le=64,
+        description="Crop candidates verified per new sample at most (its closest by hash distance): "
+        "bounds the verification work per new sample.",
+    )
+    min_inliers: int = Field(
+        default=20,
+        ge=4,
+        description="Keypoint matches that one rotation, scale and shift must map onto each other for a "
+        "crop candidate to be confirmed.",
+    )
+    min_inlier_ratio: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Share of the keypoint matches (after the ratio test) that must agree with that "
+        "transform for a crop candidate to be confirmed.",
     )
 
 

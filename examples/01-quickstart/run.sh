@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quickstart on the embedded default (local Ray, local folder store): installs Loupe, writes a demo
+# Quickstart on the embedded default (local folder store, work in this process or local workers): installs Loupe, writes a demo
 # folder of real photos with duplicates and faults, builds a dataset version twice (the second run
 # changes nothing), shows the result, searches it by text and writes an HTML report.
 set -euo pipefail

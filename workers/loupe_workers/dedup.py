@@ -1,11 +1,12 @@
 """Duplicate grouping: exact bytes, exact decoded pixels, perceptual hash distance (in any of the 8 flips
-and quarter turns); groups formed around their kept copy; keep policy."""
+and quarter turns), crops and small rotations (sub-window hash candidates confirmed by a geometric
+verification); groups formed around their kept copy; keep policy."""
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,12 +14,25 @@ import numpy as np
 import numpy.typing as npt
 
 from loupe_api.dataset import DedupSpec
-from loupe_workers.hamming import connected_groups, hamming_pairs, hex_to_u64
+from loupe_workers.hamming import connected_groups, cross_pairs, hamming_pairs, hex_to_u64
 from loupe_workers.media import energy_above
 
 Record = dict[str, Any]
 Measures = dict[str, float]
 KeepMeasures = Callable[[Record], Measures | None]
+# geometric verification of two records: None if they do not show one photo, else the scale of the
+# transform from the first to the second (above 1 when the second shows a part of the first: a crop)
+Verify = Callable[[Record, Record], float | None]
+CROP_SCALE = 1.03  # a verified pair whose scale is beyond 1.03 (either way): one is a crop of the other
+
+ORIENTATIONS = 7  # hash_variants: the 7 other flips and quarter turns first, then sub-window hashes
+
+
+def split_variants(record: Record) -> tuple[list[str], list[str]]:
+    """A record's stored hash variants: (its 7 flipped and turned hashes, its sub-window hashes)."""
+    values = list(record.get("hash_variants") or ())
+    return values[:ORIENTATIONS], values[ORIENTATIONS:]
+
 
 # Hash distance under which two same-sized images are decoded in full to compare their pixels:
 # a lossless re-encode decodes to the same pixels, but its hash may come from another decode path.
@@ -84,10 +98,14 @@ def _log_aspect(record: Record) -> float:
 
 
 def best_original(
-    members: Sequence[int], records: Sequence[Record], measures: Callable[[int], Measures | None]
+    members: Sequence[int],
+    records: Sequence[Record],
+    measures: Callable[[int], Measures | None],
+    cropped: Mapping[int, Collection[int]] | None = None,
 ) -> tuple[int, str]:
     """The least-processed copy of a group and why: not letterboxed, not stretched (shape of the
-    group's majority), not upscaled (more pixels but less fine detail than a smaller copy), then the
+    group's majority), not cropped (shown by a verified crop candidate to lie inside another copy
+    still in the running: ``cropped`` maps a copy to those it lies inside), not upscaled (more pixels but less fine detail than a smaller copy), then the
     highest resolution, the least compressed (bytes per pixel, same format), the sharpest, then by
     source and key. Each step only narrows the candidates when some, not all, fail it."""
     found = {i: measures(i) for i in members}
@@ -133,6 +151,8 @@ def best_original(
         shape: float = majority
         narrow(lambda i: abs(_log_aspect(records[i]) - shape) > ASPECT_TOLERANCE, "not stretched")
 
+    inside = cropped or {}
+    narrow(lambda i: any(o in candidates for o in inside.get(i, ())), "not cropped")
     # an upscale has next to no spectrum above the Nyquist frequency of the copy it was made from
     sizes = sorted({_pixels(records[j]) for j in members if found[j] is not None}, reverse=True)
 
@@ -162,6 +182,7 @@ def best_original(
 
 
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
 
 
 def _hash_pairs(
@@ -187,7 +208,7 @@ def _hash_pairs(
     owners: list[int] = []
     variants: list[str] = []
     for i in np.flatnonzero(query).tolist():
-        for value in records[i].get("hash_variants") or ():
+        for value in split_variants(records[i])[0]:
             owners.append(i)
             variants.append(value)
     if not variants:
@@ -208,6 +229,59 @@ def _hash_pairs(
     return identity, best
 
 
+def crop_candidates(
+    records: Sequence[Record],
+    query: BoolArray,
+    max_distance: int,
+    per_record: int,
+    skip: Callable[[int, int], bool],
+) -> list[tuple[int, int, int, int]]:
+    """Candidate pairs (a < b, distance, inner) for crops and re-framings: a sub-window hash of one
+    record within ``max_distance`` of the other's (``inner``, the likely crop) whole hash, one of them
+    a query record, the pair not ``skip``-ped (already linked). Each query record keeps only its
+    ``per_record`` closest candidates (by distance, then index), so at most per_record
+    verifications are asked per new record."""
+    n = len(records)
+    if n < 2 or max_distance < 0 or per_record <= 0:
+        return []
+    whole = hex_to_u64([r["hash"] for r in records])
+    owners: list[int] = []
+    windows: list[str] = []
+    for i, record in enumerate(records):
+        for value in split_variants(record)[1]:
+            owners.append(i)
+            windows.append(value)
+    if not windows:
+        return []
+    owner = np.array(owners, dtype=np.int64)
+    hashes = hex_to_u64(windows)
+    best: dict[tuple[int, int], tuple[int, int]] = {}  # pair -> (distance, inner)
+
+    def add(outer: IntArray, inner: IntArray, d: npt.NDArray[np.uint8]) -> None:
+        for a, b, distance in zip(outer.tolist(), inner.tolist(), d.tolist(), strict=True):
+            if a == b:
+                continue
+            pair = (min(a, b), max(a, b))
+            if (distance, b) < best.get(pair, (max_distance + 1, 0)) and not skip(*pair):
+                best[pair] = (distance, b)
+
+    queried = np.flatnonzero(query)
+    mine = np.flatnonzero(query[owner])  # windows of query records against every whole hash
+    qi, ti, d = cross_pairs(hashes[mine], whole, max_distance)
+    add(owner[mine[qi]], ti, d)
+    qi, ti, d = cross_pairs(whole[queried], hashes, max_distance)  # query whole hashes against windows
+    add(queried[qi], owner[ti], d)
+    per: dict[int, list[tuple[int, int, int, int]]] = {}
+    for (a, b), (distance, inner) in best.items():
+        for end in (a, b):
+            if query[end]:
+                per.setdefault(end, []).append((distance, a, b, inner))
+    chosen: set[tuple[int, int, int, int]] = set()
+    for found in per.values():
+        chosen.update((a, b, distance, inner) for distance, a, b, inner in sorted(found)[:per_record])
+    return sorted(chosen, key=lambda c: (c[2], c[0], c[1]))
+
+
 def find_duplicates(
     records: list[Record],
     spec: DedupSpec,
@@ -217,6 +291,7 @@ def find_duplicates(
     pixel_digest: Callable[[Record], str],
     extra_pairs: Sequence[tuple[int, int]] = (),
     keep_measures: KeepMeasures | None = None,
+    verify: Verify | None = None,
 ) -> list[DuplicateInfo]:
     """Group the records (all of which passed the gates).
 
@@ -227,7 +302,8 @@ def find_duplicates(
     themselves: the keep policy picks the kept copy of each set of connected newcomers, the
     newcomers that match it join it, and the rest are grouped again the same way. ``extra_pairs``
     are near-duplicate pairs found elsewhere (by embedding similarity); ``keep_measures`` gives
-    what the bestOriginal policy compares (media.keep_measures), asked only of group members.
+    what the bestOriginal policy compares (media.keep_measures), asked only of group members;
+    ``verify`` confirms crop candidates (``perceptual.crops``): without it, none is searched.
     """
     n = len(records)
     result = [DuplicateInfo(None, True, None, None) for _ in range(n)]
@@ -299,6 +375,26 @@ def find_duplicates(
     for a, b in extra_pairs:
         if b not in edges.get(a, {}):
             link(a, b, max(near, 0) + 0.5, False)
+    cropped: dict[int, set[int]] = {}  # record -> those it was shown to lie inside (verified crops)
+    crop_linked: dict[int, set[int]] = {}  # verified crop pairs
+    if spec.perceptual.enabled and spec.perceptual.crops and verify is not None:
+        candidates = crop_candidates(
+            records,
+            query,
+            spec.perceptual.crop_distance,
+            spec.perceptual.max_candidates,
+            lambda a, b: b in edges.get(a, {}),
+        )
+        for a, b, d, _ in candidates:
+            scale = verify(records[a], records[b])
+            if scale is not None:  # after every hash match: a crop joins behind them
+                link(a, b, max(near, 0) + 1 + d / 64, False)
+                crop_linked.setdefault(a, set()).add(b)
+                crop_linked.setdefault(b, set()).add(a)
+                if scale > CROP_SCALE:
+                    cropped.setdefault(b, set()).add(a)
+                elif scale < 1 / CROP_SCALE:
+                    cropped.setdefault(a, set()).add(b)
 
     measured: dict[int, Measures | None] = {}
 
@@ -309,9 +405,32 @@ def find_duplicates(
             measured[i] = keep_measures(records[i])
         return measured[i]
 
+    asked: set[tuple[int, int]] = set()
+    extra_asks: dict[int, int] = {}
+
+    def verify_with_keeper(keeper: int, i: int) -> bool:
+        """A crop verified against a copy of ``keeper`` (not ``keeper`` itself) joins ``keeper`` only
+        if it verifies against it too (once per pair, at most max_candidates times per record), so
+        every group stays a star around its kept copy."""
+        if verify is None or (keeper, i) in asked or extra_asks.get(i, 0) >= spec.perceptual.max_candidates:
+            return False
+        asked.add((keeper, i))
+        extra_asks[i] = extra_asks.get(i, 0) + 1
+        scale = verify(records[keeper], records[i])
+        if scale is None:
+            return False
+        link(keeper, i, max(near, 0) + 1.5, False)
+        if scale > CROP_SCALE:
+            cropped.setdefault(i, set()).add(keeper)
+        return True
+
     # newcomers that match a published kept copy join the closest one
     pool: list[int] = []
     for i in np.flatnonzero(query).tolist():
+        if crop_linked.get(i) and not any(c in centres for c in edges.get(i, {})):
+            for c in sorted({keeper_of[j] for j in crop_linked[i] if j in keeper_of and not query[j]}):
+                if c in centres and verify_with_keeper(c, i):
+                    break
         near_centres = [
             (d, not exact, _tie(records[c]), c) for c, (d, exact) in edges.get(i, {}).items() if c in centres
         ]
@@ -341,11 +460,18 @@ def find_duplicates(
                 published = [i for i in remaining if records[i]["sample_id"] in previously_kept]
                 choices = published or remaining
                 if spec.keep == "bestOriginal":
-                    keeper, why = best_original(choices, records, measures)
+                    keeper, why = best_original(choices, records, measures, cropped)
                 else:
                     keeper = min(choices, key=lambda i: _keep_order(records[i], spec.keep))
                     why = _POLICY_REASONS[spec.keep]
                 joined = [i for i in remaining if i != keeper and i in edges.get(keeper, {})]
+                if crop_linked:  # crops verified against a copy of the kept copy
+                    near_keeper = {keeper, *joined}
+                    for i in remaining:
+                        if i in near_keeper or not crop_linked.get(i, set()) & near_keeper:
+                            continue
+                        if verify_with_keeper(keeper, i):
+                            joined.append(i)
                 for i in joined:
                     keeper_of[i] = keeper
                     kind_of[i] = "exact_duplicate" if edges[keeper][i][1] else "near_duplicate"

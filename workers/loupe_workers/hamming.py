@@ -128,6 +128,27 @@ def hamming_pairs(
     return _normalise(firsts, seconds)
 
 
+def cross_pairs(
+    queries: HashArray, table: HashArray, max_distance: int
+) -> tuple[IntArray, IntArray, npt.NDArray[np.uint8]]:
+    """(query index, table index, distance) of every query/table pair within ``max_distance`` bits, by
+    chunked brute force: O(len(queries) * len(table)) popcounts in bounded memory. Meant for loose
+    thresholds (crop candidates at 16 of 64 bits), where multi-index probing costs about as much."""
+    firsts: list[IntArray] = []
+    seconds: list[IntArray] = []
+    found: list[npt.NDArray[np.uint8]] = []
+    if max_distance < 0 or not len(queries) or not len(table):
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint8)
+    rows = max(1, (1 << 22) // len(table))  # about 4 M distances at a time
+    for start in range(0, len(queries), rows):
+        distances = _popcount(queries[start : start + rows, None] ^ table[None, :])
+        r, c = np.nonzero(distances <= max_distance)
+        firsts.append((r + start).astype(np.int64))
+        seconds.append(c.astype(np.int64))
+        found.append(distances[r, c])
+    return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(found)
+
+
 def connected_groups(n: int, firsts: IntArray, seconds: IntArray) -> IntArray:
     """Component label of each of n items, given undirected edges."""
     from scipy.sparse import coo_matrix

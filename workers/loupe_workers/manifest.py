@@ -43,6 +43,7 @@ SCHEMA = pa.schema(
         ("hash", pa.string()),
         ("hash_variants", pa.list_(pa.string())),  # the hash in the 7 other flips and quarter turns
         ("pixel_sha256", pa.string()),
+        ("keep_measures", pa.string()),  # JSON: what the bestOriginal keep policy compared (group members)
         ("exif", pa.string()),
         ("privacy", pa.string()),  # JSON: {"faces": [{box, score}], "plates": [{box, votes}]}
         ("metadata", pa.string()),  # JSON object of string fields
@@ -64,7 +65,7 @@ COLUMNS = tuple(SCHEMA.names)
 PROCESSING_COLUMNS = (
     "sample_id", "sha256", "source", "key", "uri", "etag", "size", "media", "frame_index", "frame_time",
     "video_sha256", "format", "extension", "width", "height", "brightness_p99", "brightness_p5", "clipped",
-    "contrast", "sharpness", "noise", "entropy", "aspect_ratio", "hash_kind", "hash", "hash_variants", "pixel_sha256", "exif", "privacy",
+    "contrast", "sharpness", "noise", "entropy", "aspect_ratio", "hash_kind", "hash", "hash_variants", "pixel_sha256", "keep_measures", "exif", "privacy",
     "status", "fail_reason", "fail_detail", "processing_key",
 )  # fmt: skip
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
 import math
@@ -22,6 +24,9 @@ Image.MAX_IMAGE_PIXELS = None
 # The working image that feeds every metric and hash has a long side in [WORKING_SIZE, 2 * WORKING_SIZE):
 # JPEGs get there by DCT scaling during decode (draft), other formats by an integer box reduction.
 WORKING_SIZE = 128
+# Fine blur and grain are measured on the same decode before it is reduced: JPEGs are drafted only down to
+# a long side of DETAIL_SIDE-2047 px (the photo itself below 2048 px), other formats box-reduced to it.
+DETAIL_SIDE = 512
 # Defaults of spec.qualityGates.maxPixels (limit, memoryLimit) for callers outside a dataset run.
 DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_MEMORY_LIMIT = 1 << 30
@@ -45,6 +50,7 @@ _EXTENSIONS = {
     "gif": {".gif"},
 }
 _ROTATING_ORIENTATIONS = {5, 6, 7, 8}
+_PALETTE = ("P", "PA", "1")  # modes whose pixels are dithered from a few colours
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -100,7 +106,8 @@ class ImageAnalysis:
     metrics: dict[str, float]
     hashes: dict[str, str]
     exif: dict[str, Any] = field(default_factory=dict)
-    # the hashes of the 7 flips and quarter turns of the border-trimmed working image (near duplicates)
+    # the hashes of the 7 flips and quarter turns of the border-trimmed working image (near duplicates),
+    # then (pHash) those of metrics.WINDOW_COUNT sub-windows of it (crop candidates)
     hash_variants: list[str] = field(default_factory=list)
 
 
@@ -169,6 +176,9 @@ class Decoded:
     height: int
     orientation: int
     exif: dict[str, Any] = field(default_factory=dict)
+    # with decode_reduced(detail=N): RGB at about native resolution, long side in [N, 2N) (or the image's
+    # own when smaller), the orientation not applied; fine blur and grain are measured on it
+    detail: Image.Image | None = None
 
 
 def _png_problem(data: bytes) -> str | None:
@@ -334,19 +344,29 @@ def decode_reduced(
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     short: bool = False,
     draft_side: int | None = None,
+    detail: int = 0,
 ) -> Decoded:
     """The one guarded decode: header check, one decode (JPEG DCT scaling to ``draft_side``, default
     ``side``), then an integer box reduction so the long side (short side if ``short``) is in
     [side, 2 * side), converting to RGB strip by strip so no full-size copy is ever made; orientation
-    applied. Raises ImageRejected (corrupt, format, max_pixels) and nothing else."""
+    applied. With ``detail``, JPEGs are drafted only down to a long side of ``detail`` and that image
+    (reduced so its long side is in [detail, 2 * detail)) is kept as ``Decoded.detail``. Raises
+    ImageRejected (corrupt, format, max_pixels) and nothing else."""
     header = check_image(
-        data, max_pixels=max_pixels, memory_limit=memory_limit, draft_side=draft_side or side, short=short
-    )
+        data, max_pixels=max_pixels, memory_limit=memory_limit, draft_side=draft_side or detail or side,
+        short=short,
+    )  # fmt: skip
     exif, orientation = _load(header)
     image = header.image
     try:
         reference = min(image.size) if short else max(image.size)
         working = _reduced_rgb(image, max(1, reference // side))
+        # a palette image's dithering is not grain: it is measured on the working image only
+        fine = (
+            _reduced_rgb(image, max(1, max(image.size) // detail))
+            if detail and image.mode not in _PALETTE
+            else None
+        )
         method = _TRANSPOSE.get(orientation)
         if method is not None:
             working = working.transpose(method)
@@ -355,14 +375,16 @@ def decode_reduced(
             "corrupt", f"conversion failed: {type(exc).__name__}: {exc}", width=header.width,
             height=header.height, fmt=header.format,
         ) from exc  # fmt: skip
-    return Decoded(working, header.format, header.width, header.height, orientation, exif)
+    return Decoded(working, header.format, header.width, header.height, orientation, exif, fine)
 
 
 def analyze_image(
     data: bytes, *, max_pixels: int, memory_limit: int = DEFAULT_MEMORY_LIMIT, hash_kind: str = "phash"
 ) -> ImageAnalysis:
     """One reduced-scale decode of ``data`` feeding every metric and hash; raises ImageRejected."""
-    decoded = decode_reduced(data, side=WORKING_SIZE, max_pixels=max_pixels, memory_limit=memory_limit)
+    decoded = decode_reduced(
+        data, side=WORKING_SIZE, max_pixels=max_pixels, memory_limit=memory_limit, detail=DETAIL_SIDE
+    )
     working = decoded.image
     width, height = decoded.width, decoded.height
     if decoded.orientation in _ROTATING_ORIENTATIONS:
@@ -370,20 +392,27 @@ def analyze_image(
     grey_image = working.convert("L")
     grey = np.asarray(grey_image, dtype=np.uint8)
     thumb = metrics.thumbnail(working)  # the dark gate reads a 64 px thumbnail, as cleanvision does
-    p99, p5 = metrics.exposure(np.asarray(thumb, dtype=np.uint8))
+    thumb_rgb = np.asarray(thumb, dtype=np.uint8)
+    p99, p5 = metrics.exposure(thumb_rgb)
     rgb = np.asarray(working, dtype=np.uint8)
+    # blur and grain at native resolution (the detail image, grey)
+    fine = np.asarray((working if decoded.detail is None else decoded.detail).convert("L"), dtype=np.uint8)
+    grain = metrics.noise_sigma(fine)
     values = {
         "brightness_p99": p99,
         "brightness_p5": p5,
         "clipped": metrics.clipped_highlights(rgb),
         "contrast": metrics.contrast(rgb),
-        "sharpness": metrics.sharpness(grey),
-        "noise": metrics.noise_level(np.asarray(working.convert("YCbCr"), dtype=np.uint8)),
+        "sharpness": metrics.fine_sharpness(fine, grain, grey),
+        "noise": metrics.fine_noise(fine, metrics.is_grey(thumb_rgb), grain),
         "entropy": metrics.entropy_bits(grey),
         "aspect_ratio": metrics.aspect_ratio(width, height),
     }
     # hashed without letterbox or pillarbox bars, in all 8 orientations: the identity is the stored hash
-    variants = metrics.hash_variants(metrics.trim_border(grey_image), hash_kind)
+    trimmed = metrics.trim_border(grey_image)
+    variants = metrics.hash_variants(trimmed, hash_kind)
+    # after the 7 orientations, pHashes of sub-windows: candidates for crops (dedup.split_variants)
+    windows = metrics.window_hashes(trimmed) if hash_kind == "phash" else []
     return ImageAnalysis(
         format=decoded.format,
         width=width,
@@ -391,7 +420,7 @@ def analyze_image(
         metrics={k: round(v, 6) for k, v in values.items()},
         hashes={hash_kind: variants[0]},
         exif=decoded.exif,
-        hash_variants=variants[1:],
+        hash_variants=variants[1:] + windows,
     )
 
 
@@ -477,14 +506,8 @@ def _oriented_strips(image: Image.Image, orientation: int) -> Iterator[Image.Ima
         yield strip if method is None else strip.transpose(method)
 
 
-def pixel_digest(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, memory_limit: int = DEFAULT_MEMORY_LIMIT
-) -> str:
-    """sha256 of the fully decoded, orientation-applied RGB pixels and their size: equal for lossless
-    re-encodes. Guarded like every decode (header check, memory estimate), converted and hashed a
-    strip at a time; raises ImageRejected (corrupt, max_pixels) and nothing else."""
-    header = check_image(data, max_pixels=max_pixels, memory_limit=memory_limit)
-    _, orientation = _load(header)
+def _pixel_sha256(header: Header, orientation: int) -> str:
+    """sha256 of the loaded image's orientation-applied RGB pixels and their size, a strip at a time."""
     image = header.image
     try:
         width, height = image.size
@@ -502,7 +525,32 @@ def pixel_digest(
     return digest.hexdigest()
 
 
+def pixel_digest(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    keep: dict[str, float] | None = None,
+) -> str:
+    """sha256 of the fully decoded, orientation-applied RGB pixels and their size: equal for lossless
+    re-encodes. Guarded like every decode (header check, memory estimate), converted and hashed a
+    strip at a time; raises ImageRejected (corrupt, max_pixels) and nothing else.
+
+    With ``keep`` (a dict), the keep measures of the same decode (see keep_measures) are put into it
+    first, so one full decode serves both; it stays empty when they cannot be measured, and is
+    filled even when the digest then fails."""
+    header = check_image(data, max_pixels=max_pixels, memory_limit=memory_limit)
+    _, orientation = _load(header)
+    if keep is not None:
+        with contextlib.suppress(Exception):  # not measurable: compared by its stored fields only
+            keep.update(_keep_values(header))
+    return _pixel_sha256(header, orientation)
+
+
 KEEP_CROP = 768  # the fine-detail measures read a centred crop of at most this many native pixels a side
+# Bump when keep_measures' values change: stored measures (manifest column keep_measures) of another
+# version are measured again.
+KEEP_MEASURES_VERSION = 1
 
 
 def keep_measures(
@@ -513,10 +561,27 @@ def keep_measures(
     resolution: about 1 for a camera image at any size, far lower for an upscale or a blurred copy),
     ``detail_x`` / ``detail_y`` (the same along one axis: a stretch lowers one of them) and ``padded``
     (the share of the area in uniform letterbox or pillarbox bars). Raises ImageRejected."""
-    from scipy.ndimage import gaussian_filter, gaussian_filter1d
-
     header = check_image(data, max_pixels=max_pixels, memory_limit=memory_limit)
     _load(header)
+    return _keep_values(header)
+
+
+@functools.lru_cache(maxsize=4)
+def _spectrum_layout(rows: int, cols: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], Any]:
+    """The Hann window of a ``rows`` x ``cols`` crop, and the third-octave band of each of its rfft2
+    frequencies that falls in one (with the mask of those): the same for every crop of that shape."""
+    window = np.hanning(rows)[:, None] * np.hanning(cols)[None, :]
+    radius = np.hypot(np.fft.fftfreq(rows)[:, None], np.fft.rfftfreq(cols)[None, :])
+    band = np.floor(-3 * np.log2(np.maximum(radius, 1e-9) / 0.5)).astype(np.int64)
+    inside = (band >= 0) & (band < SPECTRUM_BANDS)
+    return window, band[inside], inside
+
+
+def _keep_values(header: Header) -> dict[str, float]:
+    """keep_measures of a loaded image (see there); raises ImageRejected."""
+    from scipy.fft import rfft2
+    from scipy.ndimage import gaussian_filter1d
+
     try:
         grey = _reduced_rgb(header.image, 1).convert("L")
         width, height = grey.size
@@ -540,20 +605,21 @@ def keep_measures(
 
     if g.shape[0] < 8 or g.shape[1] < 8:
         return {"detail": 0.0, "detail_x": 0.0, "detail_y": 0.0, "padded": round(padded, 4)}
+    # a 2-D Gaussian filter is the 1-D one down the columns, then along the rows: the column passes
+    # serve detail_y and the 2-D detail both (the same arithmetic as scipy's gaussian_filter)
+    down1, down2 = gaussian_filter1d(g, 1.0, axis=0), gaussian_filter1d(g, 2.0, axis=0)
     values = {
-        "detail": ratio(gaussian_filter(g, 1.0), gaussian_filter(g, 2.0)),
+        "detail": ratio(gaussian_filter1d(down1, 1.0, axis=1), gaussian_filter1d(down2, 2.0, axis=1)),
         "detail_x": ratio(gaussian_filter1d(g, 1.0, axis=1), gaussian_filter1d(g, 2.0, axis=1)),
-        "detail_y": ratio(gaussian_filter1d(g, 1.0, axis=0), gaussian_filter1d(g, 2.0, axis=0)),
+        "detail_y": ratio(down1, down2),
         "padded": padded,
     }
     # the power spectrum in third-octave bands of cycles per pixel (band k ends at 0.5 / 2 ** (k / 3)),
     # as shares of the total: an upscale by s has next to nothing above 0.5 / s
-    window = np.hanning(g.shape[0])[:, None] * np.hanning(g.shape[1])[None, :]
-    power = np.abs(np.fft.rfft2((g - g.mean()) * window)) ** 2
-    radius = np.hypot(np.fft.fftfreq(g.shape[0])[:, None], np.fft.rfftfreq(g.shape[1])[None, :])
-    band = np.floor(-3 * np.log2(np.maximum(radius, 1e-9) / 0.5)).astype(np.int64)
-    inside = (band >= 0) & (band < SPECTRUM_BANDS)
-    energy = np.bincount(band[inside], weights=power[inside], minlength=SPECTRUM_BANDS)
+    window, band, inside = _spectrum_layout(*g.shape)
+    # scipy's pocketfft gives numpy's values bit for bit, a few times faster (it vectorises the rows)
+    power = np.abs(rfft2((g - g.mean()) * window)) ** 2
+    energy = np.bincount(band, weights=power[inside], minlength=SPECTRUM_BANDS)
     total = float(energy.sum()) or 1.0
     values.update({f"band{k}": float(e) / total for k, e in enumerate(energy)})
     return {k: round(v, 6) for k, v in values.items()}

@@ -6,6 +6,7 @@ feeds every metric.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -60,13 +61,14 @@ _BINOMIAL = np.array([1, 4, 6, 4, 1], dtype=np.float32) / 16  # a Gaussian of si
 
 
 def _smooth(values: FloatArray, times: int) -> FloatArray:
-    """``values`` low-passed by the 5-tap binomial kernel ``times`` times (sigma sqrt(times) px)."""
-    out = values
+    """``values`` low-passed by the 5-tap binomial kernel ``times`` times (sigma sqrt(times) px), the
+    border mirrored (OpenCV's separable filter: the native-resolution window is 512 x 512)."""
+    import cv2
+
+    out: Any = values
     for _ in range(times):
-        padded = np.pad(out, 2, mode="reflect")
-        rows = sum(_BINOMIAL[i] * padded[i : i + out.shape[0], :] for i in range(5))
-        out = np.asarray(sum(_BINOMIAL[i] * rows[:, i : i + out.shape[1]] for i in range(5)), np.float32)
-    return out
+        out = cv2.sepFilter2D(out, cv2.CV_32F, _BINOMIAL, _BINOMIAL, borderType=cv2.BORDER_REFLECT_101)
+    return np.asarray(out, np.float32)
 
 
 def _white_energies() -> tuple[float, float]:
@@ -82,10 +84,12 @@ def _white_energies() -> tuple[float, float]:
 
 
 _WHITE_FINE, _WHITE_NEXT = _white_energies()
-_DETAIL_SCALE = 400.0  # a detail share of 0.16 % maps to a sharpness of 0.65
+# a detail share of 0.02 % maps to a sharpness of 0.5 (measured at native resolution, where the two finest
+# octaves hold a smaller share of a photo's variance than at the small working scale)
+_DETAIL_SCALE = 2400.0
 
 
-def sharpness(grey: U8Array) -> float:
+def sharpness(grey: U8Array, noise: float | None = None, detail_scale: float = _DETAIL_SCALE) -> float:
     """Fine detail against coarse detail; low means blurry, the same for a dark, flat or low-contrast photo
     as for a bright one.
 
@@ -93,52 +97,130 @@ def sharpness(grey: U8Array) -> float:
     sigma 1 px) over the energy of the next one (smoothed at 1 px minus smoothed at 2 px). A camera photo
     scores about 0.7-4 (soft misty scenes low, foliage and texture high); blur removes the finest octave
     first, so a photo blurred by 1 % of its long side scores about 0.2-0.35. Changing brightness or contrast
-    scales both energies alike and leaves the score; a flat frame scores 1."""
+    scales both energies alike and leaves the score; a flat frame scores 1. ``noise``: the grain sigma
+    if already measured (:func:`noise_sigma` of ``grey`` or of the image it was cut from)."""
     if min(grey.shape) < 16:
         return 1.0
     g = grey.astype(np.float32)
+    import cv2
+
     fine = _smooth(g, 1)
-    coarse = _smooth(fine, 3)
-    inner = (slice(4, -4), slice(4, -4))  # away from the padded border
-    variance = float(g[inner].var())
+    coarse = cv2.sepFilter2D(fine, cv2.CV_32F, _BINOMIAL3, _BINOMIAL3, borderType=cv2.BORDER_REFLECT_101)
+    inner = (slice(6, -6), slice(6, -6))  # away from the mirrored border
+    count = (g.shape[0] - 12) * (g.shape[1] - 12)
+    variance = float(cv2.meanStdDev(g[inner])[1][0, 0]) ** 2
     if variance < 4.0:  # a flat frame (grey levels within about +-2) has nothing to judge: not blurry
         return 1.0
-    finest = float(np.mean((g - fine)[inner] ** 2))
-    next_band = float(np.mean((fine - coarse)[inner] ** 2))
+    finest = float(cv2.norm(g[inner], fine[inner], cv2.NORM_L2SQR)) / count
+    next_band = float(cv2.norm(fine[inner], coarse[inner], cv2.NORM_L2SQR)) / count
     eps = 0.01  # in grey levels squared: a flat frame is not called blurry
     ratio = (finest + eps) / (next_band + eps)
     # A photo blurred so far that both bands hold only pixel noise (grain, JPEG, the rounding to 8 bits,
     # all white: in both bands in a fixed proportion) would score like a sharp one. So the detail left
     # once that noise is taken out, as a share of the image's variance, also bounds the score: camera
     # photos keep at least 0.3 % of their variance in the two finest octaves, a heavy blur far less.
-    floor = max(noise_sigma(grey) ** 2, 1 / 12)
+    floor = max((noise_sigma(grey) if noise is None else noise) ** 2, 1 / 12)
     detail = max(0.0, finest - floor * _WHITE_FINE) + max(0.0, next_band - floor * _WHITE_NEXT)
     share = detail / variance
-    return min(ratio, _DETAIL_SCALE * share)
+    return float(min(ratio, detail_scale * share))
 
 
 def noise_sigma(grey: U8Array) -> float:
-    """Sensor noise (sigma on the 0-255 scale of the working image), measured where the photo is flat:
+    """Sensor noise (sigma on the 0-255 scale of ``grey``), measured where the photo is flat:
     Immerkaer's estimate in every 8x8 block, averaged over the flattest 10 % of the blocks that are not
     clipped to black or white, so texture (grass, gravel, foliage) does not read as noise."""
+    import cv2
+
     height, width = grey.shape
     if height < 3 or width < 3:
         return 0.0
-    g = grey.astype(np.float32)
-    # the kernel [[1,-2,1],[-2,4,-2],[1,-2,1]] is the outer product of [1,-2,1] with itself
-    rows = g[:, :-2] - 2 * g[:, 1:-1] + g[:, 2:]
-    response = np.abs(rows[:-2] - 2 * rows[1:-1] + rows[2:])
+    grey = np.ascontiguousarray(grey)
+    # |response| in integers, saturated at 255: only edges reach that, and their blocks are never flat
+    response = cv2.convertScaleAbs(cv2.filter2D(grey, cv2.CV_16S, _IMMERKAER_KERNEL)[1:-1, 1:-1])
     b = _NOISE_BLOCK
     h, w = response.shape[0] // b * b, response.shape[1] // b * b
     if h == 0 or w == 0:
         return float(response.mean() * _IMMERKAER)
-    blocks = response[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)).ravel()
-    inner = g[1 : 1 + h, 1 : 1 + w].reshape(h // b, b, w // b, b)
-    unclipped = ((inner.min(axis=(1, 3)) > 2) & (inner.max(axis=(1, 3)) < 253)).ravel()
+
+    def block_sums(values: Any) -> npt.NDArray[np.float64]:
+        total = cv2.integral(np.ascontiguousarray(values))[::b, ::b].astype(np.float64)
+        return np.asarray((total[1:, 1:] - total[:-1, 1:] - total[1:, :-1] + total[:-1, :-1]).ravel())
+
+    blocks = block_sums(response[:h, :w]) / (b * b)
+    unclipped = block_sums(cv2.inRange(grey[1 : 1 + h, 1 : 1 + w], 3, 252) // 255) == b * b
     if unclipped.sum() >= 4:
         blocks = blocks[unclipped]
     count = max(1, round(blocks.size * _NOISE_SHARE))
     return float(np.partition(blocks, count - 1)[:count].mean() * _IMMERKAER)
+
+
+_IMMERKAER_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+_BINOMIAL3 = np.convolve(np.convolve(_BINOMIAL, _BINOMIAL), _BINOMIAL).astype(np.float32)  # sigma sqrt 3
+
+
+DETAIL_WINDOW = 512  # blur is judged on this many native pixels a side, where the photo has most detail
+
+
+def detail_window(grey: U8Array, side: int = DETAIL_WINDOW) -> U8Array:
+    """The ``side`` x ``side`` part of ``grey`` (the native-resolution detail image) with the most
+    structure: the window whose 8x-reduced copy has the largest gradient sum. The reduced copy is too
+    coarse to see blur, so a blurred photo and its sharp original pick the same window, and a sharp
+    subject before a soft background is where the window lands."""
+    import cv2
+
+    height, width = grey.shape
+    if height <= side and width <= side:
+        return grey
+    f = 8
+    small = cv2.resize(grey, (max(1, width // f), max(1, height // f)), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32)
+    energy = np.zeros_like(small)
+    energy[:, 1:] += np.abs(np.diff(small, axis=1))
+    energy[1:, :] += np.abs(np.diff(small, axis=0))
+    wh, ww = min(side // f, small.shape[0]), min(side // f, small.shape[1])
+    total = cv2.integral(energy)  # (h + 1) x (w + 1) running sums
+    sums = total[wh:, ww:] - total[:-wh, ww:] - total[wh:, :-ww] + total[:-wh, :-ww]
+    top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    y0, x0 = min(int(top) * f, max(0, height - side)), min(int(left) * f, max(0, width - side))
+    return grey[y0 : y0 + side, x0 : x0 + side]
+
+
+WORKING_DETAIL_SCALE = 400.0  # the same bound on the small working image, where fine detail is coarser
+
+
+def fine_sharpness(detail: U8Array, noise: float | None = None, working: U8Array | None = None) -> float:
+    """:func:`sharpness` at native resolution: on the most detailed 512 x 512 window of the detail image
+    (the photo itself up to 2047 px a side, else a 1/2-1/8 reduction with a long side of 1024-2047 px),
+    so a blur that the small working image cannot see (a Gaussian of 0.25 % of the long side, a slight
+    defocus) lowers it, while a sharp subject before a soft background keeps it high. With ``working``
+    (the grey working image): the lower of that and the working image's own score, where a heavy blur
+    (1 % of the long side) still shows."""
+    fine = sharpness(detail_window(detail), noise)
+    if working is None:
+        return fine
+    # a heavy blur leaves only pixel noise at native resolution (both octaves in a white-noise ratio);
+    # on the small working image it still shows, so the score is the lower of the two
+    return min(fine, sharpness(working, detail_scale=WORKING_DETAIL_SCALE))
+
+
+def is_grey(rgb: U8Array) -> bool:
+    """Whether a photo has no colour to speak of (99 % of its pixels' channels within 3 levels)."""
+    spread = rgb.max(axis=-1) - rgb.min(axis=-1)  # uint8: max >= min
+    return bool(np.count_nonzero(spread >= 3) < 0.01 * spread.size)
+
+
+def fine_noise(detail: U8Array, grey_photo: bool = False, e1: float | None = None) -> float:
+    """Grain at native resolution (sigma on the 0-255 scale of the detail image): :func:`noise_sigma` in
+    the flattest blocks. A grey photo (a texture such as gravel fills it, and it has no colour to tell
+    grain from texture by) is told by scale instead: white noise halves when the image is halved and
+    texture mostly does not, so sqrt(4/3 (e1^2 - e2^2)), e1 and e2 the estimates at full and half scale
+    (``e1`` if already measured)."""
+    e1 = noise_sigma(detail) if e1 is None else e1
+    if not grey_photo:
+        return e1
+    h, w = detail.shape[0] // 2 * 2, detail.shape[1] // 2 * 2
+    half = np.rint(detail[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))).astype(np.uint8)
+    return math.sqrt(max(0.0, 4 / 3 * (e1**2 - noise_sigma(half) ** 2)))
 
 
 CHROMA_NOISE_GAIN = 1.6  # independent RGB noise of sigma s shows as about s / 1.6 in Cb and Cr
@@ -287,3 +369,45 @@ _VARIANT_TRANSPOSES = (
     Image.Transpose.ROTATE_270,
     Image.Transpose.TRANSVERSE,
 )
+
+
+# --- crop candidates: pHashes of sub-windows, compared with other images' whole hashes ----------------
+
+WINDOW_SCALES = (0.93, 0.86, 0.78)  # window side as a share of the image side (crops keeping 86-60 %)
+WINDOW_PLACES = (0.0, 0.5, 1.0)  # window offsets as a share of the free margin, on each axis
+WINDOW_COUNT = len(WINDOW_SCALES) * len(WINDOW_PLACES) ** 2
+
+
+@functools.lru_cache(maxsize=1024)
+def _dct_rows(size: int) -> npt.NDArray[np.float32]:
+    """The 8 lowest DCT-II rows of a 32-sample signal after area-averaging ``size`` samples to 32."""
+    edges = np.linspace(0.0, size, 33)
+    j = np.arange(size)
+    overlap = np.clip(np.minimum(edges[1:, None], j + 1) - np.maximum(edges[:-1, None], j), 0.0, None)
+    box = overlap / overlap.sum(axis=1, keepdims=True)
+    k, n = np.arange(8)[:, None], np.arange(32)[None, :]
+    dct = 2.0 * np.cos(np.pi * k * (2 * n + 1) / 64.0)
+    rows: npt.NDArray[np.float32] = (dct @ box).astype(np.float32)
+    return rows
+
+
+def window_hashes(grey: Image.Image) -> list[str]:
+    """pHashes (16 hex digits each) of WINDOW_COUNT sub-windows of the (border-trimmed) grey working
+    image, of the image's aspect, at WINDOW_SCALES of its side and WINDOW_PLACES positions. A crop of
+    this image hashes close to one of them, so comparing them with other images' whole hashes finds
+    crop candidates. Each window is area-averaged to 32 x 32 and its 8 x 8 lowest DCT terms are
+    thresholded at their median, as pHash does (by matrix products, not a resize per window)."""
+    pixels = np.asarray(grey.convert("L"), dtype=np.float32)
+    height, width = pixels.shape
+    out: list[str] = []
+    for scale in WINDOW_SCALES:
+        wh, ww = max(8, round(height * scale)), max(8, round(width * scale))
+        cy, cx = _dct_rows(wh), _dct_rows(ww)
+        tops = [round((height - wh) * p) for p in WINDOW_PLACES]
+        lefts = [round((width - ww) * p) for p in WINDOW_PLACES]
+        bands = np.stack([cy @ pixels[t : t + wh] for t in tops])  # (places, 8, width)
+        blocks = np.stack([bands[:, :, x : x + ww] for x in lefts], axis=1)  # (places, places, 8, ww)
+        dct = (blocks @ cx.T).reshape(-1, 64)
+        bits = dct > np.median(dct, axis=1, keepdims=True)
+        out.extend(bytes(row).hex() for row in np.packbits(bits, axis=1))
+    return out

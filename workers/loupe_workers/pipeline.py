@@ -18,9 +18,9 @@ from loupe_api.dataset import DatasetSpec, DatasetStats, DriftSummary, HealthSum
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest, RunResult
 from loupe_api.versions import VersionChange, VersionRecord
-from loupe_workers import analysis, ann, annotate, embed, gates, manifest, media, privacy
-from loupe_workers.dedup import KeepMeasures, find_duplicates
-from loupe_workers.executor import Executor, InlineExecutor, RayExecutor
+from loupe_workers import analysis, ann, annotate, embed, gates, geometry, manifest, media, privacy
+from loupe_workers.dedup import KeepMeasures, Verify, find_duplicates
+from loupe_workers.executor import AutoExecutor, Executor, InlineExecutor, RayExecutor
 from loupe_workers.process import ProcessSettings, Record
 from loupe_workers.semver import SampleState, decide, next_version
 from loupe_workers.sources import ListedObject, SourceUnavailable, list_media, listing_digest, source_store
@@ -126,6 +126,7 @@ def curate(
     pixel_digest: Callable[[Record], str],
     embedding_pairs: EmbeddingPairs | None = None,
     keep_measures: KeepMeasures | None = None,
+    verify: Verify | None = None,
 ) -> Curated:
     """Pure curation over processed records: metadata, labels, filters, gates, dedup, splits.
 
@@ -182,6 +183,7 @@ def curate(
             pixel_digest=pixel_digest,
             extra_pairs=extra,
             keep_measures=keep_measures,
+            verify=verify,
         )
         # A row whose full decode failed in the exact-pixel check (pixel_digest marks it failed) is a
         # corrupt file: it leaves, and the groups are found again without it, so no copy is dropped
@@ -246,6 +248,21 @@ def curate(
     stats.samples = stats.accepted = len(states)
     stats.privacy = privacy.counts(rows, spec.privacy)
     return Curated(rows, stats, states)
+
+
+def _stored_keep(row: Record) -> dict[str, float] | None:
+    """The keep measures stored with a row (manifest column keep_measures), if of this code's version."""
+    text = row.get("keep_measures")
+    if not text:
+        return None
+    try:
+        stored = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(stored, dict) or stored.get("version") != media.KEEP_MEASURES_VERSION:
+        return None
+    measures = stored.get("measures")
+    return measures if isinstance(measures, dict) else None
 
 
 def run_dataset(
@@ -351,8 +368,30 @@ def run_dataset(
     )
     previous_by_id = {r["sample_id"]: r for r in ranked}
     pixel_cache = {r["sha256"]: r["pixel_sha256"] for r in previous_rows if r.get("pixel_sha256")}
+    # keep measures carried by sha256 like pixel digests, so unchanged samples are not decoded again
+    keep_cache = {r["sha256"]: r["keep_measures"] for r in previous_rows if _stored_keep(r) is not None}
 
     unchecked: set[str] = set()
+    full: dict[str, tuple[str | Exception, dict[str, float] | None]] = {}
+
+    def full_decode(row: Record) -> tuple[str | Exception, dict[str, float] | None]:
+        """One guarded full decode per sha256 a run: its pixel digest (or what the decode raised) and
+        its keep measures (None when they cannot be measured)."""
+        sha = row["sha256"]
+        if sha not in full:
+            keep: dict[str, float] = {}
+            outcome: str | Exception
+            try:
+                outcome = media.pixel_digest(
+                    store.get(blob_key(sha)),
+                    max_pixels=settings.max_pixels,
+                    memory_limit=settings.memory_limit,
+                    keep=keep,
+                )
+            except Exception as error:  # judged by the caller: pixel_digest and keep_measures differ
+                outcome = error
+            full[sha] = (outcome, keep or None)
+        return full[sha]
 
     def pixel_digest(row: Record) -> str:
         """The exact-pixel digest (a full decode, guarded like every decode). A file that fails it is
@@ -364,35 +403,40 @@ def run_dataset(
             return f"unchecked:{row['sha256']}"
         if not row.get("pixel_sha256"):
             cached = pixel_cache.get(row["sha256"])
-            try:
-                row["pixel_sha256"] = cached or media.pixel_digest(
-                    store.get(blob_key(row["sha256"])),
-                    max_pixels=settings.max_pixels,
-                    memory_limit=settings.memory_limit,
-                )
-            except media.ImageRejected as error:
-                if error.reason == "max_pixels":
+            outcome = cached or full_decode(row)[0]
+            if isinstance(outcome, media.ImageRejected):
+                if outcome.reason == "max_pixels":
                     unchecked.add(row["sha256"])
                     return f"unchecked:{row['sha256']}"
-                row.update(status="failed", fail_reason="corrupt", fail_detail=error.detail)
+                row.update(status="failed", fail_reason="corrupt", fail_detail=outcome.detail)
                 return f"corrupt:{row['sha256']}"
-            except Exception as error:  # whatever a hostile file triggers must not stop the run
-                detail = f"full decode failed: {type(error).__name__}: {error}"
+            if isinstance(outcome, Exception):  # whatever a hostile file triggers must not stop the run
+                detail = f"full decode failed: {type(outcome).__name__}: {outcome}"
                 row.update(status="failed", fail_reason="corrupt", fail_detail=detail)
                 return f"corrupt:{row['sha256']}"
+            row["pixel_sha256"] = outcome
         return str(row["pixel_sha256"])
 
     def keep_measures(row: Record) -> dict[str, float] | None:
-        """What the bestOriginal keep policy compares (one guarded full decode, group members only)."""
-        try:
-            return media.keep_measures(
-                store.get(blob_key(row["sha256"])),
-                max_pixels=settings.max_pixels,
-                memory_limit=settings.memory_limit,
+        """What the bestOriginal keep policy compares (group members only): stored with the row, from
+        an earlier version, or from the run's one guarded full decode of that file."""
+        stored = _stored_keep(row)
+        if stored is None and row["sha256"] in keep_cache:
+            row["keep_measures"] = keep_cache[row["sha256"]]
+            stored = _stored_keep(row)
+        if stored is not None:
+            return stored
+        # too large to decode in full, or broken: None, compared by its stored fields only
+        measured = full_decode(row)[1]
+        if measured is not None:
+            row["keep_measures"] = json.dumps(
+                {"version": media.KEEP_MEASURES_VERSION, "measures": measured}, sort_keys=True
             )
-        except Exception:  # too large to decode in full, or broken: compared by its stored fields only
-            return None
+        return measured
 
+    for processed in fresh:  # the same bytes processed again keep their measures, asked for or not
+        if processed.get("sha256") in keep_cache and not processed.get("keep_measures"):
+            processed["keep_measures"] = keep_cache[processed["sha256"]]
     records = carried + fresh
     stage = _embedding_stage(store, spec, records, executor, events)
     near = _EmbeddingNear(store, request.dataset, parent, spec, stage)
@@ -406,6 +450,13 @@ def run_dataset(
         pixel_digest=pixel_digest,
         embedding_pairs=near if near.enabled else None,
         keep_measures=keep_measures,
+        verify=geometry.Verifier(  # crop candidates: one guarded reduced decode per file, cached
+            lambda sha: store.get(blob_key(sha)),
+            max_pixels=settings.max_pixels,
+            memory_limit=settings.memory_limit,
+            min_inliers=spec.dedup.perceptual.min_inliers,
+            min_ratio=spec.dedup.perceptual.min_inlier_ratio,
+        ),
     )
     stats = curated.stats
     if stage is not None:
@@ -608,8 +659,9 @@ def _embedding_stage(
         return None
     shas = sorted({r["sha256"] for r in records if r.get("status") == "ok"})
     runner: embed.Runner = embed.embed_inline
-    if isinstance(executor, RayExecutor):
-        executor._ensure_ray()
+    on_ray = executor.ray if isinstance(executor, AutoExecutor) else executor  # auto: Ray when given one
+    if isinstance(on_ray, RayExecutor):
+        on_ray._ensure_ray()
         runner = embed.embed_with_ray
     stage: EmbeddingStage | None = None
     for model in models:
