@@ -57,7 +57,16 @@ def suggestion(name: str, choices: list[str], what: str) -> str:
 
 
 class UnknownVersion(LookupError):
-    """A dataset or version the store does not hold; the message says what it does hold."""
+    """A dataset or version the store does not hold; the message (one line) names the store and says
+    what it does hold."""
+
+
+class DatasetNotFound(UnknownVersion):
+    """No committed version of the dataset in the store."""
+
+
+class VersionNotFound(UnknownVersion):
+    """The dataset exists but has no such version."""
 
 
 def read_version(store: ObjectStore, dataset: str, version: str) -> VersionRecord:
@@ -66,9 +75,9 @@ def read_version(store: ObjectStore, dataset: str, version: str) -> VersionRecor
     except KeyError as exc:
         versions = [r.version for r in list_versions(store, dataset)]
         if not versions:
-            raise UnknownVersion(no_dataset_message(store, dataset)) from exc
-        raise UnknownVersion(
-            f"{dataset} has no version {version}{suggestion(version, versions, 'versions')}"
+            raise DatasetNotFound(no_dataset_message(store, dataset)) from exc
+        raise VersionNotFound(
+            f"dataset {dataset} has no version {version} in {store.uri}{suggestion(version, versions, 'versions')}"
         ) from exc
     return VersionRecord.model_validate_json(data)
 
@@ -83,7 +92,7 @@ def resolve_version(store: ObjectStore, dataset: str, version: str | None = None
         return read_version(store, dataset, version)
     latest = latest_version(store, dataset)
     if latest is None:
-        raise UnknownVersion(no_dataset_message(store, dataset))
+        raise DatasetNotFound(no_dataset_message(store, dataset))
     return latest
 
 
