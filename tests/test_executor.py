@@ -43,7 +43,11 @@ def test_auto_uses_this_process_for_a_few_objects_and_the_pool_for_more(
     run_dataset(request(images, str(tmp_path / "a")), executor=auto)
     assert isinstance(auto.chosen, InlineExecutor)  # 30-odd objects: no worker start-up
     monkeypatch.setattr(executors, "POOL_MIN_OBJECTS", 10)
+    monkeypatch.setattr(executors, "POOL_MIN_CPUS", 64)  # a small machine: still this process
     run_dataset(request(images, str(tmp_path / "b")), executor=auto)
+    assert isinstance(auto.chosen, InlineExecutor)
+    monkeypatch.setattr(executors, "POOL_MIN_CPUS", 1)
+    run_dataset(request(images, str(tmp_path / "c")), executor=auto)
     assert isinstance(auto.chosen, PoolExecutor)
 
 
