@@ -128,7 +128,7 @@ def recall(threshold: float, size: int) -> dict[str, Any]:
             store = LocalStore(store_uri)
             record = latest_version(store, "recall")
             assert record is not None
-            rows = manifest.read_rows(store, record.manifest_uri)
+            rows = manifest.read_version_rows(store, record)
             group = {r["key"]: r["dup_group"] or r["sample_id"] for r in rows}
             per_kind: dict[str, float] = {}
             for kind in TRANSFORMS:

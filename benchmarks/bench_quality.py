@@ -1,6 +1,7 @@
 """Quality-gate benchmark on real photographs: precision and recall of every gate at its default threshold.
 
 Run:  .venv/bin/python benchmarks/bench_quality.py [--sizes 640 full] [--cleanvision /tmp/bench-venv/bin/python]
+      .venv/bin/python benchmarks/bench_quality.py --strata     # dataset-relative gates per camera only
 
 Prints figures (and writes JSON with --out); it asserts nothing. The photos are the development corpus
 (benchmarks/corpus.py: camera photographs from Debian's wallpaper packages, never the test photos). Each
@@ -382,6 +383,282 @@ def sweep(rows: list[dict[str, Any]]) -> None:
         print(f"  {gate:<13}{'<' if below else '>'} " + " | ".join(cells))
 
 
+# --- dataset-relative gates per stratum (--strata) ----------------------------------------------------
+#
+# A corpus of three "cameras" made from the development photos: each photo gives STRATA_SHOTS shots (crops
+# of 70 % of each side at fixed places, long side STRATA_SIDE px), and every shot is taken by each camera:
+#   sharp: the photo's own pixels;
+#   soft:  a lens that is always softer (Gaussian blur, sigma 0.1 % of the long side), so its clean shots
+#          sit about at the absolute blur threshold;
+#   grainy: a noisier sensor (Gaussian grain, sigma 2.5 on 0-255), clean shots about at the noise threshold.
+# A known share of each camera's shots (STRATA_FAULTY) gets one more fault on top of its camera's look,
+# mild or strong, drawn by a seeded generator (the labels): extra blur, extra grain, under- or
+# over-exposure, or squeezed tones. Each half (tune / held, by the photos' parity in name order, as above)
+# is its own dataset: the stratum statistics of the held-out half are made on the held-out half alone.
+# The strengths and the cameras were fixed before any relative figure was looked at; maxZ, the log scale
+# of sharpness and noise and the spread floors were chosen on the tuning half (the sweep prints it alone).
+STRATA_VERSION = 1
+STRATA_SIDE = 1280
+STRATA_SHOTS = 4
+STRATA_FAULTY = 0.3
+STRATA_CROPS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))  # crop places in the free margin
+CAMERAS: dict[str, Callable[[Array, np.random.Generator], Array] | None] = {
+    "sharp": None,
+    "soft": _gaussian(0.001),
+    "grainy": _noise(2.5),
+}
+# gate -> (mild, strong) extra fault on top of the camera's look
+STRATA_FAULTS: dict[str, tuple[Callable[[Array, np.random.Generator], Array], ...]] = {
+    "blur": (_gaussian(0.0012), _gaussian(0.0025)),
+    "noise": (_noise(4.0), _noise(8.0)),
+    "dark": (_exposure(-2.5), _exposure(-4.0)),
+    "bright": (_exposure(1.0), _exposure(2.0)),
+    "low_contrast": (_low_contrast(0.45), _low_contrast(0.3)),
+}
+
+
+def build_strata(cache: Path, seed: int) -> list[dict[str, Any]]:
+    """Write (once) every photo x shot x camera, a seeded STRATA_FAULTY share with one extra fault."""
+    folder = cache / f"bench-strata-v{STRATA_VERSION}-seed{seed}"
+    rows: list[dict[str, Any]] = []
+    sources = corpus.photos(cache)
+    for index, source in enumerate(sources):
+        name_of = source.parent.parent.parent.name if source.name[0].isdigit() else source.stem
+        photo_id = f"{index:02d}-{name_of}"
+        shots: list[Array] | None = None
+        for shot in range(STRATA_SHOTS):
+            for c, camera in enumerate(CAMERAS):
+                rng = np.random.default_rng([seed, index, shot, c])
+                fault = None
+                if rng.random() < STRATA_FAULTY:
+                    fault = list(STRATA_FAULTS)[int(rng.integers(len(STRATA_FAULTS)))]
+                strength = int(rng.integers(2))
+                path = folder / f"{photo_id}__{shot}__{camera}.jpg"
+                rows.append({
+                    "path": path, "photo": photo_id, "camera": camera, "lens": camera, "expect": fault,
+                    "strength": ("mild", "strong")[strength] if fault else None,
+                    "half": HALVES[index % 2], "original_fault": ORIGINAL_FAULTS.get(name_of),
+                })  # fmt: skip
+                if path.exists():
+                    continue
+                if shots is None:
+                    with Image.open(source) as opened:
+                        whole = opened.convert("RGB")
+                    shots = []
+                    for x, y in STRATA_CROPS:
+                        w, h = round(whole.width * 0.7), round(whole.height * 0.7)
+                        left, top = round((whole.width - w) * x), round((whole.height - h) * y)
+                        crop = _resized(whole.crop((left, top, left + w, top + h)), "full")
+                        scale = STRATA_SIDE / max(crop.size)
+                        if scale < 1:
+                            size = (round(crop.width * scale), round(crop.height * scale))
+                            crop = crop.resize(size, Image.Resampling.LANCZOS)
+                        shots.append(np.asarray(crop, dtype=np.float32))
+                pixels = shots[shot]
+                look = CAMERAS[camera]
+                if look is not None:  # clipped as the camera writes it, before any fault on top
+                    pixels = np.clip(np.rint(look(pixels, rng)), 0, 255)
+                if fault is not None:
+                    pixels = STRATA_FAULTS[fault][strength](pixels, rng)
+                out = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                out.save(tmp, "JPEG", quality=92)
+                tmp.rename(path)
+        print(f"  strata corpus: {index + 1}/{len(sources)} photos", file=sys.stderr, end="\r")
+    print(file=sys.stderr)
+    return rows
+
+
+# The second corpus is the line engineer's: fixed cameras, each looking at one scene. Every development
+# photo is one camera (so the tuning and held-out halves have 18 cameras each, none shared); each camera
+# takes FIXED_SHOTS shots, crops of 80 % of each side at a seeded random place (the part moves on the line)
+# with a seeded exposure jitter of +-0.15 stops (the light), long side FIXED_SIDE px; a third of the cameras
+# have the soft lens and a third the grainy sensor of CAMERAS. The faults are those of STRATA_FAULTS, on a
+# STRATA_FAULTY share of the shots. Fixed before any relative figure was looked at.
+FIXED_SHOTS = 24
+FIXED_SIDE = 1024
+
+
+def build_fixed(cache: Path, seed: int) -> list[dict[str, Any]]:
+    """Write (once) FIXED_SHOTS shots of every fixed camera (one per development photo)."""
+    folder = cache / f"bench-fixed-v{STRATA_VERSION}-seed{seed}"
+    rows: list[dict[str, Any]] = []
+    sources = corpus.photos(cache)
+    lenses = list(CAMERAS)
+    for index, source in enumerate(sources):
+        name_of = source.parent.parent.parent.name if source.name[0].isdigit() else source.stem
+        photo_id = f"{index:02d}-{name_of}"
+        lens = lenses[index % len(lenses)]
+        whole: Image.Image | None = None
+        for shot in range(FIXED_SHOTS):
+            rng = np.random.default_rng([seed, index, shot, 99])
+            fault = None
+            if rng.random() < STRATA_FAULTY:
+                fault = list(STRATA_FAULTS)[int(rng.integers(len(STRATA_FAULTS)))]
+            strength = int(rng.integers(2))
+            x, y, stops = float(rng.random()), float(rng.random()), float(rng.uniform(-0.15, 0.15))
+            path = folder / f"{photo_id}__{shot:02d}.jpg"
+            rows.append({
+                "path": path, "photo": photo_id, "camera": f"cam{index:02d}", "lens": lens, "expect": fault,
+                "strength": ("mild", "strong")[strength] if fault else None,
+                "half": HALVES[index % 2], "original_fault": ORIGINAL_FAULTS.get(name_of),
+            })  # fmt: skip
+            if path.exists():
+                continue
+            if whole is None:
+                with Image.open(source) as opened:
+                    whole = _resized(opened.convert("RGB"), "full")
+            w, h = round(whole.width * 0.8), round(whole.height * 0.8)
+            left, top = round((whole.width - w) * x), round((whole.height - h) * y)
+            crop = whole.crop((left, top, left + w, top + h))
+            scale = FIXED_SIDE / max(crop.size)
+            crop = crop.resize(
+                (round(crop.width * scale), round(crop.height * scale)), Image.Resampling.LANCZOS
+            )
+            pixels = np.clip(_exposure(stops)(np.asarray(crop, dtype=np.float32), rng), 0, 255)
+            look = CAMERAS[lens]
+            if look is not None:
+                pixels = np.clip(np.rint(look(pixels, rng)), 0, 255)
+            if fault is not None:
+                pixels = STRATA_FAULTS[fault][strength](pixels, rng)
+            out = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            out.save(tmp, "JPEG", quality=92)
+            tmp.rename(path)
+        print(f"  fixed-camera corpus: {index + 1}/{len(sources)} cameras", file=sys.stderr, end="\r")
+    print(file=sys.stderr)
+    return rows
+
+
+def _strata_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    records = []
+    for row in rows:
+        if "metrics" not in row:
+            analysis = media.analyze_image(row["path"].read_bytes(), max_pixels=media.DEFAULT_MAX_PIXELS)
+            row["metrics"], row["shape"] = (
+                analysis.metrics,
+                (analysis.format, analysis.width, analysis.height),
+            )
+        fmt, width, height = row["shape"]
+        records.append({
+            "status": "ok", "format": fmt, "width": width, "height": height, "media": "image",
+            "extension": ".jpg", "sha256": str(row["path"]), "source": "bench",
+            "metadata": json.dumps({"camera": row["camera"]}), **row["metrics"],
+        })  # fmt: skip
+    return records
+
+
+def _strata_flags(
+    rows: list[dict[str, Any]], records: list[dict[str, Any]], spec: QualityGates
+) -> list[dict[str, set[str]]]:
+    """Per row: the gates the absolute gate, the relative gate and either of them flag (the halves are
+    judged as separate datasets)."""
+    from loupe_workers import outliers
+
+    out: list[dict[str, set[str]]] = [{} for _ in rows]
+    for half in HALVES:
+        members = [i for i, r in enumerate(rows) if r["half"] == half]
+        judgement = outliers.judge([records[i] for i in members], spec)
+        for position, i in enumerate(members):
+            absolute = {n for n, _, _ in gates.failed_gates(records[i], spec) if n in GATES}
+            relative = {v.gate for v in judgement.verdicts.get(position, [])}
+            fault = rows[i]["original_fault"]  # faulty as shot: that flag is right, neither hit nor miss
+            if fault is not None:
+                absolute, relative = absolute - {fault}, relative - {fault}
+            out[i] = {"absolute": absolute, "relative": relative, "both": absolute | relative}
+    return out
+
+
+def _relative_spec(max_z: float | None = None, min_samples: int = 20) -> QualityGates:
+    relative = {"by": "metadata.camera", "minSamples": min_samples}
+    if max_z is not None:
+        relative["maxZ"] = max_z
+    return QualityGates.model_validate({g: {"relative": relative} for g in GATES})
+
+
+def strata_report(rows: list[dict[str, Any]], title: str) -> dict[str, Any]:
+    records = _strata_records(rows)
+    spec = _relative_spec()
+    flags = _strata_flags(rows, records, spec)
+    methods = ("absolute", "relative", "both")
+    out: dict[str, Any] = {"per_gate": {}, "clean_flagged": {}}
+    strata = {h: len({r["camera"] for r in rows if r["half"] == h}) for h in HALVES}
+    print(f"\n{title}: {len(rows)} files, strata (metadata.camera) per half {strata}, "
+          f"{STRATA_FAULTY:.0%} with one extra fault")  # fmt: skip
+    print("Median sharpness / noise of the clean shots per lens (tuning half):")
+    for camera in CAMERAS:
+        clean = [
+            r["metrics"] for r in rows if r["lens"] == camera and r["expect"] is None and r["half"] == "tune"
+        ]
+        print(f"  {camera:<8} sharpness {np.median([m['sharpness'] for m in clean]):.3f}"
+              f"  noise {np.median([m['noise'] for m in clean]):.3f}")  # fmt: skip
+    print("\nPer gate, default thresholds, relative by metadata.camera at maxZ 3.5 (precision / recall; "
+          "flagged of positives):")  # fmt: skip
+    print(f"  {'gate':<13}{'half':<6}" + "".join(f"{m:>30}" for m in methods))
+    for gate in GATES:
+        for half in HALVES:
+            cells = []
+            for method in methods:
+                subset = [(r, f) for r, f in zip(rows, flags, strict=True) if r["half"] == half]
+                hit = [r for r, f in subset if gate in f[method]]
+                positives = [r for r, _ in subset if r["expect"] == gate]
+                tp = sum(1 for r in hit if r["expect"] == gate)
+                p = tp / len(hit) if hit else float("nan")
+                rec = tp / len(positives) if positives else float("nan")
+                out["per_gate"].setdefault(method, {}).setdefault(gate, {})[half] = {
+                    "precision": p, "recall": rec, "flagged": len(hit), "positives": len(positives)
+                }  # fmt: skip
+                cells.append(f"P {p:4.2f} R {rec:4.2f} ({len(hit):>4}/{len(positives):>4})")
+            print(f"  {gate:<13}{half:<6}" + "".join(f"{c:>30}" for c in cells))
+    print("\nAll five gates together (a flag counts when its gate is the fault's):")
+    for half in HALVES:
+        cells = []
+        for method in methods:
+            subset = [(r, f) for r, f in zip(rows, flags, strict=True) if r["half"] == half]
+            hit = sum(len(f[method]) for _, f in subset)
+            tp = sum(1 for r, f in subset if r["expect"] in f[method])
+            positives = sum(1 for r, _ in subset if r["expect"] is not None)
+            cells.append(f"P {tp / max(hit, 1):4.2f} R {tp / positives:4.2f} ({hit:>4}/{positives:>4})")
+        print(f"  {'all':<13}{half:<6}" + "".join(f"{c:>30}" for c in cells))
+    print("\nClean shots flagged by any gate, per lens:")
+    for half in HALVES:
+        for camera in [*CAMERAS, "all"]:
+            clean = [f for r, f in zip(rows, flags, strict=True)
+                     if r["half"] == half and r["expect"] is None and camera in ("all", r["lens"])]  # fmt: skip
+            cells = []
+            for method in methods:
+                share = sum(1 for f in clean if f[method]) / len(clean)
+                out["clean_flagged"].setdefault(method, {})[f"{half}/{camera}"] = share
+                cells.append(f"{sum(1 for f in clean if f[method]):>4}/{len(clean):<4} = {share:.3f}")
+            print(f"  {half:<6}{camera:<8}" + "".join(f"{c:>24}" for c in cells))
+    print("\nRecall per lens and strength (absolute / relative / both), held-out half:")
+    for gate in GATES:
+        cells = []
+        for camera in CAMERAS:
+            for strength in ("mild", "strong"):
+                pos = [f for r, f in zip(rows, flags, strict=True) if r["half"] == "held" and r["expect"] == gate
+                       and r["lens"] == camera and r["strength"] == strength]  # fmt: skip
+                if not pos:
+                    cells.append(f"{camera}/{strength} -")
+                    continue
+                rates = "/".join(f"{sum(1 for f in pos if gate in f[m]) / len(pos):.2f}" for m in methods[:3])
+                cells.append(f"{camera}/{strength} {rates} (n {len(pos)})")
+        print(f"  {gate:<13}" + "  ".join(cells))
+    print("\nmaxZ sweep of the relative gate alone, tuning half (all gates: P / R / clean flagged):")
+    tuning = [i for i, r in enumerate(rows) if r["half"] == "tune"]
+    for max_z in (2.5, 3.0, 3.5, 4.0, 5.0):
+        swept = _strata_flags(rows, records, _relative_spec(max_z))
+        hit = sum(len(swept[i]["relative"]) for i in tuning)
+        tp = sum(1 for i in tuning if rows[i]["expect"] in swept[i]["relative"])
+        positives = sum(1 for i in tuning if rows[i]["expect"] is not None)
+        clean = [i for i in tuning if rows[i]["expect"] is None]
+        fp = sum(1 for i in clean if swept[i]["relative"]) / len(clean)
+        print(f"  maxZ {max_z:<4g} P {tp / max(hit, 1):.2f} R {tp / positives:.2f} clean {fp:.3f}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["640", "full"], choices=["640", "full"])
@@ -395,8 +672,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measures", action="store_true", help="also print each measure per transform")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    parser.add_argument(
+        "--strata", action="store_true", help="only the dataset-relative (per camera) benchmark"
+    )
     args = parser.parse_args(argv)
     cache = args.cache or corpus.default_cache()
+    if args.strata:
+        figures = {
+            "mixed_scenes": strata_report(
+                build_strata(cache, args.seed), "Three cameras, every scene shot by each (mixed scenes)"
+            ),
+            "fixed_cameras": strata_report(
+                build_fixed(cache, args.seed), "Fixed cameras, one scene each (a line or a site)"
+            ),
+        }
+        if args.out:
+            args.out.write_text(json.dumps(figures, indent=2, default=str))
+        return 0
     rows = build(cache, args.sizes, args.seed)
     spec = QualityGates.model_validate(json.loads(args.gates))
     speed = {"loupe": loupe(rows, spec)}

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from loupe_workers.pipeline import run_dataset
 from loupe_workers.report import build_report
 from loupe_workers.store import LocalStore
 from loupe_workers.versions import list_versions
+from support.cli import loupe
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "text", "horse")
 
@@ -106,8 +106,8 @@ def test_drift_of_darker_incoming_photos(corpus: tuple[Path, list[DemoFile]], tm
     _variants(images / "night-shift", reframed_darker)
     _run(images, store)
     first, second = list_versions(store, "cams")
-    before = manifest.read_rows(store, first.manifest_uri)
-    after = manifest.read_rows(store, second.manifest_uri)
+    before = manifest.read_version_rows(store, first)
+    after = manifest.read_version_rows(store, second)
     new = [r for r in after if r["sample_id"] not in {b["sample_id"] for b in before}]
     assert len(new) >= 12  # crops of one photo 10 px apart can still be near-duplicates of each other
     spec = DriftSpec(min_samples=10)
@@ -135,11 +135,6 @@ def test_drift_of_darker_incoming_photos(corpus: tuple[Path, list[DemoFile]], tm
     assert f'data-drift-score="{second.drift.score:.4f}"' in page and "above the threshold" in page
 
 
-def loupe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "loupe_workers.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, check=False)  # fmt: skip
-
-
 @pytest.fixture
 def versioned(corpus: tuple[Path, list[DemoFile]], tmp_path: Path) -> Path:
     shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "01-quickstart" / "loupe.yaml", tmp_path)
@@ -159,7 +154,7 @@ def test_search_on_the_quickstart_as_a_new_user_runs_it(versioned: Path) -> None
 
 def test_review_queue_ranks_disagreements_first(versioned: Path) -> None:
     store = LocalStore(versioned / ".loupe")
-    rows = manifest.read_rows(store, list_versions(store, "defects")[0].manifest_uri)
+    rows = manifest.read_version_rows(store, list_versions(store, "defects")[0])
     labelled = [r for r in rows if r.get("label")]
     predictions = [{"sample": r["key"], "label": r["label"], "confidence": 0.97} for r in labelled]
     wrong = labelled[3]
@@ -168,8 +163,8 @@ def test_review_queue_ranks_disagreements_first(versioned: Path) -> None:
     file.write_text("\n".join(json.dumps(p) for p in predictions))
     listed = loupe("queue", "defects", "--import", str(file), "--json", cwd=versioned)
     assert listed.returncode == 0, listed.stderr
-    queue = json.loads(listed.stdout.split("\n", 1)[1])  # after the "imported N of M" line
-    assert queue[0]["sample_id"] == wrong["sample_id"] and "label is" in queue[0]["reasons"][0]
+    queue = json.loads(listed.stdout)  # the "imported N of M" line goes to stderr
+    assert queue[0]["sampleId"] == wrong["sample_id"] and "label is" in queue[0]["reasons"][0]
     assert [q["score"] for q in queue] == sorted((q["score"] for q in queue), reverse=True)
     bad = versioned / "bad.csv"
     bad.write_text("sample,label,confidence\nx.jpg,cat,1.7\n")
@@ -191,7 +186,7 @@ def test_report_renders_in_a_real_browser_and_matches_the_manifest(versioned: Pa
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained: nothing to fetch
     store = LocalStore(versioned / ".loupe")
     record = list_versions(store, "defects")[0]
-    samples = len(manifest.read_rows(store, record.manifest_uri))
+    samples = len(manifest.read_version_rows(store, record))
     env = {**os.environ, "HOME": str(versioned)}
     base = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     dom = subprocess.run(

@@ -91,7 +91,7 @@ def near_dup_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunR
 def groups_of(root: Path, version: int = -1) -> dict[str, tuple[str | None, str | None]]:
     store = LocalStore(root / "store")
     record = list_versions(store, "photos")[version]
-    rows = manifest.read_rows(store, record.manifest_uri)
+    rows = manifest.read_version_rows(store, record)
     return {r["key"]: (r["dup_group"], r["split"]) for r in rows}
 
 

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from loupe_workers.demo import DemoFile
+from support.cli import loupe
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "01-quickstart" / "loupe.yaml"
-
-
-def loupe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loupe_workers.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture

@@ -52,8 +52,8 @@ def request(images: Path, store: Path, dedup: dict[str, Any] | None = None, **ga
 def outcome(store: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     local = LocalStore(store)
     record = list_versions(local, "guard")[-1]
-    accepted = {r["key"]: r for r in manifest.read_rows(local, record.manifest_uri)}
-    others = {r["key"]: r for r in manifest.read_rows(local, record.rejected_uri)}
+    accepted = {r["key"]: r for r in manifest.read_version_rows(local, record)}
+    others = {r["key"]: r for r in manifest.read_version_rows(local, record, "rejected")}
     return accepted, others
 
 

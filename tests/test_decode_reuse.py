@@ -39,7 +39,7 @@ def request(images: Path, store: Path, **gates: Any) -> RunRequest:
 def rows(store: Path) -> dict[str, dict[str, Any]]:
     local = LocalStore(store)
     record = list_versions(local, "reuse")[-1]
-    found = manifest.read_rows(local, record.manifest_uri) + manifest.read_rows(local, record.rejected_uri)
+    found = manifest.read_version_rows(local, record) + manifest.read_version_rows(local, record, "rejected")
     return {r["key"]: r for r in found}
 
 

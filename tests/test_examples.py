@@ -91,9 +91,9 @@ def test_retraining_loop_ingest_version_trigger_train_promote_trace(
     assert trace["datasetVersion"] == "1.2.0" and trace["policy"] == "parts-classifier"
     new_file = images / "animals" / "new-2.jpg"
     new_sha = hashlib.sha256(new_file.read_bytes()).hexdigest()
-    assert new_sha in {o["raw_sha256"] for o in trace["rawObjects"]}
+    assert new_sha in {o["rawSha256"] for o in trace["rawObjects"]}
     forward = json.loads(loupe("lineage", "--raw", new_sha, "--json", cwd=tmp_path).stdout)
     assert forward["versions"] == ["parts@1.2.0"] and forward["models"] == [second["modelUri"]]
-    old_sha = next(o["raw_sha256"] for o in trace["rawObjects"] if "new-" not in o["uri"])
+    old_sha = next(o["rawSha256"] for o in trace["rawObjects"] if "new-" not in o["uri"])
     older = json.loads(loupe("lineage", "--raw", old_sha, "--json", cwd=tmp_path).stdout)
     assert set(older["models"]) == {trained["modelUri"], second["modelUri"]}

@@ -29,9 +29,7 @@ def test_pool_executor_matches_inline(corpus: tuple[Path, list[DemoFile]], tmp_p
     pooled = run_dataset(request(images, str(tmp_path / "b")), executor=PoolExecutor(workers=2, chunk=3))
     assert inline.stats == pooled.stats and inline.stats.processed > 30
     a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
-    assert rows_of(a, list_versions(a, "defects")[0].manifest_uri) == rows_of(
-        b, list_versions(b, "defects")[0].manifest_uri
-    )
+    assert rows_of(a, list_versions(a, "defects")[0]) == rows_of(b, list_versions(b, "defects")[0])
 
 
 def test_auto_uses_this_process_for_a_few_objects_and_the_pool_for_more(

@@ -134,7 +134,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def rows(project: Path) -> list[dict[str, Any]]:
     store = LocalStore(project / "store")
     [record] = list_versions(store, "pets")
-    accepted = [r for r in manifest.read_rows(store, record.manifest_uri) if r["disposition"] == "accepted"]
+    accepted = [r for r in manifest.read_version_rows(store, record) if r["disposition"] == "accepted"]
     assert len(accepted) == 11, [r["key"] for r in accepted]
     restricted = [r for r in accepted if any(f.startswith("restricted:") for f in r["flags"] or ())]
     assert [r["key"] for r in restricted] == ["people/astronaut.jpg"]

@@ -391,7 +391,7 @@ def test_low_contrast(blobs: LocalStore, name: str) -> None:
     dark = process(blobs, f"{name}_dark.jpg", encode(scaled(photo(name), 0.08)))
     assert "low_contrast" not in failed_names(dark), dark["contrast"]
     flat = process(blobs, f"{name}_flat.jpg", encode(squeezed(photo(name), 0.2)))
-    assert gates.evaluate(flat, custom(lowContrast={"enabled": False})).flags == []
+    assert "low_contrast" not in gates.evaluate(flat, custom(lowContrast={"enabled": False})).flags
 
 
 @pytest.mark.parametrize("name", QUALITY_PHOTOS)

@@ -143,8 +143,9 @@ def run_corpus(root: Path, project: Path) -> Outcome:
     show = run_loupe(project, "show", DATASET, "--store", str(store), "--json", timeout=120)
     assert show.returncode == 0, show.stderr[-3000:]
     shown = json.loads(show.stdout)
-    accepted = pq.read_table(shown["manifestUri"], use_threads=False).to_pylist()
-    others = pq.read_table(shown["rejectedUri"], use_threads=False).to_pylist()
+    # read by hand: the Parquet files `loupe show` names (manifest parts)
+    accepted = [r for f in shown["manifestFiles"] for r in pq.read_table(f, use_threads=False).to_pylist()]
+    others = [r for f in shown["rejectedFiles"] for r in pq.read_table(f, use_threads=False).to_pylist()]
     assert {r["disposition"] for r in accepted} <= {"accepted"}
     assert {r["disposition"] for r in others} <= {"rejected", "quarantined", "duplicate"}
     rows = accepted + others

@@ -64,7 +64,7 @@ def version_rows(store: Path) -> tuple[str, dict[str, dict[str, Any]]]:
     """The latest version and its rows (accepted and left out) by key."""
     local = LocalStore(store)
     record = list_versions(local, "defects")[-1]
-    rows = manifest.read_rows(local, record.manifest_uri) + manifest.read_rows(local, record.rejected_uri)
+    rows = manifest.read_version_rows(local, record) + manifest.read_version_rows(local, record, "rejected")
     by_key = {r["key"]: r for r in rows}
     assert len(by_key) == len(rows), "one row per listed object"
     return record.version, by_key

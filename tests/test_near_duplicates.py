@@ -265,12 +265,12 @@ def test_appending_a_bridging_photo_is_a_minor_version(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     record = list_versions(store, "d")[-1]
     assert second.version == "1.1.0", record.change
-    rows = {r["key"]: r for r in manifest.read_rows(store, record.manifest_uri)}
+    rows = {r["key"]: r for r in manifest.read_version_rows(store, record)}
     assert {"cats/a.jpg", "cats/b.jpg"} <= set(rows)
     assert record.change is not None and record.change.removed == 0 and record.change.added == 1
     kept_copy = next(k for k in ("cats/a.jpg", "cats/b.jpg") if rows[k]["dup_group"])
     assert rows[kept_copy]["keep_reason"] == "published earlier"
-    left_out = {r["key"]: r for r in manifest.read_rows(store, record.rejected_uri)}
+    left_out = {r["key"]: r for r in manifest.read_version_rows(store, record, "rejected")}
     assert left_out["cats/c.jpg"]["reason"] == "near_duplicate"
     assert left_out["cats/c.jpg"]["duplicate_of"] in {
         rows["cats/a.jpg"]["sample_id"],

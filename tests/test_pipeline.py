@@ -13,6 +13,7 @@ from skimage import data as skdata
 from loupe_api.dataset import DatasetSpec
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
+from loupe_api.versions import VersionRecord
 from loupe_workers import manifest
 from loupe_workers.demo import DemoFile
 from loupe_workers.pipeline import run_dataset
@@ -32,8 +33,10 @@ def request(images: Path, store: str, **dataset: Any) -> RunRequest:
     return RunRequest(dataset="defects", spec=spec, sources={"cams": source}, store_uri=store)
 
 
-def rows_of(store: ObjectStore, key: str) -> list[dict[str, Any]]:
-    return manifest.read_rows(store, key)
+def rows_of(
+    store: ObjectStore, record: VersionRecord, which: manifest.Which = "accepted"
+) -> list[dict[str, Any]]:
+    return manifest.read_version_rows(store, record, which)
 
 
 def add_photo(folder: Path, name: str, image: Any) -> None:
@@ -47,8 +50,8 @@ def test_first_version_gates_and_dedup(corpus: tuple[Path, list[DemoFile]], tmp_
     assert result.created and result.version == "1.0.0"
     store = LocalStore(tmp_path / "store")
     [record] = list_versions(store, "defects")
-    accepted = rows_of(store, record.manifest_uri)
-    others = {(r["key"], r.get("frame_index")): r for r in rows_of(store, record.rejected_uri)}
+    accepted = rows_of(store, record)
+    others = {(r["key"], r.get("frame_index")): r for r in rows_of(store, record, "rejected")}
     assert record.samples == len(accepted) == result.stats.samples
     by_kind = {f.kind: f.path for f in truth}
     # hostile files are quarantined with their reason and never stop the run
@@ -88,7 +91,7 @@ def test_rerun_is_idempotent_and_incremental(corpus: tuple[Path, list[DemoFile]]
     assert not again.created and again.version is None and again.stats.processed == 0
     store = LocalStore(store_uri)
     assert [v.version for v in list_versions(store, "defects")] == ["1.0.0"]
-    v1 = {r["sample_id"]: r for r in rows_of(store, list_versions(store, "defects")[0].manifest_uri)}
+    v1 = {r["sample_id"]: r for r in rows_of(store, list_versions(store, "defects")[0])}
 
     # a photo the demo corpus lacks: a crop of one of its photos is a near duplicate (crop candidates)
     add_photo(images / "objects", "clock.jpg", skdata.clock())
@@ -96,7 +99,7 @@ def test_rerun_is_idempotent_and_incremental(corpus: tuple[Path, list[DemoFile]]
     third = run_dataset(request(images, store_uri))
     assert third.created and third.version == "1.1.0"
     assert third.stats.processed == 2  # only the new objects were decoded
-    v2 = {r["sample_id"]: r for r in rows_of(store, list_versions(store, "defects")[-1].manifest_uri)}
+    v2 = {r["sample_id"]: r for r in rows_of(store, list_versions(store, "defects")[-1])}
     assert set(v1) < set(v2)
     assert all(v2[s]["split"] == v1[s]["split"] for s in v1)  # splits are sticky
     assert first.stats.samples + 2 == third.stats.samples
@@ -141,7 +144,7 @@ def test_spec_change_bumps(corpus: tuple[Path, list[DemoFile]], tmp_path: Path) 
     assert nodedup.stats.exact_duplicates >= 2
     # every copy is now in the manifest, and a group of copies never straddles two splits
     store = LocalStore(store_uri)
-    rows = rows_of(store, list_versions(store, "defects")[-1].manifest_uri)
+    rows = rows_of(store, list_versions(store, "defects")[-1])
     splits_by_group: dict[str, set[str]] = {}
     for row in rows:
         if row["dup_group"]:
@@ -205,8 +208,8 @@ class CrashingStore:
 def _assert_whole(store: LocalStore) -> list[str]:
     versions = list_versions(store, "defects")
     for record in versions:
-        assert len(rows_of(store, record.manifest_uri)) == record.samples
-        rows_of(store, record.rejected_uri)
+        assert len(rows_of(store, record)) == record.samples
+        rows_of(store, record, "rejected")
         assert store.exists(record.lineage_uri)
     return [v.version for v in versions]
 
@@ -262,15 +265,12 @@ def test_commit_crash_after_version_written_is_adopted(
 
 def test_lineage_edges_cover_every_object(corpus: tuple[Path, list[DemoFile]], tmp_path: Path) -> None:
     import hashlib
-    import io
-
-    import pyarrow.parquet as pq
 
     images, _ = corpus
     store = LocalStore(tmp_path / "store")
     run_dataset(request(images, store.uri))
     record = list_versions(store, "defects")[0]
-    edges = pq.read_table(io.BytesIO(store.get(record.lineage_uri))).to_pylist()
+    edges = manifest.read_version_rows(store, record, "lineage")
     listed = {p.relative_to(images).as_posix() for p in images.rglob("*") if p.is_file()}
     assert {e["key"] for e in edges} == listed
     for edge in edges:
@@ -300,8 +300,8 @@ def test_ray_executor_matches_inline(
     on_ray = run_dataset(request(images, str(tmp_path / "b")), executor=RayExecutor(parallelism=2))
     assert inline.stats == on_ray.stats
     a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
-    rows_a = rows_of(a, list_versions(a, "defects")[0].manifest_uri)
-    rows_b = rows_of(b, list_versions(b, "defects")[0].manifest_uri)
+    rows_a = rows_of(a, list_versions(a, "defects")[0])
+    rows_b = rows_of(b, list_versions(b, "defects")[0])
     assert rows_a == rows_b
 
 
@@ -340,7 +340,7 @@ def test_s3_source_and_store_match_folder(
 
     def comparable(store: ObjectStore) -> list[dict[str, Any]]:
         record = list_versions(store, "defects")[0]
-        rows = rows_of(store, record.manifest_uri) + rows_of(store, record.rejected_uri)
+        rows = rows_of(store, record) + rows_of(store, record, "rejected")
         return sorted(
             ({k: v for k, v in r.items() if k not in location_free} for r in rows),
             key=lambda r: (r["key"], r["frame_index"] or 0),

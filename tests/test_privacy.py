@@ -196,7 +196,7 @@ def test_pipeline_restricts_rejects_and_redecides_without_decoding(tmp_path: Pat
     assert first.stats.privacy == {"face": 1, "plate": 1, "restricted": 1, "rejected": 1}
     assert first.stats.rejected == {"privacy:plate": 1}
     record = list_versions(store, "d")[-1]
-    kept = {r["key"]: r for r in manifest.read_rows(store, record.manifest_uri)}
+    kept = {r["key"]: r for r in manifest.read_version_rows(store, record)}
     assert set(kept) == {"astronaut.jpg", "chelsea.jpg", "coffee.jpg"}
     assert kept["astronaut.jpg"]["flags"] == ["restricted:face"]
     assert json.loads(kept["astronaut.jpg"]["privacy"])["faces"][0]["score"] >= 0.9
@@ -209,7 +209,7 @@ def test_pipeline_restricts_rejects_and_redecides_without_decoding(tmp_path: Pat
         listed = list(csv.DictReader((folder / "manifest.csv").open()))
         assert len(listed) == expected and all((folder / r["path"]).is_file() for r in listed), done.stdout
         assert any(r["sha256"] == kept["astronaut.jpg"]["sha256"] for r in listed) == bool(allow)
-    [car] = manifest.read_rows(store, record.rejected_uri)
+    [car] = manifest.read_version_rows(store, record, "rejected")
     assert json.loads(car["privacy"])["plates"][0]["votes"] >= 12
     assert run("restrict").version is None  # unchanged: no new version
     relaxed = run("flag")  # another action: decided again from the stored boxes, nothing decoded

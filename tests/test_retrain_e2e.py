@@ -155,7 +155,7 @@ def test_job_action_triggers_cooldown_failure_and_lineage(
         trace = json.loads(traced.stdout)
         assert trace["datasetVersion"] == "1.0.0" and trace["run"] == run["name"]
         on_disk = {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in images.rglob("*") if p.is_file()}
-        raw = {edge["raw_sha256"] for edge in trace["rawObjects"]}
+        raw = {edge["rawSha256"] for edge in trace["rawObjects"]}
         assert raw and raw <= set(on_disk)
         # and a raw object forward to the versions and models that used it
         forward = subprocess.run([sys.executable, "-m", "loupe_workers.cli", "lineage", "--raw", next(iter(raw)),

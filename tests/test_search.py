@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from loupe_api.jobs import RunRequest
 from loupe_workers.pipeline import run_dataset
 from loupe_workers.search import SearchError, compile_filter, search
 from loupe_workers.store import LocalStore
+from support.cli import loupe
 from support.photos import TRANSFORMS, jpeg, photo
 
 PHOTOS = {
@@ -94,18 +93,19 @@ def test_filter_language_is_closed() -> None:
         search(LocalStore("/nonexistent"), "photos")
 
 
-def loupe(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loupe_workers.cli", *args], capture_output=True, text=True, timeout=300
-    )
-
-
 def test_cli_search_json_and_table(store: LocalStore, tmp_path: Path) -> None:
     result = loupe("search", "photos@1.0.0", "--text", "rocket", "--json", "-k", "2", "--store", store.uri)
     assert result.returncode == 0, result.stderr
     hits = json.loads(result.stdout)
     assert hits[0]["key"] == "objects/rocket.jpg" and len(hits) == 2
     assert set(hits[0]) == {"score", "sampleId", "sha256", "source", "key", "uri", "label", "split", "detail"}
+    ranked = json.loads(
+        loupe("search", "photos", "--text", "rocket", "--json", "-k", "20", "--store", store.uri).stdout
+    )
+    floor = (ranked[1]["score"] + ranked[2]["score"]) / 2  # between the second and the third hit
+    kept = loupe("search", "photos", "--text", "rocket", "--json", "-k", "20", "--min-score", str(floor),
+                 "--store", store.uri)  # fmt: skip
+    assert [h["key"] for h in json.loads(kept.stdout)] == [h["key"] for h in ranked[:2]]
     example = tmp_path / "query.jpg"
     example.write_bytes(jpeg(TRANSFORMS["reframe"](photo("coffee", 300))))
     table = loupe(
@@ -117,3 +117,11 @@ def test_cli_search_json_and_table(store: LocalStore, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not allowed" in bad.stderr
     missing = loupe("search", "nothing", "--text", "cat", "--store", store.uri)
     assert missing.returncode == 1 and "no versions" in missing.stderr
+
+
+def test_a_misspelt_filter_field_is_refused_with_a_suggestion(store: LocalStore) -> None:
+    with pytest.raises(SearchError, match=r"no sample has a field 'lable' \(did you mean label\?\)"):
+        search(store, "photos", where='lable == "animals"')
+    with pytest.raises(SearchError, match="no sample has a field 'stie'"):
+        search(store, "photos", text="cat", where='stie == "lab"')
+    assert [h.label for h in search(store, "photos", where='site == "lab" and label == "space"')] == ["space"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -26,17 +27,23 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-_DURATION = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h))+$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+def camel_keys(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A record whose keys are column or field names (lineage edges, queue items) with camelCase keys,
+    the one key style of every JSON that Loupe prints and stores. Values are left as they are."""
+    return {to_camel(key): value for key, value in row.items()}
+
+
+_DURATION = re.compile(r"^(\d+(\.\d+)?(ms|s|m|h|d))+$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a Kubernetes-style duration such as ``90s``, ``5m`` or ``1h30m``."""
+    """Seconds in a Kubernetes-style duration such as ``90s``, ``5m``, ``1h30m`` or ``30d``."""
     if not _DURATION.match(text):
-        raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
+        raise ValueError(f"{text!r} is not a duration such as 30s, 5m, 1h30m or 30d")
     return sum(
         float(number) * _DURATION_UNITS[unit]
-        for number, _, unit in re.findall(r"(\d+(\.\d+)?)(ms|s|m|h)", text)
+        for number, _, unit in re.findall(r"(\d+(\.\d+)?)(ms|s|m|h|d)", text)
     )
 
 
@@ -45,7 +52,7 @@ def _check_duration(text: str) -> str:
     return text
 
 
-_DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
 
 # The pattern follows the AfterValidator, so pydantic cannot fold it into the string schema and
 # leaves it out of the JSON schema; WithJsonSchema puts it back so the generated CRD checks it too.

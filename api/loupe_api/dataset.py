@@ -10,6 +10,8 @@ from pydantic import Field, field_validator, model_validator
 
 from loupe_api.common import ApiModel, Condition, GateAction, ObjectMeta, SecretReference, cel_rules
 from loupe_api.constants import KIND_DATASET
+from loupe_api.outliers import RelativeGate
+from loupe_api.retention import RetentionSpec
 
 ImageFormat = Literal["jpeg", "png", "webp", "bmp", "tiff", "gif"]
 ALL_IMAGE_FORMATS: tuple[ImageFormat, ...] = ("jpeg", "png", "webp", "bmp", "tiff", "gif")
@@ -23,7 +25,7 @@ SPLIT_RATIO_TOLERANCE = 1e-6
 BLUR_THRESHOLD = 0.5
 BRIGHT_THRESHOLD = 0.3
 LOW_CONTRAST_THRESHOLD = 0.3
-DARK_THRESHOLD = 0.32
+DARK_THRESHOLD = 0.38  # measured: P 0.96/0.91, R 0.91/0.93 on the tuning / held-out dev photos
 NOISE_THRESHOLD = 1.0
 
 
@@ -149,6 +151,11 @@ class BlurGate(ApiModel):
         "an image is blurry.",
     )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
+    relative: RelativeGate | None = Field(
+        default=None,
+        description="Also judge samples that are outliers of sharpness (too soft) for their own stratum (camera, site, "
+        "any metadata field): robust z-score against the stratum's median and MAD.",
+    )
 
 
 class DarkGate(ApiModel):
@@ -159,6 +166,11 @@ class DarkGate(ApiModel):
         default=DARK_THRESHOLD, ge=0, le=1, description="Brightness (0-1) of the 99th percentile."
     )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
+    relative: RelativeGate | None = Field(
+        default=None,
+        description="Also judge samples that are outliers of brightness (too dark) for their own stratum (camera, site, "
+        "any metadata field): robust z-score against the stratum's median and MAD.",
+    )
 
 
 class BrightGate(ApiModel):
@@ -175,6 +187,11 @@ class BrightGate(ApiModel):
         "over-exposed.",
     )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
+    relative: RelativeGate | None = Field(
+        default=None,
+        description="Also judge samples that are outliers of blown-out share (too bright) for their own stratum (camera, site, "
+        "any metadata field): robust z-score against the stratum's median and MAD.",
+    )
 
 
 class LowContrastGate(ApiModel):
@@ -192,6 +209,11 @@ class LowContrastGate(ApiModel):
         description="Contrast (0-1) below which an image is low-contrast.",
     )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
+    relative: RelativeGate | None = Field(
+        default=None,
+        description="Also judge samples that are outliers of contrast (too flat) for their own stratum (camera, site, "
+        "any metadata field): robust z-score against the stratum's median and MAD.",
+    )
 
 
 class NoiseGate(ApiModel):
@@ -209,6 +231,11 @@ class NoiseGate(ApiModel):
         "above which an image is noisy.",
     )
     action: GateAction = Field(default="flag", description="reject, flag or quarantine.")
+    relative: RelativeGate | None = Field(
+        default=None,
+        description="Also judge samples that are outliers of noise (too grainy) for their own stratum (camera, site, "
+        "any metadata field): robust z-score against the stratum's median and MAD.",
+    )
 
 
 class LowInformationGate(ApiModel):
@@ -425,7 +452,8 @@ class EmbeddingSpec(ApiModel):
         default="mobilenet_v2",
         min_length=1,
         description="A registered model name (mobilenet_v2 is built in) or the URI of an ONNX file "
-        "(a path or s3://bucket/key; options in a .json file beside it).",
+        "(a path or s3://bucket/key; options in a .json file beside it, including textModel and tokenizer "
+        "for the text tower of a CLIP-style pair, which text search then uses).",
     )
     batch_size: int = Field(default=32, ge=1, le=4096, description="Images per inference batch.")
     device: EmbeddingDevice = Field(
@@ -607,6 +635,10 @@ class DatasetSpec(ApiModel):
     )
     health: HealthSpec = Field(default_factory=HealthSpec, description="Health figures and slice coverage.")
     drift: DriftSpec = Field(default_factory=DriftSpec, description="Drift of incoming data.")
+    retention: RetentionSpec = Field(
+        default_factory=RetentionSpec,
+        description="Which versions to keep; the rest are expired and their unshared bytes collected.",
+    )
 
 
 class VersionSummary(ApiModel):
@@ -614,7 +646,10 @@ class VersionSummary(ApiModel):
 
     version: str = Field(description="Semantic version.")
     created: datetime = Field(description="When it was committed.")
-    manifest_uri: str = Field(description="Parquet manifest of the version.")
+    manifest_uri: str = Field(
+        description="Manifest of the version: its part list (manifest.parts.json, naming Parquet parts) "
+        "or, for versions written before parts, one Parquet file."
+    )
     samples: int = Field(description="Samples in the version.")
     digest: str = Field(description="Digest of the manifest content.")
 

@@ -51,6 +51,9 @@ class RunResult(ApiModel):
     current_version: str | None = Field(default=None, description="Latest version after the run.")
     stats: DatasetStats = Field(description="Counts of the run.")
     message: str = Field(default="", description="Summary in words.")
+    expired: list[str] = Field(
+        default_factory=list, description="Versions that spec.retention expired after this run."
+    )
 
 
 class RunFailure(ApiModel):

@@ -11,9 +11,11 @@ and from stored JSON, with timestamps as strings.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import difflib
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from loupe_api.constants import API_VERSION
 from loupe_api.dataset import Dataset
@@ -52,7 +54,60 @@ _EXPECTED = {"bool_type": "expected true or false", "int_type": "expected an int
 
 
 def _message(error: Any) -> str:
+    if error.get("type") == "extra_forbidden":
+        return _unknown_field(error["loc"])
     return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _unknown_field(loc: tuple[int | str, ...]) -> str:
+    """An "unknown field" message with the field it probably meant, from the model at that place."""
+    names = _field_names(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field (did you mean {close[0]}?)"
+    return f"unknown field; the fields here are {', '.join(sorted(names))}" if names else "unknown field"
+
+
+def _field_names(loc: tuple[int | str, ...]) -> list[str]:
+    """The YAML names (camelCase aliases) of the fields of the model found at ``loc``, if any."""
+    current: Any = None
+    for part in loc:
+        if part in KINDS:
+            current = KINDS[str(part)]
+            continue
+        current = _inner(current, part)
+        if current is None:
+            return []
+    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        return []
+    return [info.alias or name for name, info in current.model_fields.items()]
+
+
+def _inner(annotation: Any, part: int | str) -> Any:
+    """The type one step into ``annotation`` (a model field, a list item or a mapping value)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        for name, info in annotation.model_fields.items():
+            if part in (name, info.alias):
+                return _unwrap(info.annotation)
+        return None
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    origin = get_origin(annotation)
+    if origin in (list, tuple) and isinstance(part, int) and args:
+        return _unwrap(args[0])
+    if origin is dict and len(args) == 2:
+        return _unwrap(args[1])
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` and ``Annotated[X, ...]`` as X; other unions as their only model, if one."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and args:
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        return _unwrap(models[0] if len(models) == 1 else args[0])
+    return annotation
 
 
 def _strict_message(error: Any) -> str:

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from loupe_api.common import ApiModel
 from loupe_api.dataset import DatasetStats, DriftSummary, HealthSummary
+from loupe_api.outliers import RelativeGateStats
 
 Bump = Literal["major", "minor", "patch"]
 
@@ -26,6 +27,41 @@ class VersionChange(ApiModel):
     updated: int = Field(default=0, description="Samples whose derived metadata changed.")
 
 
+PartKind = Literal["accepted", "rejected", "lineage"]
+PARTS_SUFFIX = ".parts.json"
+
+
+class ManifestPart(ApiModel):
+    """One Parquet part of a version's rows: content-addressed, shared by every version that holds
+    exactly these rows."""
+
+    key: str = Field(description="Store-relative key: datasets/<dataset>/parts/<sha256>.parquet.")
+    rows: int = Field(description="Rows in the part.")
+    bytes: int = Field(description="Size of the Parquet file.")
+    sha256: str = Field(description="sha256 of the Parquet file (also its name).")
+
+
+class PartList(ApiModel):
+    """The rows of one kind of a version (runs/<run>/<kind>.parts.json): the union of its parts' rows.
+
+    Parts are written before the list, and the list before the version record, so a record never names
+    a missing part; parts of a run that never committed are referenced by nothing (a collector may
+    remove parts no record names). Readers sort the union (accepted: by sample id; rejected: by
+    source, key, sample id; lineage: accepted edges first), so the part boundaries never show.
+    """
+
+    kind: PartKind = Field(description="accepted (the manifest), rejected or lineage.")
+    version: str = Field(description="The version (lineage parts do not store it; readers add it back).")
+    rows: int = Field(description="Rows in all parts together.")
+    bytes: int = Field(description="Bytes of all parts together.")
+    parts: list[ManifestPart] = Field(default_factory=list, description="The parts.")
+
+
+def is_part_list(key: str) -> bool:
+    """Whether a record's manifest, rejected or lineage key names a part list (else one Parquet file)."""
+    return key.endswith(PARTS_SUFFIX)
+
+
 class VersionRecord(ApiModel):
     """The immutable record of one committed version (version.json)."""
 
@@ -38,14 +74,25 @@ class VersionRecord(ApiModel):
     source_digest: str = Field(description="Digest of the source listings.")
     content_digest: str = Field(description="Digest of the manifest content (sample ids, labels, splits).")
     code_version: str = Field(description="Loupe version that produced it.")
-    manifest_uri: str = Field(description="Parquet manifest of accepted samples.")
-    rejected_uri: str = Field(description="Parquet file of rejected, quarantined and dropped samples.")
-    lineage_uri: str = Field(description="Parquet file of object -> sample -> version edges.")
+    manifest_uri: str = Field(
+        description="Manifest of accepted samples: its part list (*.parts.json, a PartList) or, in "
+        "versions written before parts, one Parquet file."
+    )
+    rejected_uri: str = Field(
+        description="Rejected, quarantined and dropped samples: a part list (*.parts.json) or one Parquet file."
+    )
+    lineage_uri: str = Field(
+        description="Object -> sample -> version edges: a part list (*.parts.json) or one Parquet file."
+    )
     samples: int = Field(description="Samples in the manifest.")
     stats: DatasetStats = Field(description="Counts.")
     change: VersionChange | None = Field(default=None, description="Difference from the parent.")
     health: HealthSummary | None = Field(default=None, description="Health summary of the version.")
     drift: DriftSummary | None = Field(default=None, description="Drift of its new samples.")
+    outliers: list[RelativeGateStats] = Field(
+        default_factory=list,
+        description="Per-stratum statistics of the gates' relative sections (dataset-relative outliers).",
+    )
 
 
 def absolute_uri(store_uri: str, key: str) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quickstart on the embedded default (local folder store, work in this process or local workers): installs Loupe, writes a demo
 # folder of real photos with duplicates and faults, builds a dataset version twice (the second run
-# changes nothing), shows the result, searches it by text and writes an HTML report.
+# changes nothing), shows the result, searches it by text, writes an HTML report and prints how to
+# browse the version with loupe serve.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/../.."
@@ -20,3 +21,5 @@ rm -rf images images-truth.json .loupe
 "$loupe" show defects
 "$loupe" search defects --text cat --limit 3           # text-to-image search (downloads the models once)
 "$loupe" report defects --out report.html -f loupe.yaml  # one self-contained HTML page: open it in a browser
+echo "Browse the version in a web browser: $loupe serve -f $here/loupe.yaml"
+echo "  then open the http://127.0.0.1:8765/ address it prints (--port 0 picks a free port; Ctrl-C stops it)"

@@ -43,10 +43,20 @@ def write(uri: str, data: bytes) -> None:
     Path(uri).write_bytes(data)
 
 
+def manifest_rows(uri: str, store_uri: str) -> list[dict]:
+    """The version's manifest: a part list (``*.parts.json``: Parquet parts, keys relative to the store)
+    or, for versions written before parts, one Parquet file."""
+    if not uri.endswith(".parts.json"):
+        return pq.read_table(io.BytesIO(read(uri)), use_threads=False).to_pylist()
+    rows: list[dict] = []
+    for part in json.loads(read(uri))["parts"]:
+        part_uri = f"{store_uri.rstrip('/')}/{part['key']}"
+        rows.extend(pq.read_table(io.BytesIO(read(part_uri)), use_threads=False).to_pylist())
+    return rows
+
+
 def main() -> int:
-    manifest = pq.read_table(
-        io.BytesIO(read(os.environ["LOUPE_MANIFEST_URI"])), use_threads=False
-    ).to_pylist()
+    manifest = manifest_rows(os.environ["LOUPE_MANIFEST_URI"], os.environ["LOUPE_STORE_URI"])
     rows = [r for r in manifest if r.get("label") and all(r.get(f) is not None for f in FEATURES)]
     if not rows:
         write(

@@ -4,6 +4,9 @@ Exit codes: 0 success; 1 a runtime failure (a store that cannot be reached, is f
 access; a run that could not complete; a version or file that is missing); 2 a usage or spec error (bad
 arguments, an invalid spec, an unknown dataset in the file). Every failure prints one line,
 ``error: ...``, on stderr and no traceback; ``LOUPE_DEBUG=1`` shows the traceback of unexpected errors.
+With ``--json``, stdout holds only the JSON, and every key of its structure is camelCase (as in
+version.json and the Kubernetes resources); keys that are data (label, gate and metadata field names,
+the columns a SQL query selects) are printed as they are.
 Every user-supplied string (paths, names, keys, labels, messages) is escaped before rich prints it.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import json
 import os
 import sys
@@ -26,11 +30,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from loupe_api import openlineage
+from loupe_api.common import camel_keys
 from loupe_api.crd import all_crds
 from loupe_api.dataset import DatasetSpec
 from loupe_api.resources import SpecError
 from loupe_api.versions import VersionRecord
 from loupe_workers import exports, manifest
+from loupe_workers.diffs import diff_rows
 from loupe_workers.embed import load_embeddings
 from loupe_workers.executor import make_executor
 from loupe_workers.pipeline import RunError, RunEvents, run_dataset
@@ -43,6 +49,7 @@ from loupe_workers.store import LocalStore, ObjectStore, StoreError, open_store,
 from loupe_workers.trace import TraceError, trace_model, trace_raw
 from loupe_workers.versions import (
     CommitConflict,
+    list_tags,
     list_versions,
     no_dataset_message,
     read_version,
@@ -57,7 +64,9 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True)  # piped output keeps paths on one line
+# Piped into a file or another program, tables are as wide as their cells: a URI is never cut to "…".
+PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 100_000
+out = Console(highlight=False, soft_wrap=True, width=PIPED_WIDTH)  # piped output keeps paths on one line
 
 StoreOption = Annotated[
     str,
@@ -266,6 +275,9 @@ def _print_run(name: str, result: dict[str, Any], store_uri: str) -> None:
         )  # fmt: skip
     if result["current_version"]:
         out.print(escape(f"  current version {result['current_version']} in {store_uri}"))
+    if result.get("expired"):
+        expired = ", ".join(result["expired"])
+        out.print(escape(f"  expired by retention: {expired} (loupe gc frees their bytes)"))
 
 
 @app.command()
@@ -273,9 +285,13 @@ def versions(dataset: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOpti
     """List the versions of DATASET, oldest first."""
     object_store = _store(store)
     records = list_versions(object_store, dataset)
-    rows = [
+    tagged: dict[str, list[str]] = {}
+    for t in list_tags(object_store, dataset):
+        tagged.setdefault(t.version, []).append(t.name)
+    rows: list[dict[str, Any]] = [
         {
             "version": r.version,
+            "tags": tagged.get(r.version, []),
             "created": r.created.isoformat(),
             "samples": r.samples,
             "bump": r.change.bump if r.change else None,
@@ -289,11 +305,12 @@ def versions(dataset: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOpti
         return
     if not rows:
         raise _fail(no_dataset_message(object_store, dataset))
-    table = Table("version", "created", "samples", "bump", "manifest")
+    table = Table("version", "tags", "created", "samples", "bump", "manifest")
     for row in rows:
         _add_row(
             table,
             str(row["version"]),
+            ", ".join(row["tags"]),
             str(row["created"]),
             str(row["samples"]),
             str(row["bump"] or ""),
@@ -307,8 +324,34 @@ def _add_row(table: Table, *cells: str) -> None:
     table.add_row(*(escape(cell) for cell in cells))
 
 
+def outlier_lines(gates: list[dict[str, Any]], strata: int = 10) -> list[str]:
+    """Dataset-relative gates of a version in words: per gate its key, then per stratum (the largest
+    ``strata``) n, median, MAD, threshold and outliers."""
+    lines: list[str] = []
+    for g in gates:
+        side = "<" if g["direction"] == "below" else ">"
+        lines.append(
+            f"  relative {g['gate']} by {g['by']} (maxZ {g['maxZ']:g}, minSamples {g['minSamples']}, "
+            f"{g['action']}): {g['outliers']} outliers ({g['flagged']} flagged, {g['dropped']} dropped), "
+            f"{g['unjudgedStrata']} strata too small, {g['missing']} samples without {g['by']}"
+        )
+        shown = g["strata"][:strata]
+        for s in shown:
+            if s["judged"]:
+                cut = f"{g['measure']} {side} {s['threshold']:.4g}: {s['outliers']} outliers"
+            else:
+                cut = "not judged (fewer than minSamples)"
+            lines.append(
+                f"    {s['value']}: n {s['samples']}, median {s['median']:.4g}, MAD {s['mad']:.4g}, {cut}"
+            )
+        rest = len(g["strata"]) - len(shown) + g["otherStrata"]
+        if rest:
+            lines.append(f"    ... {rest} more strata")
+    return lines
+
+
 def _version_summary(store: ObjectStore, record: VersionRecord) -> dict[str, Any]:
-    rows = manifest.read_rows(store, record.manifest_uri)
+    rows = manifest.read_version_rows(store, record)
     labels = Counter(r["label"] for r in rows if r["label"])
     return {
         "dataset": record.dataset,
@@ -319,9 +362,13 @@ def _version_summary(store: ObjectStore, record: VersionRecord) -> dict[str, Any
         "manifestUri": store.uri_of(record.manifest_uri),
         "rejectedUri": store.uri_of(record.rejected_uri),
         "lineageUri": store.uri_of(record.lineage_uri),
+        # the Parquet files holding the rows (the parts a part list names, or the one file of older versions)
+        "manifestFiles": [store.uri_of(k) for k in manifest.part_files(store, record.manifest_uri)],
+        "rejectedFiles": [store.uri_of(k) for k in manifest.part_files(store, record.rejected_uri)],
         "change": record.change.to_wire() if record.change else None,
         "stats": record.stats.to_wire(),
         "labels": dict(sorted(labels.items())),
+        "outliers": [o.to_wire() for o in record.outliers],
     }
 
 
@@ -381,6 +428,8 @@ def show(ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
             ", ".join(f"{k} {v}" for k, v in summary["labels"].items()),
         )
     out.print(table)
+    for line in outlier_lines(summary["outliers"]):
+        out.print(escape(line))
     out.print(escape(f"  manifest {summary['manifestUri']}"))
 
 
@@ -389,17 +438,17 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
     """Samples added, removed, relabelled or moved between two versions."""
     object_store = _store(store)
     first, second = _version(object_store, a), _version(object_store, b)
-    rows_a = {r["sample_id"]: r for r in manifest.read_rows(object_store, first.manifest_uri)}
-    rows_b = {r["sample_id"]: r for r in manifest.read_rows(object_store, second.manifest_uri)}
-    common = rows_a.keys() & rows_b.keys()
+    rows_a = {r["sample_id"]: r for r in manifest.read_version_rows(object_store, first)}
+    rows_b = {r["sample_id"]: r for r in manifest.read_version_rows(object_store, second)}
+    changes = diff_rows(rows_a.values(), rows_b.values())
     result = {
         "from": f"{first.dataset}@{first.version}",
         "to": f"{second.dataset}@{second.version}",
-        "added": sorted(f"{rows_b[s]['source']}:{rows_b[s]['key']}" for s in rows_b.keys() - rows_a.keys()),
-        "removed": sorted(f"{rows_a[s]['source']}:{rows_a[s]['key']}" for s in rows_a.keys() - rows_b.keys()),
-        "relabeled": sorted(rows_b[s]["key"] for s in common if rows_a[s]["labels"] != rows_b[s]["labels"]),
-        "resplit": sorted(rows_b[s]["key"] for s in common if rows_a[s]["split"] != rows_b[s]["split"]),
-        "unchanged": len(common),
+        "added": sorted(f"{rows_b[s]['source']}:{rows_b[s]['key']}" for s in changes.added),
+        "removed": sorted(f"{rows_a[s]['source']}:{rows_a[s]['key']}" for s in changes.removed),
+        "relabeled": sorted(rows_b[s]["key"] for s in changes.relabeled),
+        "resplit": sorted(rows_b[s]["key"] for s in changes.resplit),
+        "unchanged": changes.unchanged,
     }
     if as_json:
         _print_json(result)
@@ -448,7 +497,7 @@ def lineage(
                       f"{found['dataset']}@{found['datasetVersion']} <- {len(found['rawObjects'])} raw objects"))  # fmt: skip
             table = Table("raw object", "raw sha256", "sample")
             for edge in found["rawObjects"]:
-                _add_row(table, str(edge["uri"]), str(edge["raw_sha256"])[:12], str(edge["sample_id"])[:12])
+                _add_row(table, str(edge["uri"]), str(edge["rawSha256"])[:12], str(edge["sampleId"])[:12])
             out.print(table)
         else:
             out.print(
@@ -464,15 +513,22 @@ def lineage(
         chain.append({"version": current.version, "created": current.created.isoformat(), "runId": current.run_id,
                       "specDigest": current.spec_digest, "sourceDigest": current.source_digest,
                       "codeVersion": current.code_version})  # fmt: skip
-        current = read_version(object_store, record.dataset, current.parent) if current.parent else None
-    edges = manifest.read_rows(object_store, record.lineage_uri)
-    result = {"dataset": record.dataset, "version": record.version, "ancestry": chain, "edges": edges}
+        parent = current.parent
+        current = None
+        if parent:
+            try:
+                current = read_version(object_store, record.dataset, parent)
+            except LookupError as exc:  # expired by retention: the chain ends here, saying why
+                chain.append({"version": parent, "expired": str(exc)})
+    edges = manifest.read_version_rows(object_store, record, "lineage")
+    result = {"dataset": record.dataset, "version": record.version, "ancestry": chain,
+              "edges": [camel_keys(edge) for edge in edges]}  # fmt: skip
     if as_json:
         _print_json(result)
         return
     out.print(
         f"[bold]{escape(record.dataset)}@{escape(record.version)}[/bold] <- "
-        + escape(" <- ".join(c["version"] for c in chain[1:]))
+        + escape(" <- ".join(c["version"] + (" (expired)" if "expired" in c else "") for c in chain[1:]))
     )
     table = Table("raw object", "raw sha256", "sample", "disposition")
     for edge in edges:
@@ -500,6 +556,10 @@ def search(
         typer.Option("--where", "-w", help="Filter expression, e.g. 'label == \"cat\" and width >= 640'."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-k", min=1, help="Results to show.")] = 10,
+    min_score: Annotated[
+        float | None,
+        typer.Option("--min-score", help="Leave out hits scoring below this (see README: Search)."),
+    ] = None,
     model: Annotated[
         str, typer.Option(help="Embedding model (registered name or .onnx URI).")
     ] = "mobilenet_v2",
@@ -520,8 +580,9 @@ def search(
         raise _fail(f"cannot read {image}: {exc}", 2) from exc
     try:
         hits = run_search(
-            object_store, name, version, image=example, text=text, where=where, limit=limit, model=model
-        )
+            object_store, name, version, image=example, text=text, where=where, limit=limit, model=model,
+            min_score=min_score,
+        )  # fmt: skip
     except SearchError as exc:
         raise _fail(str(exc), 2) from exc
     except ModelError as exc:
@@ -544,6 +605,186 @@ def search(
             hit.detail,
         )
     out.print(table)
+
+
+@app.command()
+def query(
+    ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
+    sql: Annotated[
+        str | None,
+        typer.Argument(help="SQL over the tables samples, rejected and lineage (DuckDB dialect)."),
+    ] = None,
+    schema: Annotated[bool, typer.Option("--schema", help="List the tables and their columns.")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows a table shows.")] = 50,
+    allow_restricted: Annotated[
+        bool, typer.Option("--allow-restricted", help="Include samples restricted for privacy.")
+    ] = False,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonOption = False,
+) -> None:
+    """SQL over a version: `samples` (the manifest, JSON columns as structs: metadata.site, labels.boxes),
+    `rejected` (left-out samples and why) and `lineage`. Read-only: the query reaches no file."""
+    from loupe_workers.query import QueryError, run_query, schema_text
+
+    object_store = _store(store)
+    record = _version(object_store, ref)
+    if schema:
+        columns = schema_text(object_store, record)
+        if as_json:
+            _print_json([{"table": t, "column": c, "type": k} for t, c, k in columns])
+            return
+        table = Table("table", "column", "type")
+        for row in columns:
+            _add_row(table, *row)
+        out.print(table)
+        return
+    if not sql:
+        raise _fail(
+            'give a SQL query, e.g. "select split, count(*) from samples group by split", or --schema', 2
+        )
+    try:
+        result = run_query(object_store, record, sql, allow_restricted=allow_restricted).table
+    except QueryError as exc:
+        raise _fail(f"query: {exc}", 2) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_pylist(), indent=2, default=str) + "\n")
+        return
+    if csv_out:
+        import pyarrow.csv as pacsv
+
+        sink = io.BytesIO()
+        pacsv.write_csv(_flatten_for_csv(result), sink)
+        sys.stdout.write(sink.getvalue().decode())
+        return
+    table = Table(*result.column_names)
+    for row in result.slice(0, max_rows).to_pylist():
+        _add_row(table, *(_cell(v) for v in row.values()))
+    out.print(table)
+    if result.num_rows > max_rows:
+        console.print(f"{max_rows} of {result.num_rows} rows shown (--max-rows, --json or --csv for all)")
+
+
+def _cell(value: Any) -> str:
+    """A query result value as table text: nested values as compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str, separators=(",", ":"))
+    return str(value)
+
+
+def _flatten_for_csv(table: Any) -> Any:
+    """CSV has no nested values: struct and list columns become JSON text."""
+    import pyarrow as pa
+
+    for index, field in enumerate(table.schema):
+        if pa.types.is_nested(field.type):
+            text = pa.array(
+                [None if v is None else _cell(v) for v in table.column(index).to_pylist()], pa.string()
+            )
+            table = table.set_column(index, field.name, text)
+    return table
+
+
+@app.command()
+def tag(
+    ref: Annotated[str, typer.Argument(help="DATASET@VERSION to tag (DATASET alone with --delete)")],
+    name: Annotated[str, typer.Argument(help="Tag name, e.g. production")],
+    force: Annotated[bool, typer.Option("--force", help="Move the tag if it names another version.")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the tag (the version stays).")] = False,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Name a version (DATASET@production works wherever a version does). A tag is immutable: --force
+    moves it, and the tag keeps the versions it named before."""
+    from loupe_workers.tags import TagError, TagExists, remove_tag, set_tag
+
+    object_store = _store(store)
+    dataset, version = _split_ref(ref)
+    try:
+        if delete:
+            removed = remove_tag(object_store, dataset, name)
+            out.print(escape(f"removed tag {name} of {dataset} (it named {removed.version})"))
+            return
+        if version is None:
+            raise _fail(f"give the version to tag: loupe tag {dataset}@VERSION {name}", 2)
+        record = _version(object_store, ref)  # a tag or a number; one line with a suggestion if unknown
+        done = set_tag(object_store, dataset, record.version, name, force=force)
+    except TagExists as exc:
+        raise _fail(str(exc)) from exc
+    except TagError as exc:
+        raise _fail(str(exc), 2 if not delete else 1) from exc
+    moved = f" (moved from {done.history[-1].version})" if done.history and force else ""
+    out.print(escape(f"{dataset}@{name} -> {done.version}{moved}"))
+
+
+@app.command()
+def tags(dataset: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption = False) -> None:
+    """The tags of DATASET: the version each names, since when, and where it pointed before."""
+    object_store = _store(store)
+    found = list_tags(object_store, dataset)
+    if as_json:
+        _print_json([t.to_wire() for t in found])
+        return
+    if not found and not list_versions(object_store, dataset):
+        raise _fail(no_dataset_message(object_store, dataset))
+    table = Table("tag", "version", "since", "before")
+    for t in found:
+        _add_row(table, t.name, t.version, t.created.isoformat(), ", ".join(m.version for m in t.history))
+    out.print(table)
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go; delete nothing.")] = False,
+    file: Annotated[
+        Path | None,
+        typer.Option("-f", "--file", help="Apply the spec.retention of these Datasets first."),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", envvar="LOUPE_STORE", help="Object store (default: the spec's, or .loupe)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Free what no version references: blobs, manifest parts, run folders and reviews of expired
+    versions and failed runs, across every dataset of the store. With -f, first expire the versions
+    that each Dataset's spec.retention lets go (never the current, a tagged or a trained-on one)."""
+    from loupe_workers.leases import CollectionInProgress
+    from loupe_workers.retention import collect_garbage, expire, retention_plan
+
+    expired: dict[str, list[str]] = {}
+    store_uri = store
+    if file is not None:
+        try:
+            bundle = load_specs(file)
+        except SpecError as exc:
+            raise _fail(str(exc), 2) from exc
+        for name, dataset in sorted(bundle.datasets.items()):
+            uri = store or _resolve_store(dataset.spec.storage.uri, bundle.base_dir) or DEFAULT_STORE
+            store_uri = store_uri or uri
+            plan = retention_plan(_store(uri), name, dataset.spec.retention)
+            expired[name] = [p.version for p in plan] if dry_run else [
+                t.version for t in expire(_store(uri), name, plan)]  # fmt: skip
+    object_store = _store(store_uri or DEFAULT_STORE)
+    try:
+        report = collect_garbage(object_store, dry_run=dry_run)
+    except CollectionInProgress as exc:
+        raise _fail(str(exc)) from exc
+    summary = {"dryRun": dry_run, "expired": expired, "versionsKept": report.versions,
+               "deleted": len(report.deleted), "freedBytes": report.freed_bytes, "skipped": report.skipped}  # fmt: skip
+    if as_json:
+        _print_json(summary | {"deletedKeys": report.deleted})
+        return
+    verb = "would expire" if dry_run else "expired"
+    for name, versions in expired.items():
+        out.print(escape(f"{name}: {verb} {', '.join(versions) or 'nothing'}"))
+    if report.skipped:
+        out.print(escape(f"nothing collected: {report.skipped}"))
+        return
+    verb = "would free" if dry_run else "freed"
+    out.print(escape(f"{verb} {report.freed_bytes / 1e6:.1f} MB in {len(report.deleted)} objects; "
+                     f"{report.versions} versions kept in {object_store.uri}"))  # fmt: skip
 
 
 @app.command()
@@ -584,7 +825,7 @@ def _stored_vectors(store: ObjectStore, record: VersionRecord) -> dict[str, Any]
     )
     if not models:
         return None
-    shas = {str(r["sha256"]) for r in manifest.read_rows(store, record.manifest_uri)}
+    shas = {str(r["sha256"]) for r in manifest.read_version_rows(store, record)}
     found = load_embeddings(store, models[0], shas)
     return {sha: found.vectors[i] for i, sha in enumerate(found.sha256)} or None
 
@@ -613,6 +854,47 @@ def report(
 
 
 @app.command()
+def serve(
+    file: Annotated[
+        Path | None,
+        typer.Option("-f", "--file", help="Spec file: its spec.storage.uri, else .loupe beside it."),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", envvar="LOUPE_STORE", help="Object store (default: spec, then ./.loupe)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: a free one).")] = 8765,
+) -> None:
+    """Browse the versions of a store in a web browser: a filtered grid of samples, each sample's record,
+    duplicate groups, what was left out and why, diffs between versions, search. Ctrl-C stops it."""
+    from loupe_workers.serve.app import bind, serve_forever
+
+    store_uri = store
+    if store_uri is None and file is not None:
+        try:
+            bundle = load_specs(file)
+        except SpecError as exc:
+            raise _fail(str(exc), 2) from exc
+        specs = [d.spec for _, d in sorted(bundle.datasets.items())]
+        store_uri = next((u for s in specs if (u := _resolve_store(s.storage.uri, bundle.base_dir))), None)
+        beside = bundle.base_dir / DEFAULT_STORE  # the embedded default: .loupe next to the spec
+        if store_uri is None and beside.is_dir():
+            store_uri = str(beside)
+    object_store = _store(store_uri or DEFAULT_STORE)
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port}: {os_reason(exc)}") from exc
+
+    def ready(url: str) -> None:
+        out.print(escape(f"Loupe: browsing {object_store.uri} at {url} (Ctrl-C stops)"))
+        sys.stdout.flush()
+
+    serve_forever(object_store, sock, ready)
+
+
+@app.command()
 def queue(
     ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
     import_file: Annotated[
@@ -630,14 +912,15 @@ def queue(
         if import_file is not None:
             found = parse_predictions(import_file.read_text(), import_file.name)
             matched = import_predictions(object_store, name, record.version, found)
-            out.print(escape(f"imported {matched} of {len(found)} predictions for {name}@{record.version}"))
+            said = f"imported {matched} of {len(found)} predictions for {name}@{record.version}"
+            (console if as_json else out).print(escape(said))  # --json: stdout holds only the JSON
         items = review_queue(object_store, name, record.version)
     except PredictionError as exc:
         raise _fail(str(exc), 2) from exc
     except OSError as exc:
         raise _fail(f"cannot read {import_file}: {os_reason(exc)}", 2) from exc
     if as_json:
-        _print_json([item.__dict__ for item in items[:limit]])
+        _print_json([camel_keys(item.__dict__) for item in items[:limit]])
         return
     table = Table("score", "sample", "label", "predicted", "confidence", "why")
     for item in items[:limit]:
@@ -670,7 +953,7 @@ def export(
         raise _fail(f"unknown --format {fmt!r}: use one of {', '.join(exports.FORMATS)}", 2)
     object_store = _store(store)
     record = _version(object_store, ref)
-    rows = manifest.read_rows(object_store, record.manifest_uri)
+    rows = manifest.read_version_rows(object_store, record)
     allowed = exportable(rows, allow_restricted)
     chosen = exports.samples_from_rows(r for r in allowed if not split or r.get("split") in split)
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import io
 import json
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -26,9 +25,9 @@ from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from loupe_api.versions import VersionRecord
+from loupe_workers.manifest import read_version_table
 from loupe_workers.store import ObjectStore, blob_key, open_store
 from loupe_workers.versions import (
     DatasetNotFound,
@@ -212,10 +211,9 @@ class Version:
     def _manifest(self) -> pa.Table:
         """The served rows of the manifest (accepted; restricted ones only when allowed), read once."""
         if self._table is None:
-            # No reader threads, as manifest.read_rows: pyarrow's pool can abort short runs at exit.
-            table = pq.read_table(io.BytesIO(self.store.get(self.record.manifest_uri)), use_threads=False)
-            keys = table.select([c for c in ("disposition", "flags") if c in table.column_names]).to_pylist()
-            mask = [_is_served(r, self.allow_restricted) for r in keys]
+            # parts or one file, read without pyarrow's pool (it can abort short runs at exit)
+            table = read_version_table(self.store, self.record)
+            mask = served_mask(table, self.allow_restricted)
             self._table = table.filter(pa.array(mask, pa.bool_())) if not all(mask) else table
         return self._table
 
@@ -227,11 +225,7 @@ class Version:
         ``pc.field("metadata", "site") == "plant-a"``, ``pc.field("split") == "train"``."""
         table = self._manifest()
         if decode_json:
-            for name in JSON_COLUMNS:
-                if name in table.column_names and pa.types.is_string(table.schema.field(name).type):
-                    table = table.set_column(
-                        table.schema.get_field_index(name), name, _struct_column(table.column(name))
-                    )
+            table = decode_json_columns(table, JSON_COLUMNS)
         if filter is not None:
             table = table.filter(filter)
         if columns is not None:
@@ -331,6 +325,22 @@ class Version:
         return ray.data.from_arrow(blocks).map_batches(
             partial(_read_blobs, store=self.store), batch_format="pyarrow", batch_size=step
         )
+
+
+def served_mask(table: pa.Table, allow_restricted: bool) -> list[bool]:
+    """Which rows of a manifest table may be served: all, or those not restricted for privacy."""
+    keys = table.select([c for c in ("disposition", "flags") if c in table.column_names]).to_pylist()
+    return [_is_served(r, allow_restricted) for r in keys]
+
+
+def decode_json_columns(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """The named JSON string columns of ``table`` as Arrow structs (where their values share a type)."""
+    for name in names:
+        if name in table.column_names and pa.types.is_string(table.schema.field(name).type):
+            table = table.set_column(
+                table.schema.get_field_index(name), name, _struct_column(table.column(name))
+            )
+    return table
 
 
 def _struct_column(column: pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

@@ -334,7 +334,12 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     embedding_output: str | None = None  # default: the first output
     logits_output: str | None = None  # ImageNet-1k logits, for text search through class names
-    text_model: str | None = None  # a CLIP-style text tower registered with register_text_model
+    # The text tower of a CLIP-style pair: a name registered with register_text_model, or the URI of
+    # an ONNX text encoder (relative to the image model's URI) with its Hugging Face tokenizer.json.
+    text_model: str | None = None
+    tokenizer: str | None = None  # default: tokenizer.json beside the text model
+    context_length: int = 77  # tokens the text encoder takes (CLIP: 77)
+    text_output: str | None = None  # default: the text encoder's first output
 
 
 _REGISTRY: dict[str, ModelSpec] = {
@@ -360,6 +365,49 @@ def text_encoder(name: str) -> TextEncoder:
     return _TEXT_MODELS[name]
 
 
+def text_encoder_of(spec: ModelSpec) -> TextEncoder | None:
+    """The text tower paired with an image model, if it has one: registered, or an ONNX file."""
+    if spec.text_model is None:
+        return None
+    if spec.text_model in _TEXT_MODELS or not spec.text_model.endswith(".onnx"):
+        return text_encoder(spec.text_model)
+    tokenizer = spec.tokenizer or _beside(spec.text_model, "tokenizer.json")
+    return _onnx_text_encoder(spec.text_model, tokenizer, spec.context_length, spec.text_output)
+
+
+@cache
+def _onnx_text_encoder(uri: str, tokenizer_uri: str, context_length: int, output: str | None) -> TextEncoder:
+    """A CLIP-style ONNX text tower: token ids (int64, [batch, context]; attention_mask too when the
+    graph takes one) in, one vector per text out, L2-normalised to compare with image embeddings."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_str(_read_uri(tokenizer_uri).decode())
+    except Exception as exc:
+        raise ModelError(f"cannot load the tokenizer {tokenizer_uri}: {exc}") from exc
+    tokenizer.enable_truncation(context_length)
+    tokenizer.enable_padding(length=context_length)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(_read_uri(uri), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"cannot load the text model {uri}: {exc}") from exc
+    inputs = [i.name for i in session.get_inputs()]
+    name = output or session.get_outputs()[0].name
+
+    def encode(texts: Sequence[str]) -> FloatArray:
+        encoded = tokenizer.encode_batch(list(texts))
+        feed = {inputs[0]: np.asarray([e.ids for e in encoded], dtype=np.int64)}
+        if "attention_mask" in inputs:
+            feed["attention_mask"] = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+        vectors = np.asarray(session.run([name], feed)[0], dtype=np.float32).reshape(len(texts), -1)
+        return normalize(vectors)
+
+    return encode
+
+
 def model_spec(ref: str) -> ModelSpec:
     """A registered name, or the URI of an ONNX file. Options come from a ``.json`` file beside it, e.g.
     ``{"inputSize": 224, "crop": 1.0, "mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28],
@@ -379,7 +427,20 @@ def model_spec(ref: str) -> ModelSpec:
     if unknown:
         raise ModelError(f"{ref}: unknown option(s) {', '.join(unknown)} in its .json file")
     kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in snake.items()}
+    for option in ("text_model", "tokenizer"):  # files of the pair may be named relative to the image model
+        if isinstance(kwargs.get(option), str) and not _is_absolute(kwargs[option]):
+            kwargs[option] = _beside(ref, kwargs[option])
     return ModelSpec(ref, ref, **kwargs)
+
+
+def _is_absolute(uri: str) -> bool:
+    return "://" in uri or uri.startswith("/") or uri in _TEXT_MODELS
+
+
+def _beside(ref: str, name: str) -> str:
+    """``name`` in the folder of the model URI ``ref`` (a path, file:// or s3:// URI)."""
+    head, _, _ = ref.rpartition("/")
+    return f"{head}/{name}" if head else name
 
 
 def _read_uri(uri: str) -> bytes:

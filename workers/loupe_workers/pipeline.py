@@ -12,16 +12,17 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from loupe_api.dataset import DatasetSpec, DatasetStats, DriftSummary, HealthSummary
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest, RunResult
+from loupe_api.outliers import RelativeGateStats
 from loupe_api.versions import VersionChange, VersionRecord
-from loupe_workers import analysis, ann, annotate, embed, gates, geometry, manifest, media, privacy
+from loupe_workers import analysis, ann, annotate, embed, gates, geometry, manifest, media, outliers, privacy
 from loupe_workers.dedup import KeepMeasures, Verify, find_duplicates
 from loupe_workers.executor import AutoExecutor, Executor, InlineExecutor, RayExecutor
+from loupe_workers.leases import CollectionInProgress, run_lease
 from loupe_workers.process import ProcessSettings, Record
+from loupe_workers.retention import expire, retention_plan
 from loupe_workers.semver import SampleState, decide, next_version
 from loupe_workers.sources import ListedObject, SourceUnavailable, list_media, listing_digest, source_store
 from loupe_workers.splits import SplitUnit, assign_splits
@@ -82,6 +83,7 @@ class Curated:
     rows: list[Record]
     stats: DatasetStats
     states: dict[str, SampleState] = field(default_factory=dict)
+    outliers: list[RelativeGateStats] = field(default_factory=list)  # stratum statistics of relative gates
 
 
 def spec_digest(spec: DatasetSpec, sources: dict[str, IngestSourceSpec]) -> str:
@@ -165,6 +167,11 @@ def curate(
             candidates.append(len(rows))
             row["blob_uri"] = blob_key(row["sha256"])
         rows.append(row)
+    # dataset-relative gates: judged on what the absolute gates kept, before dedup (like every gate);
+    # a sample accepted in the parent version is only ever flagged by them (loupe_workers.outliers)
+    published = [previous.get(rows[i]["sample_id"], {}).get("disposition") == "accepted" for i in candidates]
+    judgement = outliers.judge([rows[i] for i in candidates], spec.quality_gates, published)
+    candidates = outliers.apply(rows, candidates, judgement, stats)
     accepted = [rows[i] for i in candidates]
     previously_kept = {sid for sid, r in previous.items() if r.get("disposition") == "accepted"}
     for row in accepted:
@@ -247,7 +254,7 @@ def curate(
             stats.splits[row["split"]] = stats.splits.get(row["split"], 0) + 1
     stats.samples = stats.accepted = len(states)
     stats.privacy = privacy.counts(rows, spec.privacy)
-    return Curated(rows, stats, states)
+    return Curated(rows, stats, states, judgement.stats)
 
 
 def _stored_keep(row: Record) -> dict[str, float] | None:
@@ -273,9 +280,9 @@ def run_dataset(
     events: RunEvents | None = None,
     store: ObjectStore | None = None,
 ) -> RunResult:
-    """Build the next version of one dataset. Idempotent: unchanged inputs commit nothing."""
-    events = events or RunEvents()
-    executor = executor or InlineExecutor()
+    """Build the next version of one dataset, then expire what spec.retention lets go. Idempotent:
+    unchanged inputs commit nothing. Holds a lease on the store throughout, so that garbage collection
+    never removes a blob or part this run relies on (leases.py)."""
     secret = request.spec.storage.credentials_secret_ref
     store = store or open_store(
         request.store_uri,
@@ -283,6 +290,27 @@ def run_dataset(
         region=request.store_region,
         credentials_secret=secret.name if secret else None,
     )
+    try:
+        with run_lease(store, request.dataset):
+            result = _build_version(request, base_dir=base_dir, executor=executor, events=events, store=store)
+    except CollectionInProgress as exc:
+        raise RunError(str(exc), reason="GarbageCollectionInProgress") from exc
+    if request.spec.retention.active():
+        plan = retention_plan(store, request.dataset, request.spec.retention)
+        result.expired = [t.version for t in expire(store, request.dataset, plan)]
+    return result
+
+
+def _build_version(
+    request: RunRequest,
+    *,
+    base_dir: Path | None,
+    executor: Executor | None,
+    events: RunEvents | None,
+    store: ObjectStore,
+) -> RunResult:
+    events = events or RunEvents()
+    executor = executor or InlineExecutor()
     spec = request.spec
     missing = [ref.name for ref in spec.sources if ref.name not in request.sources]
     if missing:
@@ -296,9 +324,10 @@ def run_dataset(
     parent = latest_version(store, request.dataset)
     parent_accepted: list[Record] = []  # read once: carried rows, the semver comparison and health use it
     previous_rows: list[Record] = []
+    parent_layout: manifest.VersionLayout | None = None  # where its rows lie: the parts the next one reuses
     if parent is not None:
-        parent_accepted = manifest.read_rows(store, parent.manifest_uri)
-        previous_rows = parent_accepted + manifest.read_rows(store, parent.rejected_uri)
+        parent_accepted, parent_rejected, parent_layout = manifest.read_parent(store, parent)
+        previous_rows = parent_accepted + parent_rejected
     # what semver compares against, taken before curation works on these rows
     before = (
         {r["sample_id"]: SampleState(r["labels"], r["split"], _derived_digest(r)) for r in parent_accepted}
@@ -493,7 +522,7 @@ def run_dataset(
     extra_files = near.index_files(request.dataset, run_id)
     record, wrote = _commit(
         store, request.dataset, run_id, version, current, curated, change, digest, source_digest, extra_files,
-        analyzer(store, request.dataset, spec, parent, parent_accepted, stage),
+        analyzer(store, request.dataset, spec, parent, parent_accepted, stage), layout=parent_layout,
     )  # fmt: skip
     result.version = record.version
     result.current_version = record.version
@@ -518,9 +547,11 @@ def _commit(
     source_digest: str,
     extra_files: dict[str, bytes] | None = None,
     analyze: Analyzer | None = None,
+    layout: manifest.VersionLayout | None = None,
 ) -> tuple[VersionRecord, bool]:
     """Stage every file under the run, then publish the version record with one conditional put;
-    True when this call published it."""
+    True when this call published it. The rows go into manifest parts (manifest.write_parts): only the
+    parts the parent's ``layout`` does not already hold are written, before the record."""
     prefix = run_prefix(dataset, run_id)
     for key, data in (extra_files or {}).items():
         store.put(key, data)
@@ -531,24 +562,7 @@ def _commit(
         (r for r in curated.rows if r["disposition"] != "accepted"),
         key=lambda r: (r["source"], r["key"], r["sample_id"]),
     )
-    lineage = [
-        {
-            "version": version,
-            "sample_id": r["sample_id"],
-            "disposition": r["disposition"],
-            "source": r["source"],
-            "key": r["key"],
-            "uri": r["uri"],
-            "etag": r["etag"],
-            "raw_sha256": r["video_sha256"] or r["sha256"],
-            "blob": blob_key(r["sha256"]),
-            "frame_index": r["frame_index"],
-        }
-        for r in accepted + others
-    ]
-    store.put(f"{prefix}/manifest.parquet", manifest.to_bytes(accepted))
-    store.put(f"{prefix}/rejected.parquet", manifest.to_bytes(others))
-    store.put(f"{prefix}/lineage.parquet", manifest.table_bytes(pa.Table.from_pylist(lineage)))
+    written = manifest.write_parts(store, dataset, prefix, version, accepted, others, layout)
     record = VersionRecord(
         dataset=dataset,
         version=version,
@@ -559,12 +573,13 @@ def _commit(
         source_digest=source_digest,
         content_digest=_content_digest(accepted),
         code_version=code_version(),
-        manifest_uri=f"{prefix}/manifest.parquet",
-        rejected_uri=f"{prefix}/rejected.parquet",
-        lineage_uri=f"{prefix}/lineage.parquet",
+        manifest_uri=written.manifest_uri,
+        rejected_uri=written.rejected_uri,
+        lineage_uri=written.lineage_uri,
         samples=len(accepted),
         stats=curated.stats,
         change=change,
+        outliers=curated.outliers,
     )
     if analyze is not None:
         health, drift, figures = analyze(accepted, others)
@@ -598,9 +613,7 @@ def analyzer(
         reference_rows = parent_rows
         if parent is None or parent.version != reference:
             try:
-                reference_rows = manifest.read_rows(
-                    store, read_version(store, dataset, reference).manifest_uri
-                )
+                reference_rows = manifest.read_version_rows(store, read_version(store, dataset, reference))
             except LookupError:
                 figures["drift"] = {"error": f"reference version {reference} does not exist"}
                 return health, None, figures

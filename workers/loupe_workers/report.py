@@ -120,7 +120,9 @@ def scatter(points: npt.NDArray[np.float64], labels: Sequence[str], label: str, 
     classes = sorted(set(labels))
     dots = "".join(f'<circle cx="{x:.1f}" cy="{size - y:.1f}" r="4" fill="{PALETTE[classes.index(c) % len(PALETTE)]}" '
                    f'fill-opacity="0.8"><title>{_esc(c)}</title></circle>' for (x, y), c in zip(xy, labels, strict=True))  # fmt: skip
-    legend = "".join(f'<text x="{size + 10}" y="{20 + 18 * i}" class="axis" fill="{PALETTE[i % len(PALETTE)]}">● {_esc(c[:20])}</text>'
+    # class "legend", not "axis": the .axis rule's fill would override each entry's colour (CSS beats
+    # a presentation attribute), leaving every class grey
+    legend = "".join(f'<text x="{size + 10}" y="{20 + 18 * i}" class="legend" fill="{PALETTE[i % len(PALETTE)]}">● {_esc(c[:20])}</text>'
                      for i, c in enumerate(classes[:15]))  # fmt: skip
     return _svg(size + 170, size, dots + legend, label)
 
@@ -149,14 +151,18 @@ def _thumbnail(store: ObjectStore, row: dict[str, Any], max_pixels: int, memory_
 
 
 def _gallery(store: ObjectStore, rows: Sequence[dict[str, Any]], spec: DatasetSpec) -> str:
+    """The first THUMBNAILS rows, with how many there are in all ("12 of 40 shown")."""
     if not rows:
         return '<p class="empty">none</p>'
+    shown = min(len(rows), THUMBNAILS)
+    count = (f'<p class="shown" data-shown="{shown}" data-total="{len(rows)}">{shown} of {len(rows)} shown'
+             f'{"" if shown == len(rows) else " (loupe serve lists them all)"}</p>')  # fmt: skip
     limits = spec.quality_gates.max_pixels
     cards = "".join(
         f'<figure>{_thumbnail(store, r, limits.limit, limits.memory_limit)}<figcaption>{_esc(str(r.get("key")))}<br><b>{_esc(str(r.get("reason") or r.get("dup_kind") or ""))}</b></figcaption></figure>'
         for r in rows[:THUMBNAILS]
     )  # fmt: skip
-    return f'<div class="gallery">{cards}</div>'
+    return f'{count}<div class="gallery">{cards}</div>'
 
 
 STYLE = """
@@ -166,7 +172,7 @@ main{padding:16px 32px;display:grid;grid-template-columns:repeat(auto-fill,minma
 section{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:14px 18px}section.wide{grid-column:1/-1}
 h2{font-size:15px;margin:0 0 10px}.kpis{display:flex;gap:12px;flex-wrap:wrap}
 .kpi{background:#f6f8fa;border-radius:6px;padding:8px 14px;min-width:110px}.kpi b{display:block;font-size:20px}
-.axis{font-size:11px;fill:#57606a}.value{font-size:11px;fill:#1f2328}.cell{font-size:10px;text-anchor:middle;fill:#1f2328}
+.axis{font-size:11px;fill:#57606a}.legend{font-size:11px}.value{font-size:11px;fill:#1f2328}.cell{font-size:10px;text-anchor:middle;fill:#1f2328}
 .hists{display:flex;flex-wrap:wrap;gap:8px}.hists div{font-size:12px}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;width:132px;font-size:11px;word-break:break-all}
 figure img,.noimg{width:128px;height:96px;object-fit:cover;border-radius:4px;background:#eee;display:flex;align-items:center;justify-content:center;color:#888}
@@ -185,9 +191,7 @@ def _figures(
         return stored["health"], drift, record.drift
     reference = spec.drift.reference_version or record.parent
     parent_rows = (
-        manifest.read_rows(store, read_version(store, record.dataset, reference).manifest_uri)
-        if reference
-        else []
+        manifest.read_version_rows(store, read_version(store, record.dataset, reference)) if reference else []
     )
     _, health = analysis.health(accepted, others, parent_rows, spec.health)
     if not reference:
@@ -205,8 +209,8 @@ def build_report(
     """The HTML page of one version (``vectors``: embeddings by sha256 for the map; else quality features)."""
     spec = spec or DatasetSpec.model_validate({"sources": [{"name": "_"}]})
     record: VersionRecord = read_version(store, dataset, version)
-    accepted = manifest.read_rows(store, record.manifest_uri)
-    others = manifest.read_rows(store, record.rejected_uri)
+    accepted = manifest.read_version_rows(store, record)
+    others = manifest.read_version_rows(store, record, "rejected")
     health, drift, drift_summary = _figures(store, record, accepted, others, spec, vectors)
     reference = drift_summary.reference if drift_summary is not None else None
     stats = record.stats
@@ -264,12 +268,12 @@ def build_report(
 <section class="wide"><h2>Counts</h2><div class="kpis">{kpi_html}</div></section>
 <section class="wide"><h2>Quality distributions (accepted samples)</h2><div class="hists">{hists}</div></section>
 <section><h2>Class balance</h2>{balance}<p>imbalance {health["classBalance"]["imbalance"] or 0:.2f} (largest / smallest class)</p></section>
-<section><h2>Map of the samples</h2>{scatter_html}<p class="empty">{map_note}</p></section>
+<section id="map"><h2>Map of the samples</h2>{scatter_html}<p class="empty">{map_note}</p></section>
 <section><h2>Slice coverage</h2>{slices or '<p class="empty">no slices configured (spec.health.slices)</p>'}
 {f'<h3>Gaps</h3><ul class="gaps">{gaps}</ul>' if gaps else ""}</section>
 <section><h2>Drift</h2>{drift_html}</section>
-<section class="wide"><h2>Rejected and quarantined ({len(rejected)})</h2>{_gallery(store, rejected, spec)}</section>
-<section class="wide"><h2>Duplicates ({len(duplicates)})</h2>{_gallery(store, duplicates, spec)}</section>
+<section class="wide" id="left-out"><h2>Rejected and quarantined ({len(rejected)})</h2>{_gallery(store, rejected, spec)}</section>
+<section class="wide" id="duplicates"><h2>Duplicates ({len(duplicates)})</h2>{_gallery(store, duplicates, spec)}</section>
 </main>
 <script>document.body.dataset.rendered=[...document.querySelectorAll("svg.plot")].every(s=>s.childElementCount>0)?"yes":"no";</script>
 </body></html>

@@ -76,7 +76,7 @@ def parse_predictions(text: str, name: str) -> list[Prediction]:
 def import_predictions(store: ObjectStore, dataset: str, version: str, predictions: list[Prediction]) -> int:
     """Match predictions to the version's samples (by id, sha256, key or URI) and store them; returns matches."""
     record = read_version(store, dataset, version)
-    rows = manifest.read_rows(store, record.manifest_uri)
+    rows = manifest.read_version_rows(store, record)
     lookup: dict[str, str] = {}
     for r in rows:
         for name in ("sample_id", "sha256", "key", "uri"):
@@ -129,7 +129,7 @@ def review_queue(
         raise PredictionError(
             f"no predictions imported for {dataset}@{version}: loupe queue --import FILE"
         ) from exc
-    rows = manifest.read_rows(store, record.manifest_uri)
+    rows = manifest.read_version_rows(store, record)
     unique = _uniqueness(rows, vectors)
     items = []
     for r in rows:

@@ -10,6 +10,7 @@ with a CLIP-style text tower is searched in its own joint space instead.
 from __future__ import annotations
 
 import ast
+import difflib
 import hashlib
 import json
 import operator
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from loupe_api.common import camel_keys
 from loupe_api.versions import VersionRecord
 from loupe_workers import manifest, media
 from loupe_workers.embed import EmbedConfig, Embedder, Embeddings, decode_for_model, ensure_embeddings
@@ -29,7 +31,7 @@ from loupe_workers.models import (
     cache_dir,
     imagenet_classes,
     model_spec,
-    text_encoder,
+    text_encoder_of,
 )
 from loupe_workers.store import ObjectStore
 from loupe_workers.versions import resolve_version
@@ -53,12 +55,7 @@ class Hit:
 
     def to_json(self) -> dict[str, Any]:
         """camelCase keys, like every other JSON the CLI prints."""
-        return {_camel(k): v for k, v in asdict(self).items()}
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+        return camel_keys(asdict(self))
 
 
 class SearchError(ValueError):
@@ -96,6 +93,24 @@ def compile_filter(expression: str) -> Callable[[dict[str, Any]], bool]:
         return bool(_evaluate(tree.body, fields))
 
     return predicate
+
+
+def filter_names(expression: str) -> set[str]:
+    """The field names an expression reads (it must have compiled)."""
+    tree = ast.parse(expression.strip(), mode="eval")
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+
+
+def check_names(expression: str, rows: Sequence[Record]) -> None:
+    """Refuse a filter naming a field that no sample has: it would silently match nothing (or all)."""
+    known: set[str] = set()
+    for row in rows:
+        known.update(sample_fields(row))
+    unknown = sorted(filter_names(expression) - known)
+    if unknown and rows:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"the fields are {', '.join(sorted(known))}"
+        raise SearchError(f"filter expression {expression!r}: no sample has a field {unknown[0]!r} ({hint})")
 
 
 def _check(node: ast.AST, expression: str) -> None:
@@ -203,7 +218,7 @@ def version_embeddings(
 ) -> tuple[list[Record], Embeddings]:
     """A version's manifest rows and their embeddings under ``model`` (row order kept), computing
     (and storing) any that the version's runs did not."""
-    rows = manifest.read_rows(store, record.manifest_uri)
+    rows = manifest.read_version_rows(store, record)
     result = ensure_embeddings(store, [r["sha256"] for r in rows], EmbedConfig(model=model))
     present = set(result.embeddings.sha256)
     kept = [r for r in rows if r["sha256"] in present]
@@ -232,11 +247,15 @@ def search(
         raise SearchError(str(exc)) from exc
     predicate = compile_filter(where) if where else None
     if image is None and text is None:
-        rows = manifest.read_rows(store, record.manifest_uri)
+        rows = manifest.read_version_rows(store, record)
+        if where:
+            check_names(where, rows)
         matches = [r for r in rows if predicate is None or predicate(sample_fields(r))]
         matches.sort(key=lambda r: (r["source"], r["key"], r.get("frame_index") or 0))
         return [_hit(r, 1.0, "") for r in matches[:limit]]
     rows, embeddings = version_embeddings(store, record, model)
+    if where:
+        check_names(where, rows)
     if predicate is not None:
         keep = [i for i, r in enumerate(rows) if predicate(sample_fields(r))]
         rows = [rows[i] for i in keep]
@@ -278,11 +297,11 @@ def image_scores(image: bytes, embeddings: Embeddings, model: str = BUILTIN_MODE
 def text_scores_for(
     text: str, embeddings: Embeddings, model: str = BUILTIN_MODEL
 ) -> tuple[FloatArray, list[str]]:
-    spec = model_spec(model)
-    if spec.text_model is not None:
-        query = text_encoder(spec.text_model)([text])[0]
-        scores: FloatArray = embeddings.vectors @ query
-        return scores, [""] * len(embeddings)
+    encoder = text_encoder_of(model_spec(model))
+    if encoder is not None:
+        query = encoder([text])[0]
+        scores: FloatArray = embeddings.vectors @ query  # cosine: both towers' vectors are unit length
+        return scores, ["cosine"] * len(embeddings)
     scores, best = class_text_scores(text, embeddings)
     return scores, [f"as {name}" for name in best]
 

@@ -41,7 +41,9 @@ def trace_model(store: ObjectStore, model_uri: str) -> dict[str, Any]:
     except KeyError as exc:
         raise TraceError(f"no model {model_uri} is recorded in {store.uri}") from exc
     record = read_version(store, model.dataset, model.dataset_version)
-    edges = [e for e in manifest.read_rows(store, record.lineage_uri) if e.get("disposition") == "accepted"]
+    edges = [
+        e for e in manifest.read_version_rows(store, record, "lineage") if e.get("disposition") == "accepted"
+    ]
     return {
         "modelUri": model.model_uri,
         "policy": model.policy,
@@ -52,7 +54,7 @@ def trace_model(store: ObjectStore, model_uri: str) -> dict[str, Any]:
         "datasetVersion": model.dataset_version,
         "manifestUri": model.manifest_uri,
         "rawObjects": [
-            {"raw_sha256": e["raw_sha256"], "uri": e["uri"], "sample_id": e["sample_id"]}
+            {"rawSha256": e["raw_sha256"], "uri": e["uri"], "sampleId": e["sample_id"]}
             for e in sorted(edges, key=lambda e: str(e["uri"]))
         ],
     }
@@ -62,7 +64,7 @@ def trace_raw(store: ObjectStore, raw_sha256: str) -> dict[str, Any]:
     """Every version whose samples came from this raw object, and every model trained on one of them."""
     versions = []
     for record in _all_versions(store):
-        edges = manifest.read_rows(store, record.lineage_uri)
+        edges = manifest.read_version_rows(store, record, "lineage")
         if any(e.get("raw_sha256") == raw_sha256 and e.get("disposition") == "accepted" for e in edges):
             versions.append(f"{record.dataset}@{record.version}")
     if not versions:

@@ -7,6 +7,8 @@ import json
 import re
 from datetime import UTC, datetime
 
+from loupe_api.retention import ExpiredVersion
+from loupe_api.tags import SEMVER, TagRecord
 from loupe_api.versions import VersionRecord
 from loupe_workers.semver import version_key
 from loupe_workers.store import ObjectStore
@@ -73,6 +75,12 @@ def read_version(store: ObjectStore, dataset: str, version: str) -> VersionRecor
     try:
         data = store.get(version_key_of(dataset, version))
     except KeyError as exc:
+        gone = read_expired(store, dataset, version)
+        if gone is not None:
+            raise VersionNotFound(
+                f"version {version} of {dataset} expired on {gone.expired.date().isoformat()} "
+                f"({gone.reason}); its data is gone from {store.uri}"
+            ) from exc
         versions = [r.version for r in list_versions(store, dataset)]
         if not versions:
             raise DatasetNotFound(no_dataset_message(store, dataset)) from exc
@@ -87,13 +95,57 @@ def no_dataset_message(store: ObjectStore, dataset: str) -> str:
 
 
 def resolve_version(store: ObjectStore, dataset: str, version: str | None = None) -> VersionRecord:
-    """A named version, or the latest; UnknownVersion (a LookupError) when there is none."""
+    """A version by number or by tag (``production``), or the latest; UnknownVersion (a LookupError)
+    when there is none."""
+    if version is not None and not SEMVER.match(version):
+        tag = read_tag(store, dataset, version)
+        if tag is not None:
+            return read_version(store, dataset, tag.version)
+        versions = [r.version for r in list_versions(store, dataset)]
+        if not versions:
+            raise DatasetNotFound(no_dataset_message(store, dataset))
+        choices = versions + list_tag_names(store, dataset)
+        raise VersionNotFound(f"dataset {dataset} has no version or tag {version} in {store.uri}"
+                              f"{suggestion(version, choices, 'versions and tags')}")  # fmt: skip
     if version is not None:
         return read_version(store, dataset, version)
     latest = latest_version(store, dataset)
     if latest is None:
         raise DatasetNotFound(no_dataset_message(store, dataset))
     return latest
+
+
+def expired_key(dataset: str, version: str) -> str:
+    """The tombstone of a version that retention expired."""
+    return f"{dataset_prefix(dataset)}/expired/{version}.json"
+
+
+def read_expired(store: ObjectStore, dataset: str, version: str) -> ExpiredVersion | None:
+    try:
+        return ExpiredVersion.model_validate_json(store.get(expired_key(dataset, version)))
+    except KeyError:
+        return None
+
+
+def tag_key(dataset: str, name: str) -> str:
+    return f"{dataset_prefix(dataset)}/tags/{name}.json"
+
+
+def read_tag(store: ObjectStore, dataset: str, name: str) -> TagRecord | None:
+    try:
+        return TagRecord.model_validate_json(store.get(tag_key(dataset, name)))
+    except KeyError:
+        return None
+
+
+def list_tag_names(store: ObjectStore, dataset: str) -> list[str]:
+    prefix = f"{dataset_prefix(dataset)}/tags/"
+    return sorted(i.key[len(prefix) : -len(".json")] for i in store.list(prefix) if i.key.endswith(".json"))
+
+
+def list_tags(store: ObjectStore, dataset: str) -> list[TagRecord]:
+    """Every tag of a dataset, by name."""
+    return [t for name in list_tag_names(store, dataset) if (t := read_tag(store, dataset, name)) is not None]
 
 
 def latest_version(store: ObjectStore, dataset: str) -> VersionRecord | None:

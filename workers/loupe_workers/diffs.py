@@ -1,0 +1,36 @@
+"""What changed between two versions: samples added, removed, relabelled and moved between splits.
+
+One comparison for every reader: ``loupe diff`` prints it, ``loupe serve`` shows it with thumbnails.
+Samples are matched by sample id; only the manifests' accepted rows take part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    """Sample ids (sorted) of each kind of change from version ``a`` to version ``b``."""
+
+    added: tuple[str, ...]  # in b only
+    removed: tuple[str, ...]  # in a only
+    relabeled: tuple[str, ...]  # in both, labels (class or boxes) differ
+    resplit: tuple[str, ...]  # in both, split differs
+    unchanged: int  # samples in both (whether or not relabelled or moved)
+
+
+def diff_rows(rows_a: Iterable[Mapping[str, Any]], rows_b: Iterable[Mapping[str, Any]]) -> VersionDiff:
+    """Compare two manifests' rows (each needs ``sample_id``, ``labels`` and ``split``)."""
+    by_a = {str(r["sample_id"]): r for r in rows_a}
+    by_b = {str(r["sample_id"]): r for r in rows_b}
+    common = by_a.keys() & by_b.keys()
+    return VersionDiff(
+        added=tuple(sorted(by_b.keys() - by_a.keys())),
+        removed=tuple(sorted(by_a.keys() - by_b.keys())),
+        relabeled=tuple(sorted(s for s in common if by_a[s].get("labels") != by_b[s].get("labels"))),
+        resplit=tuple(sorted(s for s in common if by_a[s].get("split") != by_b[s].get("split"))),
+        unchanged=len(common),
+    )
