@@ -339,7 +339,10 @@ def report(
 
 def metric_table(rows: list[dict[str, Any]]) -> None:
     """Median (10th-90th percentile) of each stored measure per transform, to choose thresholds."""
-    keys = ("sharpness", "noise", "clipped", "contrast", "brightness_p99", "brightness_p5")
+    keys = (
+        "sharpness", "noise", "clipped", "contrast", "tonal_range", "black_level", "brightness_p99",
+        "brightness_p5",
+    )  # fmt: skip
     print("\nMeasures per transform: median [p10, p90] (min, max) over photos")
     for size in sorted({r["size"] for r in rows}):
         print(f"  size {size}")
@@ -349,7 +352,7 @@ def metric_table(rows: list[dict[str, Any]]) -> None:
             for key in keys:
                 v = np.array([m[key] for m in values])
                 p10, p50, p90 = np.percentile(v, (10, 50, 90))
-                cells.append(f"{key[:6]} {p50:6.3f} [{p10:6.3f},{p90:6.3f}] ({v.min():6.3f},{v.max():6.3f})")
+                cells.append(f"{key[:7]} {p50:6.3f} [{p10:6.3f},{p90:6.3f}] ({v.min():6.3f},{v.max():6.3f})")
             print(f"    {kind:<14}" + "  ".join(cells))
 
 
@@ -381,6 +384,24 @@ def sweep(rows: list[dict[str, Any]]) -> None:
             p = tp / len(hit) if hit else float("nan")
             cells.append(f"{t:g}: P{p:.2f} R{tp / positives:.2f} c{fp_clean / len(clean):.3f}")
         print(f"  {gate:<13}{'<' if below else '>'} " + " | ".join(cells))
+    # the low-contrast gate's second test: the contrast ratio at its default, or a tonal range below each
+    # threshold with the darkest 1 % above each black level (as gates.low_contrast, photos more than 5 %
+    # blown out left to the bright gate)
+    default = QualityGates().low_contrast
+    rows = [r for r in tuning if r["original_fault"] != "low_contrast"]
+    clean = [r for r in rows if r["expect"] is None]
+    positives = sum(1 for r in rows if r["expect"] == "low_contrast")
+    for black in (0.15, 0.18, 0.2, 0.22, 0.25):
+        cells = []
+        for t in (0.25, 0.28, 0.3, 0.33, 0.36, 0.4):
+            spec = default.model_copy(update={"max_range": t, "min_black": black})
+            hit = [r for r in rows if gates.low_contrast(r["metrics"], spec)]
+            tp = sum(1 for r in hit if r["expect"] == "low_contrast")
+            fp_clean = sum(1 for r in hit if r["expect"] is None)
+            p = tp / len(hit) if hit else float("nan")
+            cells.append(f"{t:g}: P{p:.2f} R{tp / positives:.2f} c{fp_clean / len(clean):.3f}")
+        print(f"  {'low_contrast':<13}contrast < {default.threshold:g} or range < t, black > {black:g}: "
+              + " | ".join(cells))  # fmt: skip
 
 
 # --- dataset-relative gates per stratum (--strata) ----------------------------------------------------

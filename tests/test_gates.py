@@ -371,6 +371,17 @@ def test_bright(blobs: LocalStore, name: str) -> None:
         assert "dark" not in failed_names(over) and "blur" not in failed_names(over)
 
 
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_bright_one_stop_over(blobs: LocalStore, name: str) -> None:
+    """One stop over a photo of ordinary exposure blows out about a third of it: flagged. A clean photo
+    of a bright scene (white paper, its brightest 1 % near 0.93) blows out nothing and is not."""
+    over = process(blobs, f"{name}_over1.jpg", encode(exposed(photo(name), 1.0)))
+    assert "bright" in failed_names(over), (name, over["clipped"])
+    assert "low_contrast" not in failed_names(over)
+    page = process(blobs, "page.jpg", encode(photo("page")))
+    assert page["brightness_p99"] > 0.9 and "bright" not in failed_names(page), page
+
+
 def test_bright_threshold_and_action(blobs: LocalStore) -> None:
     over = process(blobs, "coffee_over.jpg", encode(exposed(photo("coffee"), 2.0)))
     assert over["clipped"] > DEFAULT.bright.threshold
@@ -392,6 +403,30 @@ def test_low_contrast(blobs: LocalStore, name: str) -> None:
     assert "low_contrast" not in failed_names(dark), dark["contrast"]
     flat = process(blobs, f"{name}_flat.jpg", encode(squeezed(photo(name), 0.2)))
     assert "low_contrast" not in gates.evaluate(flat, custom(lowContrast={"enabled": False})).flags
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_low_contrast_by_tonal_range(blobs: LocalStore, name: str) -> None:
+    """Tones squeezed to 30 % keep a contrast ratio just above 0.3 on these photos (their mean is dark),
+    but span less than a third of the scale with no black below 0.2: flagged by the tonal range. The same
+    photo under-exposed spans as little but keeps its blacks: not low-contrast (the dark gate's)."""
+    original = process(blobs, f"{name}.jpg", encode(photo(name)))
+    assert original["tonal_range"] > 0.6 and "low_contrast" not in failed_names(original)
+    flat = process(blobs, f"{name}_flat0.3.jpg", encode(squeezed(photo(name), 0.3)))
+    assert flat["contrast"] > DEFAULT.low_contrast.threshold  # the ratio alone misses it
+    assert flat["tonal_range"] < DEFAULT.low_contrast.max_range
+    assert flat["black_level"] > DEFAULT.low_contrast.min_black
+    assert "low_contrast" in failed_names(flat), flat
+    detail = next(d for n, _, d in gates.failed_gates(flat, DEFAULT) if n == "low_contrast")
+    assert detail == f"tonal range {flat['tonal_range']:.3f}"
+    assert "low_contrast" not in failed_names(flat, custom(lowContrast={"maxRange": 0}))
+    assert "low_contrast" not in failed_names(flat, custom(lowContrast={"minBlack": 0.5}))
+    dark = process(blobs, f"{name}_dark0.3.jpg", encode(scaled(photo(name), 0.3)))
+    assert dark["tonal_range"] < DEFAULT.low_contrast.max_range and dark["black_level"] < 0.05
+    assert "low_contrast" not in failed_names(dark), dark
+    # a stored row measured before the tonal range existed is judged by the ratio alone
+    old = {k: v for k, v in flat.items() if k not in ("tonal_range", "black_level")}
+    assert "low_contrast" not in failed_names(old)
 
 
 @pytest.mark.parametrize("name", QUALITY_PHOTOS)
@@ -587,6 +622,8 @@ def test_metrics_are_deterministic(tmp_path: Path) -> None:
         "brightness_p5",
         "clipped",
         "contrast",
+        "black_level",
+        "tonal_range",
         "sharpness",
         "noise",
         "entropy",
@@ -605,6 +642,8 @@ def _metrics_of(working: Image.Image, detail: Image.Image, width: int, height: i
         "brightness_p5": p5,
         "clipped": metrics.clipped_highlights(rgb),
         "contrast": metrics.contrast(rgb),
+        "black_level": metrics.tones(rgb)[1],
+        "tonal_range": metrics.tones(rgb)[2],
         "sharpness": metrics.fine_sharpness(fine, None, np.asarray(grey, dtype=np.uint8)),
         "noise": metrics.fine_noise(fine, metrics.is_grey(np.asarray(thumb, dtype=np.uint8))),
         "entropy": metrics.entropy_bits(np.asarray(grey, dtype=np.uint8)),

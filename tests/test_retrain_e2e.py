@@ -17,11 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from loupe_workers import manifest
 from loupe_workers.demo import DemoFile
+from loupe_workers.store import LocalStore
 from support.chart import argocd_health
 from support.operator_process import E2E_NAMESPACE as NAMESPACE
 from support.operator_process import condition, get_object, start_operator, stop_operator, wait_for
@@ -129,6 +132,11 @@ def test_job_action_triggers_cooldown_failure_and_lineage(
         env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env["LOUPE_DATASET"] == f"{NAMESPACE}/parts" and env["LOUPE_DATASET_VERSION"] == "1.0.0"
         assert Path(env["LOUPE_MANIFEST_URI"]).is_file()
+        files = json.loads(env["LOUPE_MANIFEST_FILES"])  # the Parquet files of the manifest, absolute
+        manifest_key = str(Path(env["LOUPE_MANIFEST_URI"]).relative_to(store))
+        assert files and sum(pq.read_metadata(f).num_rows for f in files) == len(
+            manifest.read_rows(LocalStore(store), manifest_key)
+        )
         assert env["LOUPE_RESULT_URI"].startswith(str(store / "retrain" / NAMESPACE / "detector" / "runs"))
         owner = get_object(cluster, "retrainpolicy", "detector")["metadata"]["uid"]
         assert job["metadata"]["ownerReferences"][0]["uid"] == owner

@@ -4,12 +4,13 @@ operator and embedded mode (``loupe run -f``)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from loupe_api.common import parse_duration
 from loupe_api.retrain import Baseline, PromotionSpec, RetrainPolicySpec, RetrainRun
-from loupe_api.versions import VersionRecord, absolute_uri
+from loupe_api.versions import PartList, VersionRecord, absolute_uri, is_part_list
 
 ACTIVE_RUN_STATES = ("Pending", "Running")
 
@@ -143,14 +144,12 @@ def promote(promotion: PromotionSpec | None, baseline: Baseline | None, metrics:
     return gain > promotion.min_improvement
 
 
-def result_key(namespace: str, policy: str, run: str) -> str:
-    return f"retrain/{namespace}/{policy}/runs/{run}/result.json"
-
-
-def model_key(model_uri: str) -> str:
-    """Model records are found by the model's URI alone: ``loupe lineage --model URI``."""
-    digest = hashlib.sha256(model_uri.encode()).hexdigest()
-    return f"models/{digest[:2]}/{digest}.json"
+def manifest_file_keys(manifest_uri: str, part_list: bytes | None) -> list[str]:
+    """The store keys of the Parquet files holding a manifest: the parts its part list names, or the
+    manifest itself (versions written before parts). ``part_list``: the list's bytes, when it is one."""
+    if not is_part_list(manifest_uri) or part_list is None:
+        return [manifest_uri]
+    return [part.key for part in PartList.model_validate_json(part_list).parts]
 
 
 def run_environment(
@@ -160,8 +159,15 @@ def run_environment(
     version: VersionRecord,
     store_uri: str,
     store_endpoint: str | None,
+    manifest_files: list[str] | None = None,
 ) -> dict[str, str]:
-    """What every action gets: the dataset version, its manifest (with a split column) and where to write."""
+    """What every action gets: the dataset version, its manifest (with a split column) and where to write.
+
+    LOUPE_MANIFEST_URI names the version's manifest: a part list (``*.parts.json``) for versions with
+    parts. LOUPE_MANIFEST_FILES is a JSON list of the absolute URIs of the Parquet files that hold it
+    (``pandas.read_parquet(json.loads(...))``), so a training script needs to know nothing of parts.
+    ``manifest_files``: those files' store keys (``manifest_file_keys``); default the manifest itself."""
+    files = manifest_files if manifest_files is not None else [version.manifest_uri]
     env = {
         "LOUPE_POLICY": policy,
         "LOUPE_RUN": run.name,
@@ -171,6 +177,7 @@ def run_environment(
         "LOUPE_LINEAGE_URI": absolute_uri(store_uri, version.lineage_uri),
         "LOUPE_RESULT_URI": run.result_uri,
         "LOUPE_STORE_URI": store_uri,
+        "LOUPE_MANIFEST_FILES": json.dumps([absolute_uri(store_uri, key) for key in files]),
     }
     if store_endpoint:
         env["LOUPE_STORE_ENDPOINT"] = store_endpoint

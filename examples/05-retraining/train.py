@@ -1,7 +1,7 @@
 """A tiny, real training run for a RetrainPolicy: a nearest-centroid classifier on the quality features of
 each sample in the dataset version's manifest (train split), evaluated on the val and test splits.
 
-It reads what every Loupe run receives (``LOUPE_MANIFEST_URI``, ``LOUPE_RESULT_URI``, ...), writes its
+It reads what every Loupe run receives (``LOUPE_MANIFEST_FILES``, ``LOUPE_RESULT_URI``, ...), writes its
 model next to the result, and reports ``{"state", "modelUri", "metrics"}`` to ``LOUPE_RESULT_URI``.
 Local paths and ``s3://`` URIs both work (S3 through boto3: credentials and ``AWS_ENDPOINT_URL`` from the
 environment). Standard library, numpy and pyarrow only.
@@ -43,20 +43,16 @@ def write(uri: str, data: bytes) -> None:
     Path(uri).write_bytes(data)
 
 
-def manifest_rows(uri: str, store_uri: str) -> list[dict]:
-    """The version's manifest: a part list (``*.parts.json``: Parquet parts, keys relative to the store)
-    or, for versions written before parts, one Parquet file."""
-    if not uri.endswith(".parts.json"):
-        return pq.read_table(io.BytesIO(read(uri)), use_threads=False).to_pylist()
+def manifest_rows(files: list[str]) -> list[dict]:
+    """The version's manifest: the rows of its Parquet files (LOUPE_MANIFEST_FILES, absolute URIs)."""
     rows: list[dict] = []
-    for part in json.loads(read(uri))["parts"]:
-        part_uri = f"{store_uri.rstrip('/')}/{part['key']}"
-        rows.extend(pq.read_table(io.BytesIO(read(part_uri)), use_threads=False).to_pylist())
+    for uri in files:
+        rows.extend(pq.read_table(io.BytesIO(read(uri)), use_threads=False).to_pylist())
     return rows
 
 
 def main() -> int:
-    manifest = manifest_rows(os.environ["LOUPE_MANIFEST_URI"], os.environ["LOUPE_STORE_URI"])
+    manifest = manifest_rows(json.loads(os.environ["LOUPE_MANIFEST_FILES"]))
     rows = [r for r in manifest if r.get("label") and all(r.get(f) is not None for f in FEATURES)]
     if not rows:
         write(

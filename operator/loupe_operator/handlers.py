@@ -17,9 +17,10 @@ from loupe_api.constants import GROUP, VERSION
 from loupe_api.dataset import COMMIT_ANNOTATION, DatasetSpec, DatasetStatus
 from loupe_api.ingest import IngestSourceSpec, IngestSourceStatus, ScanSummary
 from loupe_api.jobs import RunRequest
+from loupe_api.keys import model_key, result_key
 from loupe_api.retrain import RetrainPolicySpec, RetrainPolicyStatus, RetrainRun, TrainingResult
 from loupe_api.retry import TransientRefusal
-from loupe_api.triggers import model_key, result_key, run_environment
+from loupe_api.triggers import manifest_file_keys, run_environment
 from loupe_api.versions import VersionRecord
 from loupe_operator import actions, kube, metrics
 from loupe_operator.conditions import set_condition
@@ -407,8 +408,10 @@ def _reconcile_policy(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -
     owner = Owner(f"{GROUP}/{VERSION}", "RetrainPolicy", name, body.metadata.uid or "", namespace)
 
     def env_of(run: RetrainRun) -> dict[str, str]:
-        return run_environment(run, f"{namespace}/{name}", dataset_key, by_version[run.dataset_version],
-                               location.uri, location.endpoint)  # fmt: skip
+        version = by_version[run.dataset_version]
+        files = manifest_file_keys(version.manifest_uri, location.read_optional(version.manifest_uri))
+        return run_environment(run, f"{namespace}/{name}", dataset_key, version, location.uri,
+                               location.endpoint, files)  # fmt: skip
 
     for run_name_ in decision.stop:
         actions.stop(kind, namespace, run_name_)

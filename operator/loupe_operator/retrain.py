@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from loupe_api.common import SecretReference, parse_duration
+from loupe_api.keys import result_key
 from loupe_api.retrain import (
     Baseline,
     ModelRecord,
@@ -26,7 +27,7 @@ from loupe_api.retrain import (
     RetrainRun,
     TrainingResult,
 )
-from loupe_api.triggers import ACTIVE_RUN_STATES, cooldown_left, evaluate, promote, result_key
+from loupe_api.triggers import ACTIVE_RUN_STATES, cooldown_left, evaluate, promote
 from loupe_api.versions import VersionRecord, absolute_uri
 from loupe_operator.conditions import set_condition
 from loupe_operator.rayjob import Owner, secret_key_refs

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from loupe_api.ingest import IngestSourceSpec
+from loupe_api.keys import versions_prefix
 from loupe_api.listing import listing_digest, prefix_folder, selected
 from loupe_api.versions import VersionRecord
 
@@ -92,7 +93,7 @@ def read_versions(
     credentials: dict[str, str] | None = None,
 ) -> list[VersionRecord]:  # fmt: skip
     """Committed versions of a dataset, oldest first (the workers write them; see loupe_api.versions)."""
-    prefix = f"datasets/{dataset}/versions/"
+    prefix = versions_prefix(dataset)
     try:
         names = [
             key[len(prefix) : -len(".json")]

@@ -236,25 +236,56 @@ def ks_statistic(reference: Sequence[float], current: Sequence[float]) -> float 
     return float(ks_2samp(ref, cur).statistic)
 
 
+KNN_QUERIES = 4096  # samples of each set whose neighbours are looked up (seeded); the rest only answer
+KNN_CHUNK = 2048  # queries per faiss search: memory is the pooled vectors plus chunk x (k + 1) results
+
+
 def knn_two_sample(
-    reference: npt.NDArray[np.float32], current: npt.NDArray[np.float32], k: int = 5
+    reference: npt.NDArray[np.float32],
+    current: npt.NDArray[np.float32],
+    k: int = 5,
+    *,
+    max_queries: int = KNN_QUERIES,
+    chunk: int = KNN_CHUNK,
+    seed: int = 0,
 ) -> float | None:
     """Schilling's nearest-neighbour statistic, rescaled to [0, 1]: 0 when the new samples' neighbours are
-    as mixed as chance says, 1 when every neighbour comes from the sample's own set (fully separate)."""
+    as mixed as chance says, 1 when every neighbour comes from the sample's own set (fully separate).
+
+    Neighbours are exact (faiss brute-force inner product on unit vectors, ``chunk`` queries at a time),
+    searched among every pooled sample, so memory is O(n * d + chunk * k), never n x n. A set larger than
+    ``max_queries`` has a seeded random subset of that many queried; each set's same-set fraction is then
+    the mean over its queried samples, an unbiased estimate of the exact statistic (below ``max_queries``
+    per set it is the exact statistic). Time is O(min(n, 2 * max_queries) * n * d).
+    """
+    import faiss
+
     n1, n2 = len(reference), len(current)
     if n1 < 2 or n2 < 2:
         return None
     pooled = np.concatenate([reference, current]).astype(np.float32)
     pooled /= np.linalg.norm(pooled, axis=1, keepdims=True) + 1e-12
-    k = min(k, n1 + n2 - 1)
-    similarity = pooled @ pooled.T
-    np.fill_diagonal(similarity, -np.inf)
-    neighbours = np.argpartition(-similarity, k, axis=1)[:, :k]
-    group = np.r_[np.zeros(n1, dtype=bool), np.ones(n2, dtype=bool)]
-    same = float((group[neighbours] == group[:, None]).mean())
     n = n1 + n2
+    k = min(k, n - 1)
+    rng = np.random.default_rng(seed)
+    same_fraction = 0.0
+    for start, size in ((0, n1), (n1, n2)):
+        rows = np.arange(start, start + size)
+        if size > max_queries:
+            rows = np.sort(rng.choice(rows, max_queries, replace=False))
+        same = 0
+        for first in range(0, len(rows), chunk):
+            queried = rows[first : first + chunk]
+            _, found = faiss.knn(pooled[queried], pooled, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+            found = np.asarray(found, np.int64)
+            not_self = found != queried[:, None]
+            # drop the query itself (or, when an exact copy outranked it, the (k + 1)th neighbour)
+            not_self[not_self.all(axis=1), k] = False
+            neighbours = found[not_self].reshape(len(queried), k)
+            same += int(((neighbours >= n1) == (start == n1)).sum())
+        same_fraction += size / n * same / (len(rows) * k)
     expected = (n1 * (n1 - 1) + n2 * (n2 - 1)) / (n * (n - 1))
-    return float(max(0.0, (same - expected) / (1 - expected)))
+    return float(max(0.0, (same_fraction - expected) / (1 - expected)))
 
 
 def drift(

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from loupe_api import keys
 from loupe_workers.models import FloatArray
 from loupe_workers.store import ObjectStore
-from loupe_workers.versions import run_prefix
 
 HNSW_NEIGHBOURS = 32  # graph degree: recall above 0.99 at these sizes, memory 256 B per vector
 EF_CONSTRUCTION = 80
@@ -75,9 +75,7 @@ class AnnIndex:
         return AnnIndex(index.d, names, index)
 
 
-def index_keys(dataset: str, run_id: str, model: str) -> tuple[str, str]:
-    base = f"{run_prefix(dataset, run_id)}/embedding-index/{model}"
-    return f"{base}.faiss", f"{base}.ids"
+index_keys = keys.index_keys  # the serialised graph and the row ids of a run's index
 
 
 def load_index(store: ObjectStore, dataset: str, run_id: str, model: str) -> AnnIndex | None:

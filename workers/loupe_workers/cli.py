@@ -33,6 +33,7 @@ from loupe_api import openlineage
 from loupe_api.common import camel_keys
 from loupe_api.crd import all_crds
 from loupe_api.dataset import DatasetSpec
+from loupe_api.keys import EMBEDDINGS, embedding_models
 from loupe_api.resources import SpecError
 from loupe_api.versions import VersionRecord
 from loupe_workers import exports, manifest
@@ -427,6 +428,19 @@ def show(ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
             str(len(summary["labels"])),
             ", ".join(f"{k} {v}" for k, v in summary["labels"].items()),
         )
+    mapping = stats.get("labelMapping")
+    if mapping:  # spec.labels: unmapped classes per source, and samples the mapping renamed
+        unmapped: dict[str, dict[str, int]] = mapping.get("unmapped", {})
+        per_source = "; ".join(
+            f"{source}: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+            for source, counts in sorted(unmapped.items())
+        )
+        _add_row(
+            table,
+            "unmapped labels",
+            str(sum(sum(c.values()) for c in unmapped.values())),
+            f"{mapping['action']}: {per_source or 'none'}; {mapping.get('mapped', 0)} samples renamed",
+        )
     out.print(table)
     for line in outlier_lines(summary["outliers"]):
         out.print(escape(line))
@@ -441,12 +455,20 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
     rows_a = {r["sample_id"]: r for r in manifest.read_version_rows(object_store, first)}
     rows_b = {r["sample_id"]: r for r in manifest.read_version_rows(object_store, second)}
     changes = diff_rows(rows_a.values(), rows_b.values())
+    relabels = sorted(  # each relabelled sample with its class before and after
+        (
+            {"sample": f"{rows_b[s]['source']}:{rows_b[s]['key']}", "from": old, "to": new}
+            for s, (old, new) in changes.classes.items()
+        ),
+        key=lambda item: str(item["sample"]),
+    )
     result = {
         "from": f"{first.dataset}@{first.version}",
         "to": f"{second.dataset}@{second.version}",
         "added": sorted(f"{rows_b[s]['source']}:{rows_b[s]['key']}" for s in changes.added),
         "removed": sorted(f"{rows_a[s]['source']}:{rows_a[s]['key']}" for s in changes.removed),
         "relabeled": sorted(rows_b[s]["key"] for s in changes.relabeled),
+        "relabels": relabels,
         "resplit": sorted(rows_b[s]["key"] for s in changes.resplit),
         "unchanged": changes.unchanged,
     }
@@ -463,7 +485,12 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
         ("relabeled", "yellow", "~"),
         ("resplit", "yellow", "~"),
     ):
-        for item in result[kind]:  # type: ignore[attr-defined]
+        shown = (
+            result[kind]
+            if kind != "relabeled"
+            else [f"{r['sample']}: {r['from'] or '-'} -> {r['to'] or '-'}" for r in relabels]
+        )
+        for item in shown:  # type: ignore[attr-defined]
             text = escape(f"{sign} {kind[:-2] if kind.endswith('ed') else kind} {item}")
             out.print(f"  [{colour}]{text}[/{colour}]")
 
@@ -820,9 +847,7 @@ def _dataset_spec(file: Path | None, name: str) -> DatasetSpec | None:
 
 def _stored_vectors(store: ObjectStore, record: VersionRecord) -> dict[str, Any] | None:
     """Embeddings already stored for the version's samples (the report maps them), or None; nothing is computed."""
-    models = sorted(
-        {info.key.split("/")[1] for info in store.list("embeddings/") if info.key.count("/") >= 2}
-    )
+    models = embedding_models([info.key for info in store.list(EMBEDDINGS)])
     if not models:
         return None
     shas = {str(r["sha256"]) for r in manifest.read_version_rows(store, record)}

@@ -6,8 +6,9 @@ Samples are matched by sample id; only the manifests' accepted rows take part.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -20,6 +21,19 @@ class VersionDiff:
     relabeled: tuple[str, ...]  # in both, labels (class or boxes) differ
     resplit: tuple[str, ...]  # in both, split differs
     unchanged: int  # samples in both (whether or not relabelled or moved)
+    # relabelled sample id -> (its class in a, its class in b); the same class when only boxes changed
+    classes: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+def sample_class(row: Mapping[str, Any]) -> str | None:
+    """A row's class: its ``label`` column, else the class in its ``labels`` JSON."""
+    if "label" in row:
+        return None if row["label"] is None else str(row["label"])
+    try:
+        found = json.loads(row.get("labels") or "{}").get("label")
+    except (ValueError, AttributeError):
+        return None
+    return None if found is None else str(found)
 
 
 def diff_rows(rows_a: Iterable[Mapping[str, Any]], rows_b: Iterable[Mapping[str, Any]]) -> VersionDiff:
@@ -27,10 +41,12 @@ def diff_rows(rows_a: Iterable[Mapping[str, Any]], rows_b: Iterable[Mapping[str,
     by_a = {str(r["sample_id"]): r for r in rows_a}
     by_b = {str(r["sample_id"]): r for r in rows_b}
     common = by_a.keys() & by_b.keys()
+    relabeled = tuple(sorted(s for s in common if by_a[s].get("labels") != by_b[s].get("labels")))
     return VersionDiff(
         added=tuple(sorted(by_b.keys() - by_a.keys())),
         removed=tuple(sorted(by_a.keys() - by_b.keys())),
-        relabeled=tuple(sorted(s for s in common if by_a[s].get("labels") != by_b[s].get("labels"))),
+        relabeled=relabeled,
         resplit=tuple(sorted(s for s in common if by_a[s].get("split") != by_b[s].get("split"))),
         unchanged=len(common),
+        classes={s: (sample_class(by_a[s]), sample_class(by_b[s])) for s in relabeled},
     )

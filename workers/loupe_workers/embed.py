@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from loupe_api.keys import embedding_parts_prefix
 from loupe_workers import media
 from loupe_workers.manifest import table_bytes
 from loupe_workers.models import Device, FloatArray, ImageModel, model_id, model_spec
@@ -322,9 +323,7 @@ def embed_with_ray(
 # --- storage ------------------------------------------------------------------------------------
 
 
-def parts_prefix(model: str) -> str:
-    """Prefix of the stored parts of one model id."""
-    return f"embeddings/{model}/parts/"
+parts_prefix = embedding_parts_prefix  # the stored parts of one model id
 
 
 def _fixed_rows(matrix: npt.NDArray[Any], arrow_type: pa.DataType) -> pa.Array:

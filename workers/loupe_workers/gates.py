@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from loupe_api.dataset import QualityGates
+from loupe_api.dataset import LowContrastGate, QualityGates
 from loupe_workers.media import extension_matches
 
 
@@ -31,6 +31,19 @@ def _below(record: dict[str, Any], measure: str, threshold: float) -> bool:
 def _above(record: dict[str, Any], measure: str, threshold: float) -> bool:
     value = record.get(measure)
     return value is not None and bool(value > threshold)
+
+
+def low_contrast(record: dict[str, Any], gate: LowContrastGate) -> bool:
+    """The tones are squeezed: a low contrast ratio, or a narrow tonal range with no true black (a
+    squeezed darker scene keeps a fair ratio, but an under-exposed one keeps its blacks). A photo with
+    more than 5 % blown out is over-exposed (or nearly), not low-contrast as well: blown-out highlights
+    squeeze the tones too."""
+    if _above(record, "clipped", _LOW_CONTRAST_MAX_CLIPPED):
+        return False
+    narrow = gate.max_range > 0 and _below(record, "tonal_range", gate.max_range)
+    return _below(record, "contrast", gate.threshold) or (
+        narrow and _above(record, "black_level", gate.min_black)
+    )
 
 
 def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str, str, str]]:
@@ -75,15 +88,19 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
             out.append(
                 ("resolution", res.action, f"{width}x{height} is above {res.max_width}x{res.max_height}")
             )
-    # blown-out highlights squeeze the tones too: a photo with more than 5 % blown out is over-exposed (or
-    # nearly), not low-contrast as well
-    over_exposed = _above(record, "clipped", _LOW_CONTRAST_MAX_CLIPPED)
+    flat = gates.low_contrast
+    squeezed = low_contrast(record, flat)
+    # the detail names the measure that decided: the ratio, else the tonal range
+    by_ratio = not squeezed or _below(record, "contrast", flat.threshold)
+    flat_label, flat_value = (
+        ("contrast", record.get("contrast")) if by_ratio else ("tonal range", record.get("tonal_range"))
+    )
     checks = [
         (gates.aspect_ratio.enabled, "aspect_ratio", gates.aspect_ratio.action, record["aspect_ratio"] < gates.aspect_ratio.min_ratio, "aspect ratio", record["aspect_ratio"]),
         (gates.low_information.enabled, "low_information", gates.low_information.action, record["entropy"] < gates.low_information.threshold, "entropy", record["entropy"]),
         (gates.dark.enabled, "dark", gates.dark.action, record["brightness_p99"] < gates.dark.threshold, "brightness p99", record["brightness_p99"]),
         (gates.bright.enabled, "bright", gates.bright.action, _above(record, "clipped", gates.bright.threshold), "blown-out share", record.get("clipped")),
-        (gates.low_contrast.enabled, "low_contrast", gates.low_contrast.action, _below(record, "contrast", gates.low_contrast.threshold) and not over_exposed, "contrast", record.get("contrast")),
+        (gates.low_contrast.enabled, "low_contrast", gates.low_contrast.action, squeezed, flat_label, flat_value),
         (gates.blur.enabled, "blur", gates.blur.action, _below(record, "sharpness", gates.blur.threshold), "sharpness", record.get("sharpness")),
         (gates.noise.enabled, "noise", gates.noise.action, _above(record, "noise", gates.noise.threshold), "noise sigma", record.get("noise")),
     ]  # fmt: skip

@@ -1,15 +1,18 @@
 """Sub-quadratic search for pairs of 64-bit hashes within a Hamming distance (multi-index hashing).
 
-Split the 64 bits into m bands. If two hashes differ in at most t bits, some band differs in at most
-floor(t / m) bits (pigeonhole). For each band, probe every value within that radius of each query's band
-value in a counting-sort table of all band values, then verify candidates on the full 64 bits. With
-m ~ 64 / log2(n) the expected candidates per probe stay near one, so time is about
-n * m * C(64/m, <=r) table look-ups, all vectorised, and memory is linear in n.
+Split the 64 bits into m bands. If two hashes differ in at most t bits, some band i differs in at most
+r_i bits whenever sum(r_i + 1) > t (pigeonhole): t % m + 1 bands at radius floor(t / m), the others one
+less (probe_radii). For each band, probe every value within its radius of each query's band value in a
+counting-sort table of all band values, then verify candidates on the full 64 bits. band_layout picks
+the m whose probes plus candidates cost least (layout_cost; at a million hashes 3 bands of ~21 bits), so
+time is about n * sum_i C(w_i, <=r_i) table look-ups, all vectorised, and memory is linear in n. When
+every item is a query, a pair whose bands differ is probed from one side only (half the look-ups).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import combinations
 
 import numpy as np
@@ -18,6 +21,8 @@ import numpy.typing as npt
 BRUTE_FORCE_LIMIT = 3000
 MAX_BAND_BITS = 24  # a band's counting table has 2**width entries: wider bands cannot be tabled
 _CHUNK = 512
+_PROBE_CHUNK = 1 << 16  # queries probed together: their arrays stay in cache
+CANDIDATE_COST = 1.2  # a verified candidate against a table probe, measured (benchmarks/bench_hamming.py)
 
 IntArray = npt.NDArray[np.int64]
 HashArray = npt.NDArray[np.uint64]
@@ -67,24 +72,54 @@ def _flip_masks(width: int, radius: int) -> list[int]:
     return masks
 
 
-def band_layout(n: int, max_distance: int) -> list[tuple[int, int]]:
-    """(offset, width) of each band: about log2(n) bits per band, at most max_distance + 1 bands
-    unless that would make a band wider than MAX_BAND_BITS (more bands only lower the probe radius
-    max_distance // bands, so the pigeonhole bound still holds)."""
-    bits = min(MAX_BAND_BITS, max(8, math.ceil(math.log2(max(n, 2)))))
-    bands = max(-(-64 // MAX_BAND_BITS), min(max_distance + 1, 64 // bits))
+def probe_radii(layout: Sequence[tuple[int, int]], max_distance: int) -> list[int]:
+    """The probe radius of each band (-1: the band is not probed). Two hashes within max_distance
+    differ in at most r_i bits on some band i whenever sum(r_i + 1) > max_distance (pigeonhole), so
+    only max_distance % bands + 1 bands need the radius max_distance // bands and the others one
+    less: the widest bands, whose probes cost most, get the smaller radius."""
+    bands = len(layout)
+    radius, rest = divmod(max_distance, bands)
+    narrow_first = sorted(range(bands), key=lambda b: (layout[b][1], b))
+    full = set(narrow_first[: rest + 1])
+    return [radius if b in full else radius - 1 for b in range(bands)]
+
+
+def layout_cost(n: int, layout: Sequence[tuple[int, int]], radii: Sequence[int]) -> float:
+    """Relative cost of a search: table probes plus candidates verified (CANDIDATE_COST each)."""
+    cost = 0.0
+    for (_, width), radius in zip(layout, radii, strict=True):
+        probes = sum(math.comb(width, k) for k in range(radius + 1))
+        cost += probes * (1.0 + CANDIDATE_COST * n / 2.0**width)
+    return cost
+
+
+def _even_layout(bands: int) -> list[tuple[int, int]]:
     widths = [64 // bands + (1 if i < 64 % bands else 0) for i in range(bands)]
     offsets = np.cumsum([0, *widths[:-1]]).tolist()
     return list(zip(offsets, widths, strict=True))
 
 
+def band_layout(n: int, max_distance: int) -> list[tuple[int, int]]:
+    """(offset, width) of each band: the even split of the 64 bits, into at least 64 / MAX_BAND_BITS
+    and at most max_distance + 1 bands, whose search (probe_radii) costs least by layout_cost. The
+    pigeonhole bound holds for any number of bands (bands * (max_distance // bands + 1) >
+    max_distance); at a million hashes this is 3 bands of about 21 bits."""
+    fewest = -(-64 // MAX_BAND_BITS)
+    candidates = [_even_layout(b) for b in range(fewest, max(fewest, min(max_distance + 1, 16)) + 1)]
+    return min(candidates, key=lambda lay: layout_cost(n, lay, probe_radii(lay, max_distance)))
+
+
 def hamming_pairs(
-    hashes: HashArray, max_distance: int, query: npt.NDArray[np.bool_] | None = None
+    hashes: HashArray,
+    max_distance: int,
+    query: npt.NDArray[np.bool_] | None = None,
+    *,
+    layout: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[IntArray, IntArray]:
     """Index pairs (i < j) whose hashes differ in at most ``max_distance`` bits.
 
     With ``query``, only pairs that involve at least one query item are searched: a new version
-    compares only its new samples against the stored ones.
+    compares only its new samples against the stored ones. ``layout`` overrides band_layout.
     """
     n = len(hashes)
     if query is None:
@@ -93,11 +128,13 @@ def hamming_pairs(
         return np.empty(0, np.int64), np.empty(0, np.int64)
     if n <= BRUTE_FORCE_LIMIT or max_distance >= 24:
         return _brute_force(hashes, max_distance, query)
-    layout = band_layout(n, max_distance)
-    radius = max_distance // len(layout)
+    layout = band_layout(n, max_distance) if layout is None else layout
+    everyone = bool(query.all())
     firsts: list[IntArray] = []
     seconds: list[IntArray] = []
-    for offset, width in layout:
+    for (offset, width), radius in zip(layout, probe_radii(layout, max_distance), strict=True):
+        if radius < 0:
+            continue
         # Work in band-sorted order so every table look-up below walks memory almost sequentially.
         band = ((hashes >> np.uint64(offset)) & np.uint64((1 << width) - 1)).astype(np.int64)
         order = np.argsort(band, kind="stable")
@@ -105,26 +142,41 @@ def hamming_pairs(
         ordered = hashes[order]
         is_query = query[order]
         counts = np.bincount(band, minlength=1 << width)
-        occupied = counts > 0
         starts = np.cumsum(counts) - counts
-        query_pos = np.flatnonzero(is_query)
-        query_band = band[query_pos]
+        # masks by their highest flipped bit: a pair of two queries whose bands differ by a mask is
+        # found from the one whose band has that bit clear, so when every item is a query only
+        # those are probed (half the work); mask 0 (the same band value) is probed from every query
+        by_top: dict[int, list[int]] = {}
         for mask in _flip_masks(width, radius):
-            probe = query_band ^ mask
-            found = np.flatnonzero(occupied[probe])
-            if found.size == 0:
-                continue
-            hit_probe = probe[found]
-            per = counts[hit_probe]
-            total = int(per.sum())
-            i = np.repeat(query_pos[found], per)
-            j = np.arange(total, dtype=np.int64) + np.repeat(starts[hit_probe] - (np.cumsum(per) - per), per)
-            keep = (i != j) & ~(is_query[j] & (j < i))  # each query-query pair once
-            i, j = i[keep], j[keep]
-            close = _popcount(ordered[i] ^ ordered[j]) <= max_distance
-            if close.any():
-                firsts.append(order[i[close]])
-                seconds.append(order[j[close]])
+            by_top.setdefault(mask.bit_length() - 1, []).append(mask)
+        positions = np.flatnonzero(is_query)
+        for begin in range(0, len(positions), _PROBE_CHUNK):  # a chunk's arrays stay in cache
+            chunk_pos = positions[begin : begin + _PROBE_CHUNK]
+            chunk_band = band[chunk_pos]
+            for top, masks in by_top.items():
+                query_pos, query_band = chunk_pos, chunk_band
+                if everyone and top >= 0:
+                    clear = (chunk_band >> top) & 1 == 0
+                    query_pos, query_band = chunk_pos[clear], chunk_band[clear]
+                for mask in masks:
+                    probe = query_band ^ mask
+                    per_all = counts[probe]
+                    found = np.flatnonzero(per_all)
+                    if found.size == 0:
+                        continue
+                    per = per_all[found]
+                    total = int(per.sum())
+                    i = np.repeat(query_pos[found], per)
+                    j = np.arange(total, dtype=np.int64) + np.repeat(
+                        starts[probe[found]] - (np.cumsum(per) - per), per
+                    )
+                    if mask == 0 or not everyone:
+                        keep = (i != j) & ~(is_query[j] & (j < i))  # each query-query pair once
+                        i, j = i[keep], j[keep]
+                    close = _popcount(ordered[i] ^ ordered[j]) <= max_distance
+                    if close.any():
+                        firsts.append(order[i[close]])
+                        seconds.append(order[j[close]])
     return _normalise(firsts, seconds)
 
 

@@ -20,10 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from loupe_api.keys import GC_LOCK, LEASES, lease_key
 from loupe_workers.store import ObjectStore
 
-LEASES = "leases/"
-GC_LOCK = "gc.lock.json"
 STALE_SECONDS = 24 * 3600.0
 GC_WAIT_SECONDS = 120.0  # how long a run waits for a collection to finish
 
@@ -67,7 +66,7 @@ def live_leases(store: ObjectStore) -> list[Marker]:
 def run_lease(store: ObjectStore, dataset: str, *, wait: float | None = None) -> Iterator[None]:
     """Hold a lease for the duration of a run; waits (bounded) while a collection holds the lock."""
     wait = GC_WAIT_SECONDS if wait is None else wait
-    key = f"{LEASES}{uuid.uuid4().hex}.json"
+    key = lease_key(uuid.uuid4().hex)
     store.put(key, _body(f"run of {dataset}"))
     try:
         deadline = time.monotonic() + wait

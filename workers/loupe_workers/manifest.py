@@ -46,9 +46,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from loupe_api.keys import blob_prefix, dataset_prefix, manifest_part_key
 from loupe_api.versions import PARTS_SUFFIX, ManifestPart, PartKind, PartList, VersionRecord, is_part_list
 from loupe_workers.store import ObjectStore
-from loupe_workers.versions import dataset_prefix
 
 SCHEMA = pa.schema(
     [
@@ -75,6 +75,8 @@ SCHEMA = pa.schema(
         ("brightness_p5", pa.float64()),
         ("clipped", pa.float64()),  # share of the pixels with a blown-out colour channel
         ("contrast", pa.float64()),  # (p99 - p1) / (p99 + p1) of brightness
+        ("black_level", pa.float64()),  # p1 of brightness: how far the darkest tones are lifted
+        ("tonal_range", pa.float64()),  # p99 - p1 of brightness: the share of the scale the tones span
         ("sharpness", pa.float64()),
         ("noise", pa.float64()),
         ("entropy", pa.float64()),
@@ -105,7 +107,7 @@ COLUMNS = tuple(SCHEMA.names)
 PROCESSING_COLUMNS = (
     "sample_id", "sha256", "source", "key", "uri", "etag", "size", "media", "frame_index", "frame_time",
     "video_sha256", "format", "extension", "width", "height", "brightness_p99", "brightness_p5", "clipped",
-    "contrast", "sharpness", "noise", "entropy", "aspect_ratio", "hash_kind", "hash", "hash_variants", "pixel_sha256", "keep_measures", "exif", "privacy",
+    "contrast", "black_level", "tonal_range", "sharpness", "noise", "entropy", "aspect_ratio", "hash_kind", "hash", "hash_variants", "pixel_sha256", "keep_measures", "exif", "privacy",
     "status", "fail_reason", "fail_detail", "processing_key",
 )  # fmt: skip
 
@@ -204,7 +206,7 @@ ORDER: dict[str, list[str]] = {
 
 def part_key(prefix: str, sha256: str) -> str:
     """Where a part lives: by content, under its dataset's folder (``prefix``: datasets/<dataset>)."""
-    return f"{prefix}/parts/{sha256}.parquet"
+    return manifest_part_key(prefix, sha256)
 
 
 @dataclass(frozen=True)
@@ -364,7 +366,7 @@ def _edges(part: pa.Table) -> pa.Table:
     sha = part.column("sha256")
     video = part.column("video_sha256")
     has_video = pc.fill_null(pc.greater(pc.utf8_length(video), 0), False)
-    blob = pc.binary_join_element_wise("blobs/sha256/", pc.utf8_slice_codeunits(sha, 0, 2), "/", sha, "")
+    blob = pc.binary_join_element_wise(blob_prefix(), pc.utf8_slice_codeunits(sha, 0, 2), "/", sha, "")
     return pa.table(
         {
             "sample_id": part.column("sample_id"),

@@ -398,11 +398,14 @@ def analyze_image(
     # blur and grain at native resolution (the detail image, grey)
     fine = np.asarray((working if decoded.detail is None else decoded.detail).convert("L"), dtype=np.uint8)
     grain = metrics.noise_sigma(fine)
+    contrast, black_level, tonal_range = metrics.tones(rgb)
     values = {
         "brightness_p99": p99,
         "brightness_p5": p5,
         "clipped": metrics.clipped_highlights(rgb),
-        "contrast": metrics.contrast(rgb),
+        "contrast": contrast,
+        "black_level": black_level,
+        "tonal_range": tonal_range,
         "sharpness": metrics.fine_sharpness(fine, grain, grey),
         "noise": metrics.fine_noise(fine, metrics.is_grey(thumb_rgb), grain),
         "entropy": metrics.entropy_bits(grey),

@@ -251,12 +251,23 @@ def clipped_highlights(rgb: U8Array) -> float:
     return float((rgb.max(axis=-1) >= CLIP_LEVEL).mean())
 
 
+def tones(rgb: U8Array) -> tuple[float, float, float]:
+    """(contrast, black level, tonal range) of perceived brightness, from its 1st and 99th percentiles
+    p1 and p99 (one pass):
+
+    - contrast in [0, 1], which a change of exposure leaves alone: (p99 - p1) / (p99 + p1), the spread of
+      the tones against their level (a dark but otherwise normal photo does not score low);
+    - black level: p1, how far the darkest tones are lifted from black (haze, a washed-out photo);
+    - tonal range: p99 - p1, how much of the brightness scale the tones span (a squeezed photo of a dark
+      scene keeps a fair contrast ratio but spans little of the scale)."""
+    low, high = (float(v) for v in np.percentile(perceived_brightness(rgb), (1, 99)))
+    ratio = (high - low) / (high + low) if high + low > 0 else 0.0
+    return ratio, low, high - low
+
+
 def contrast(rgb: U8Array) -> float:
-    """Contrast in [0, 1] that a change of exposure leaves alone: (p99 - p1) / (p99 + p1) of perceived
-    brightness (the spread of the tones against their level; a photo whose tones were squeezed together
-    scores low, a dark but otherwise normal photo does not)."""
-    low, high = np.percentile(perceived_brightness(rgb), (1, 99))
-    return float((high - low) / (high + low)) if high + low > 0 else 0.0
+    """(p99 - p1) / (p99 + p1) of perceived brightness (the first of :func:`tones`)."""
+    return tones(rgb)[0]
 
 
 def entropy_bits(grey: U8Array) -> float:

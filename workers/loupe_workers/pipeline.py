@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import Counter
@@ -15,6 +16,7 @@ from typing import Any
 from loupe_api.dataset import DatasetSpec, DatasetStats, DriftSummary, HealthSummary
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest, RunResult
+from loupe_api.keys import run_prefix
 from loupe_api.outliers import RelativeGateStats
 from loupe_api.versions import VersionChange, VersionRecord
 from loupe_workers import analysis, ann, annotate, embed, gates, geometry, manifest, media, outliers, privacy
@@ -27,7 +29,8 @@ from loupe_workers.semver import SampleState, decide, next_version
 from loupe_workers.sources import ListedObject, SourceUnavailable, list_media, listing_digest, source_store
 from loupe_workers.splits import SplitUnit, assign_splits
 from loupe_workers.store import ObjectStore, blob_key, open_store
-from loupe_workers.versions import commit_version, latest_version, read_version, run_prefix, utcnow
+from loupe_workers.taxonomy import UNMAPPED_REASON, Tally, Taxonomy, drop_detail
+from loupe_workers.versions import commit_version, latest_version, read_version, utcnow
 
 
 def code_version() -> str:
@@ -94,6 +97,7 @@ def spec_digest(spec: DatasetSpec, sources: dict[str, IngestSourceSpec]) -> str:
         "dedup": spec.dedup.to_wire(),
         "splits": spec.splits.to_wire(),
         **({"privacy": spec.privacy.to_wire()} if spec.privacy.active() else {}),
+        **({"labels": spec.labels.to_wire()} if spec.labels.active() else {}),
         "sourceSpecs": {
             name: src.model_dump(mode="json", by_alias=True, exclude={"poll_interval"})
             for name, src in sources.items()
@@ -137,6 +141,7 @@ def curate(
     """
     filters = {ref.name: ref.filter for ref in spec.sources}
     stats = DatasetStats()
+    tally = Tally(Taxonomy(spec.labels))  # spec.labels: one taxonomy across sources
     rows: list[Record] = []
     candidates: list[int] = []
     for record, new in zip(records, is_new, strict=True):
@@ -146,7 +151,10 @@ def curate(
         metadata = annotate.sample_metadata(row, source_spec) if row["status"] == "ok" else {}
         if any(metadata.get(k) != v for k, v in filters[row["source"]].items()):
             continue  # not part of this dataset at all
-        label_set = labels.get(row["source"], {}).get(row["key"], annotate.LabelSet())
+        source_labels = labels.get(row["source"], {}).get(row["key"], annotate.LabelSet())
+        mapped = tally.taxonomy.apply(row["source"], source_labels)
+        tally.add(row["source"], mapped)
+        label_set = mapped.labels
         row["metadata"] = json.dumps(metadata, sort_keys=True)
         row["capture_time"] = metadata.get("capture_time")
         row["label"] = label_set.label
@@ -155,11 +163,13 @@ def curate(
         row["flags"] = outcome.flags
         row["disposition"] = outcome.disposition
         row["reason"], row["detail"] = outcome.reason, outcome.detail
-        if outcome.disposition == "rejected":
-            stats.rejected[outcome.reason or "unknown"] = (
-                stats.rejected.get(outcome.reason or "unknown", 0) + 1
-            )
-        elif outcome.disposition == "quarantined":
+        if mapped.drop and row["disposition"] not in ("rejected", "quarantined"):  # unmapped: drop
+            row["disposition"], row["reason"] = "rejected", UNMAPPED_REASON
+            row["detail"] = drop_detail(row["source"], mapped.unmapped)
+            tally.dropped += 1
+        if row["disposition"] == "rejected":
+            stats.rejected[row["reason"] or "unknown"] = stats.rejected.get(row["reason"] or "unknown", 0) + 1
+        elif row["disposition"] == "quarantined":
             key = outcome.reason or "unknown"
             stats.quarantined[key] = stats.quarantined.get(key, 0) + 1
             row["blob_uri"] = blob_key(row["sha256"])
@@ -167,6 +177,10 @@ def curate(
             candidates.append(len(rows))
             row["blob_uri"] = blob_key(row["sha256"])
         rows.append(row)
+    refusal = tally.refusal()
+    if refusal is not None:
+        raise RunError(refusal, reason="UnmappedLabels")
+    stats.label_mapping = tally.stats()
     # dataset-relative gates: judged on what the absolute gates kept, before dedup (like every gate);
     # a sample accepted in the parent version is only ever flagged by them (loupe_workers.outliers)
     published = [previous.get(rows[i]["sample_id"], {}).get("disposition") == "accepted" for i in candidates]
@@ -291,8 +305,13 @@ def run_dataset(
         credentials_secret=secret.name if secret else None,
     )
     try:
-        with run_lease(store, request.dataset):
-            result = _build_version(request, base_dir=base_dir, executor=executor, events=events, store=store)
+        with contextlib.ExitStack() as held:
+            # Taken once the sources are listed (a refused listing writes nothing), before any blob.
+            def hold_lease() -> None:
+                held.enter_context(run_lease(store, request.dataset))
+
+            result = _build_version(request, base_dir=base_dir, executor=executor, events=events,
+                                    store=store, hold_lease=hold_lease)  # fmt: skip
     except CollectionInProgress as exc:
         raise RunError(str(exc), reason="GarbageCollectionInProgress") from exc
     if request.spec.retention.active():
@@ -308,6 +327,7 @@ def _build_version(
     executor: Executor | None,
     events: RunEvents | None,
     store: ObjectStore,
+    hold_lease: Callable[[], None] = lambda: None,
 ) -> RunResult:
     events = events or RunEvents()
     executor = executor or InlineExecutor()
@@ -355,6 +375,7 @@ def _build_version(
     shrink = check_shrink(previous_rows, listed, list(used), spec.versioning.max_removed_fraction)
     if shrink is not None and not request.allow_shrink:
         raise RunError(f"dataset {request.dataset}: {shrink}", reason="SuspiciousShrink")
+    hold_lease()  # from here on blobs are written or reused: garbage collection must wait
     source_digest = listing_digest(listed)
     settings = ProcessSettings(
         hash_kind=spec.dedup.perceptual.hash,
@@ -496,7 +517,16 @@ def _build_version(
     stats.scanned = len(listed)
     stats.processed = len(to_process)
     digest = spec_digest(spec, used)
-    change = decide(before, curated.states, spec_changed=parent is not None and parent.spec_digest != digest)
+    parent_mapping = parent.stats.label_mapping if parent is not None else None
+    mapping_changed = parent is not None and (parent_mapping.mapping_digest if parent_mapping else "") != (
+        spec.labels.digest()
+    )
+    change = decide(
+        before,
+        curated.states,
+        spec_changed=parent is not None and parent.spec_digest != digest,
+        mapping_changed=mapping_changed,
+    )
     current = parent.version if parent else None
     run_id = hashlib.sha256(
         f"{request.dataset}\0{current}\0{digest}\0{source_digest}\0{code_version()}".encode()

@@ -16,10 +16,11 @@ from loupe_workers.privacy import Detectors, record_fields
 from loupe_workers.sources import UNREADABLE, ListedObject, SourceReadError
 from loupe_workers.store import ObjectStore, put_blob
 
-PROCESSING_VERSION = "5"  # bump when per-object results change, so stored results are recomputed
+PROCESSING_VERSION = "6"  # bump when per-object results change, so stored results are recomputed
 # 2: decode before EXIF (undecodable PNGs were accepted), PNG chunk CRCs, 16-bit images shifted to 8 bits
 # 3: hashes taken without uniform borders, plus the hashes of the 7 flips and quarter turns
 # 4: blur, noise and over-exposure measured anew (sharpness, noise, clipped), contrast added
+# 6: black_level and tonal_range added (the low-contrast gate reads them)
 Record = dict[str, Any]
 
 

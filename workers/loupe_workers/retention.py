@@ -18,6 +18,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from loupe_api.common import parse_duration
+from loupe_api.keys import (
+    BLOBS,
+    DATASETS,
+    MODELS,
+    expired_key,
+    reviews_prefix,
+    run_prefix,
+    version_key_of,
+)
 from loupe_api.retention import ExpiredVersion, RetentionSpec
 from loupe_api.retrain import ModelRecord
 from loupe_api.tags import TagRecord
@@ -25,16 +34,7 @@ from loupe_api.versions import VersionRecord
 from loupe_workers import manifest
 from loupe_workers.leases import gc_lock
 from loupe_workers.store import ObjectStore, blob_key
-from loupe_workers.versions import (
-    dataset_prefix,
-    expired_key,
-    known_datasets,
-    list_tags,
-    list_versions,
-    run_prefix,
-    utcnow,
-    version_key_of,
-)
+from loupe_workers.versions import known_datasets, list_tags, list_versions, utcnow
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def plan_expiry(
 def trained_versions(store: ObjectStore, dataset: str) -> set[str]:
     """Versions of ``dataset`` that a recorded model was trained on."""
     found = set()
-    for info in store.list("models/"):
+    for info in store.list(MODELS):
         if info.key.endswith(".json"):
             model = ModelRecord.model_validate_json(store.get(info.key))
             if model.dataset == dataset:
@@ -116,7 +116,7 @@ def expire(store: ObjectStore, dataset: str, plan: Sequence[Expiry]) -> list[Exp
 
 # What the sweep may delete: content and run outputs. Records, tags, tombstones, embeddings (a cache
 # shared by datasets, keyed by content), models and retraining state are never swept.
-SWEPT = ("blobs/", "parts/", "runs/", "reviews/")
+SWEPT = (BLOBS, "parts/", "runs/", "reviews/")  # blobs, and these folders of each dataset
 
 
 @dataclass
@@ -144,16 +144,16 @@ def referenced_keys(store: ObjectStore, record: VersionRecord) -> tuple[set[str]
         keys.update(blob_key(str(sha)) for sha in table.column(raw).to_pylist() if sha)
     prefixes = {
         f"{run_prefix(record.dataset, record.run_id)}/",
-        f"{dataset_prefix(record.dataset)}/reviews/{record.version}/",
+        reviews_prefix(record.dataset, record.version),
     }
     return keys, prefixes
 
 
 def _sweepable(key: str) -> bool:
-    if key.startswith("blobs/"):
+    if key.startswith(BLOBS):
         return True
     parts = key.split("/")
-    return len(parts) >= 4 and parts[0] == "datasets" and f"{parts[2]}/" in SWEPT[1:]
+    return len(parts) >= 4 and f"{parts[0]}/" == DATASETS and f"{parts[2]}/" in SWEPT[1:]
 
 
 def collect_garbage(store: ObjectStore, *, dry_run: bool = False) -> GcReport:

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from loupe_api import openlineage
+from loupe_api.keys import model_key, result_key, retrain_status_key
 from loupe_api.retrain import (
     Baseline,
     ModelRecord,
@@ -19,7 +20,8 @@ from loupe_api.retrain import (
     RetrainRun,
     TrainingResult,
 )
-from loupe_api.triggers import cooldown_left, evaluate, model_key, promote, result_key, run_environment
+from loupe_api.triggers import cooldown_left, evaluate, promote, run_environment
+from loupe_workers import manifest
 from loupe_workers.store import ObjectStore
 from loupe_workers.versions import list_versions, utcnow
 
@@ -34,7 +36,7 @@ class PolicyOutcome:
 
 
 def status_key(policy: str) -> str:
-    return f"retrain/{LOCAL_NAMESPACE}/{policy}/status.json"
+    return retrain_status_key(LOCAL_NAMESPACE, policy)
 
 
 def run_policy(
@@ -74,7 +76,8 @@ def run_policy(
         result_uri=store.uri_of(result_key(LOCAL_NAMESPACE, name, due.name)),
     )  # fmt: skip
     version = next(v for v in versions if v.version == due.dataset_version)
-    env = run_environment(run, name, spec.dataset_ref, version, store.uri, endpoint)
+    files = manifest.part_files(store, version.manifest_uri)
+    env = run_environment(run, name, spec.dataset_ref, version, store.uri, endpoint, files)
     job = f"loupe.retrain/{LOCAL_NAMESPACE}/{name}"
     inputs = [(store.uri, f"{spec.dataset_ref}@{run.dataset_version}")]
     openlineage.emit(job, run.name, "START", inputs, [])

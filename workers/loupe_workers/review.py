@@ -13,9 +13,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from loupe_api import keys
 from loupe_workers import manifest
 from loupe_workers.store import ObjectStore
-from loupe_workers.versions import dataset_prefix, read_version
+from loupe_workers.versions import read_version
 
 WEIGHTS = {"uncertainty": 0.4, "disagreement": 0.4, "uniqueness": 0.2}
 
@@ -42,8 +43,7 @@ class QueueItem:
     reasons: list[str] = field(default_factory=list)
 
 
-def predictions_key(dataset: str, version: str) -> str:
-    return f"{dataset_prefix(dataset)}/reviews/{version}/predictions.parquet"
+predictions_key = keys.predictions_key
 
 
 def parse_predictions(text: str, name: str) -> list[Prediction]:

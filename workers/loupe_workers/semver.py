@@ -35,10 +35,18 @@ def version_key(version: str) -> tuple[int, int, int]:
 
 
 def decide(
-    before: dict[str, SampleState] | None, after: dict[str, SampleState], spec_changed: bool
+    before: dict[str, SampleState] | None,
+    after: dict[str, SampleState],
+    spec_changed: bool,
+    *,
+    mapping_changed: bool = False,
 ) -> VersionChange | None:
     """MAJOR: samples removed, relabelled or moved between splits. MINOR: only additions.
-    PATCH: only derived metadata (or the spec alone) changed. None: nothing changed."""
+    PATCH: only derived metadata (or the spec alone) changed. None: nothing changed.
+
+    ``mapping_changed``: spec.labels (classes, mapping, unmapped action) differs from the parent's;
+    relabelled samples are then reported as "label mapping changed: N samples relabelled" (a mapping
+    that relabels nothing is only a spec change: PATCH)."""
     if before is None:
         return VersionChange(bump="major", reasons=["first version"], added=len(after))
     added = after.keys() - before.keys()
@@ -51,7 +59,8 @@ def decide(
     if removed:
         reasons.append(f"{len(removed)} samples removed")
     if relabeled:
-        reasons.append(f"{relabeled} samples relabelled")
+        prefix = "label mapping changed: " if mapping_changed else ""
+        reasons.append(f"{prefix}{relabeled} samples relabelled")
     if resplit:
         reasons.append(f"{resplit} samples moved between splits")
     bump: Bump

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
+from loupe_api import keys
 from loupe_api.common import credential_env_names
 from loupe_api.listing import prefix_folder
 
@@ -73,9 +74,7 @@ class ObjectStore(Protocol):
     def uri_of(self, key: str) -> str: ...
 
 
-def blob_key(sha256: str) -> str:
-    """Content address of raw bytes."""
-    return f"blobs/sha256/{sha256[:2]}/{sha256}"
+blob_key = keys.blob_key  # re-exported: the content address of raw bytes
 
 
 def put_blob(store: ObjectStore, data: bytes, sha256: str | None = None) -> str:
@@ -149,7 +148,7 @@ class LocalStore:
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         # Blobs are content-addressed and verifiable; an fsync each would cost more than decoding.
-        durable = not key.startswith("blobs/")
+        durable = not key.startswith(keys.BLOBS)
         temp = self._temp(path, data, durable=durable)
         if durable:
             os.sync()  # a version record is published only after every blob it names is on disk

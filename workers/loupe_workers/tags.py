@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 
+from loupe_api.keys import tag_key
 from loupe_api.tags import TagMove, TagRecord, tag_name_problem
 from loupe_workers.store import ObjectStore
-from loupe_workers.versions import read_tag, read_version, tag_key, utcnow
+from loupe_workers.versions import read_tag, read_version, utcnow
 
 
 class TagError(ValueError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from loupe_api.keys import DATASETS, MODELS, model_key
 from loupe_api.retrain import ModelRecord
-from loupe_api.triggers import model_key
 from loupe_api.versions import VersionRecord
 from loupe_workers import manifest
 from loupe_workers.store import ObjectStore
@@ -19,7 +19,7 @@ class TraceError(LookupError):
 
 def _all_versions(store: ObjectStore) -> list[VersionRecord]:
     records = []
-    for info in store.list("datasets/"):
+    for info in store.list(DATASETS):
         head, _, name = info.key.rpartition("/")
         if head.endswith("/versions") and name.endswith(".json") and name.count(".") == 3:
             records.append(VersionRecord.model_validate_json(store.get(info.key)))
@@ -29,7 +29,7 @@ def _all_versions(store: ObjectStore) -> list[VersionRecord]:
 def _models(store: ObjectStore) -> list[ModelRecord]:
     return [
         ModelRecord.model_validate_json(store.get(i.key))
-        for i in store.list("models/")
+        for i in store.list(MODELS)
         if i.key.endswith(".json")
     ]
 

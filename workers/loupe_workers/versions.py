@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from datetime import UTC, datetime
 
+from loupe_api.keys import (  # re-exported: the workers' modules import them from here
+    DATASETS,
+    VERSION_RECORD,
+    expired_key,
+    tag_key,
+    tags_prefix,
+    version_key_of,
+    versions_prefix,
+)
 from loupe_api.retention import ExpiredVersion
 from loupe_api.tags import SEMVER, TagRecord
 from loupe_api.versions import VersionRecord
@@ -14,21 +22,9 @@ from loupe_workers.semver import version_key
 from loupe_workers.store import ObjectStore
 
 
-def dataset_prefix(dataset: str) -> str:
-    return f"datasets/{dataset}"
-
-
-def version_key_of(dataset: str, version: str) -> str:
-    return f"{dataset_prefix(dataset)}/versions/{version}.json"
-
-
-def run_prefix(dataset: str, run_id: str) -> str:
-    return f"{dataset_prefix(dataset)}/runs/{run_id}"
-
-
 def list_versions(store: ObjectStore, dataset: str) -> list[VersionRecord]:
     """Committed versions, oldest first."""
-    prefix = f"{dataset_prefix(dataset)}/versions/"
+    prefix = versions_prefix(dataset)
     names = []
     for info in store.list(prefix):
         name = info.key[len(prefix) :]
@@ -38,12 +34,9 @@ def list_versions(store: ObjectStore, dataset: str) -> list[VersionRecord]:
     return [read_version(store, dataset, v) for v in names]
 
 
-_VERSION_RECORD = re.compile(r"datasets/(?P<dataset>.+)/versions/\d+\.\d+\.\d+\.json")
-
-
 def known_datasets(store: ObjectStore) -> list[str]:
     """The datasets with at least one committed version in ``store``, sorted."""
-    found = {m["dataset"] for info in store.list("datasets/") if (m := _VERSION_RECORD.fullmatch(info.key))}
+    found = {m["dataset"] for info in store.list(DATASETS) if (m := VERSION_RECORD.fullmatch(info.key))}
     return sorted(found)
 
 
@@ -115,20 +108,11 @@ def resolve_version(store: ObjectStore, dataset: str, version: str | None = None
     return latest
 
 
-def expired_key(dataset: str, version: str) -> str:
-    """The tombstone of a version that retention expired."""
-    return f"{dataset_prefix(dataset)}/expired/{version}.json"
-
-
 def read_expired(store: ObjectStore, dataset: str, version: str) -> ExpiredVersion | None:
     try:
         return ExpiredVersion.model_validate_json(store.get(expired_key(dataset, version)))
     except KeyError:
         return None
-
-
-def tag_key(dataset: str, name: str) -> str:
-    return f"{dataset_prefix(dataset)}/tags/{name}.json"
 
 
 def read_tag(store: ObjectStore, dataset: str, name: str) -> TagRecord | None:
@@ -139,7 +123,7 @@ def read_tag(store: ObjectStore, dataset: str, name: str) -> TagRecord | None:
 
 
 def list_tag_names(store: ObjectStore, dataset: str) -> list[str]:
-    prefix = f"{dataset_prefix(dataset)}/tags/"
+    prefix = tags_prefix(dataset)
     return sorted(i.key[len(prefix) : -len(".json")] for i in store.list(prefix) if i.key.endswith(".json"))
 
 

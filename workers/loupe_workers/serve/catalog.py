@@ -36,8 +36,8 @@ from loupe_workers.versions import known_datasets, list_versions, read_tag, read
 
 DISPOSITIONS = ("accepted", "rejected", "quarantined", "duplicate")
 # numeric columns a range filter may bound (min.NAME / max.NAME) and the sample page lists
-MEASURES = ("sharpness", "noise", "brightness_p99", "brightness_p5", "clipped", "contrast", "entropy",
-            "aspect_ratio", "width", "height", "size")  # fmt: skip
+MEASURES = ("sharpness", "noise", "brightness_p99", "brightness_p5", "clipped", "contrast", "tonal_range",
+            "black_level", "entropy", "aspect_ratio", "width", "height", "size")  # fmt: skip
 CHOICE_FILTERS = ("split", "label", "disposition", "reason", "flag")
 NONE = "(none)"  # the filter value for a missing split, label or reason
 DEFAULT_LIMIT = 60

@@ -2,7 +2,7 @@
 "use strict";
 
 const CHOICES = ["split", "label", "disposition", "reason", "flag"];
-const MEASURES = ["sharpness", "noise", "brightness_p99", "brightness_p5", "clipped", "contrast", "entropy",
+const MEASURES = ["sharpness", "noise", "brightness_p99", "brightness_p5", "clipped", "contrast", "tonal_range", "black_level", "entropy",
   "aspect_ratio", "width", "height", "size"];
 const PAGE = 60;
 let datasets = [];
