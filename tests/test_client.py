@@ -36,21 +36,12 @@ from loupe_workers.client import (
 )
 from loupe_workers.demo import DemoFile
 from loupe_workers.store import LocalStore, blob_key
+from support.cli import loupe
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "01-quickstart" / "loupe.yaml"
 README = REPO / "README.md"
 REMOVED = "textures/brick.jpg"  # dropped from the folder between the two versions
-
-
-def loupe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loupe_workers.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from loupe_workers import manifest
 from loupe_workers.exports import ExportError, parse_shard_size
 from loupe_workers.store import LocalStore, blob_key
 from loupe_workers.versions import list_versions
+from support.cli import loupe
 from support.photos import photo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the imagefolder loader is packaged: nothing to fetch
@@ -77,16 +76,6 @@ YOLO_BOXES = {
 }
 YOLO_NAMES = ["planet", "wheel"]
 SPLITS = ("train", "val", "test")
-
-
-def loupe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "loupe_workers.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

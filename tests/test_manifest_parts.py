@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from loupe_workers.demo import DemoFile
 from loupe_workers.pipeline import run_dataset
 from loupe_workers.store import LocalStore, ObjectStore, S3Store, blob_key
 from loupe_workers.versions import commit_version, list_versions, version_key_of
+from support.cli import loupe
 from test_pipeline import request
 
 SMALL = 16  # PART_ROWS in these tests: a few hundred rows make many parts
@@ -372,11 +371,6 @@ def write_single_file_version(store: ObjectStore, record: VersionRecord, version
     )
     store.put(version_key_of(record.dataset, version), json.dumps(old.to_wire(), sort_keys=True).encode())
     return old
-
-
-def loupe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "loupe_workers.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, check=False)  # fmt: skip
 
 
 def test_single_file_versions_stay_readable(corpus: tuple[Path, list[DemoFile]], tmp_path: Path) -> None:

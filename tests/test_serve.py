@@ -33,6 +33,7 @@ from loupe_workers.serve.catalog import row_ref
 from loupe_workers.store import LocalStore, blob_key
 from loupe_workers.tags import set_tag
 from loupe_workers.versions import list_versions
+from support.cli import loupe
 from support.photos import photo
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -41,11 +42,6 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "01-quickstart" / "loupe.yaml"
 REMOVED = "textures/brick.jpg"
 CLOCK_BOX = [60.0, 20.0, 150.0, 180.0]  # pixels: x, y, width, height
-
-
-def loupe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "loupe_workers.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, check=False)  # fmt: skip
 
 
 def _write_coco(root: Path, clock_class: str, extra: bool) -> None:

@@ -30,7 +30,7 @@ from loupe_api.tags import TAG_NAME
 from loupe_api.versions import VersionRecord
 from loupe_workers.dedup import split_variants
 from loupe_workers.diffs import diff_rows
-from loupe_workers.exports import pixel_boxes
+from loupe_workers.exports import Box, pixel_boxes
 from loupe_workers.store import ObjectStore, blob_key
 from loupe_workers.versions import known_datasets, list_versions, read_tag, read_version
 
@@ -221,17 +221,6 @@ class Facets:
     metadata: dict[str, dict[str, int]]
     measures: dict[str, Span]
     duplicate_groups: int
-
-
-@dataclass(frozen=True)
-class Box:
-    """An object box in pixels of the stored image (exports.pixel_boxes)."""
-
-    category: str
-    x: float
-    y: float
-    width: float
-    height: float
 
 
 @dataclass(frozen=True)
@@ -619,8 +608,7 @@ class VersionView:
         card = self.cards([position])[0]
         labels = _json(row.get("labels")) or {}
         width, height = int(row.get("width") or 0), int(row.get("height") or 0)
-        boxes = tuple(Box(b.category, b.x, b.y, b.width, b.height)
-                      for b in pixel_boxes(labels if isinstance(labels, dict) else {}, width, height))  # fmt: skip
+        boxes = pixel_boxes(labels if isinstance(labels, dict) else {}, width, height)
         of = row.get("duplicate_of")
         original = self.by_sample.get(str(of)) if of else None
         shown = {*CARD_COLUMNS, *MEASURES, "metadata", "labels", "exif", "privacy", "extension", "hash",
