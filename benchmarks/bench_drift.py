@@ -30,7 +30,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workers"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from loupe_workers import analysis
+from loupe_workers.insights import analysis
 
 Vectors = npt.NDArray[np.float32]
 

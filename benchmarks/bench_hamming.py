@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workers"))
 
-from loupe_workers import hamming
+from loupe_workers.curation import hamming
 
 IntArray = npt.NDArray[np.int64]
 Pairs = tuple[IntArray, IntArray]

@@ -46,9 +46,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from loupe_api.dataset import DedupSpec  # noqa: E402
-from loupe_workers import geometry, media  # noqa: E402
-from loupe_workers.dedup import find_duplicates  # noqa: E402
-from loupe_workers.hamming import hex_to_u64  # noqa: E402
+from loupe_workers.curation import geometry  # noqa: E402
+from loupe_workers.curation.dedup import find_duplicates  # noqa: E402
+from loupe_workers.curation.hamming import hex_to_u64  # noqa: E402
+from loupe_workers.media import decode as media  # noqa: E402
 
 SKIMAGE = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "immunohistochemistry",
            "hubble_deep_field", "motorcycle", "page", "moon", "retina", "skin", "eagle", "brick", "grass",

@@ -320,8 +320,8 @@ def warm_cache(paths: list[Path]) -> int:
 def _listed(folder: str, limit: int) -> tuple[Any, Any, list[Any]]:
     _ensure_import_path()
     from loupe_api.ingest import IngestSourceSpec
-    from loupe_workers.sources import list_media
-    from loupe_workers.store import LocalStore
+    from loupe_workers.ingest.sources import list_media
+    from loupe_workers.storage.store import LocalStore
 
     spec = IngestSourceSpec(filesystem={"path": folder})  # type: ignore[arg-type]
     store = LocalStore(folder)
@@ -330,9 +330,9 @@ def _listed(folder: str, limit: int) -> tuple[Any, Any, list[Any]]:
 
 
 def _run_pipeline(spec: Any, store: Any, objects: list[Any], blob_parent: str) -> tuple[list[Any], Path]:
-    from loupe_workers.executor import InlineExecutor
-    from loupe_workers.process import ProcessSettings
-    from loupe_workers.store import LocalStore
+    from loupe_workers.compute.executor import InlineExecutor
+    from loupe_workers.compute.process import ProcessSettings
+    from loupe_workers.storage.store import LocalStore
 
     blob_dir = Path(tempfile.mkdtemp(prefix="loupe-bench-blobs-", dir=blob_parent))
     records = InlineExecutor().process(
@@ -385,8 +385,8 @@ def stages_child(folder: str, limit: int, blob_parent: str) -> Json:
     import hashlib
 
     _, store, objects = _listed(folder, limit)
-    from loupe_workers import media
-    from loupe_workers.store import LocalStore, put_blob
+    from loupe_workers.media import decode as media
+    from loupe_workers.storage.store import LocalStore, put_blob
 
     media.analyze_image(store.get(objects[0].key), max_pixels=100_000_000, hash_kind="phash")
     totals = dict.fromkeys(("read", "sha256", "analyze_image", "put_blob"), 0.0)
@@ -515,7 +515,7 @@ def spot_check_child(n: int, threshold: int, seed: int) -> Json:
     _ensure_import_path()
     import numpy as np
 
-    from loupe_workers.hamming import BRUTE_FORCE_LIMIT, connected_groups, hamming_pairs
+    from loupe_workers.curation.hamming import BRUTE_FORCE_LIMIT, connected_groups, hamming_pairs
 
     hashes, _, _ = _planted_hashes(n, n // 10, threshold, seed)
     # a few chains a-b-c so that grouping must be transitive
@@ -557,7 +557,7 @@ def grouping_child(n: int, threshold: int, seed: int) -> Json:
     _ensure_import_path()
     import numpy as np
 
-    from loupe_workers.hamming import band_layout, connected_groups, hamming_pairs
+    from loupe_workers.curation.hamming import band_layout, connected_groups, hamming_pairs
 
     planted = min(1000, n // 4)
     hashes, distances, _ = _planted_hashes(n, planted, threshold, seed)
@@ -595,7 +595,7 @@ def corpus_grouping(hashes: list[str | None], threshold: int) -> Json:
     _ensure_import_path()
     import numpy as np
 
-    from loupe_workers.hamming import connected_groups, hamming_pairs
+    from loupe_workers.curation.hamming import connected_groups, hamming_pairs
 
     values = np.array([int(h, 16) for h in hashes if h], dtype=np.uint64)
     wall, _, (firsts, seconds) = timed(lambda: hamming_pairs(values, threshold))

@@ -43,7 +43,8 @@ sys.path[:0] = [str(REPO / "api"), str(REPO / "workers"), str(REPO / "benchmarks
 
 import corpus  # noqa: E402
 from loupe_api.dataset import QualityGates  # noqa: E402
-from loupe_workers import gates, media  # noqa: E402
+from loupe_workers.curation import gates  # noqa: E402
+from loupe_workers.media import decode as media  # noqa: E402
 
 CORPUS_VERSION = 1
 FULL_CAP = 2560  # the "full" size keeps the photo's own pixels, long side capped here (1.3-4 MP)
@@ -576,7 +577,7 @@ def _strata_flags(
 ) -> list[dict[str, set[str]]]:
     """Per row: the gates the absolute gate, the relative gate and either of them flag (the halves are
     judged as separate datasets)."""
-    from loupe_workers import outliers
+    from loupe_workers.curation import outliers
 
     out: list[dict[str, set[str]]] = [{} for _ in rows]
     for half in HALVES:

@@ -66,7 +66,7 @@ def synthetic_table(count: int, seed: int, start: int = 0) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from loupe_workers import manifest
+    from loupe_workers.storage import manifest
 
     rng = np.random.default_rng(seed + 1)
     index = pa.array(np.arange(start, start + count, dtype=np.int64))
@@ -124,8 +124,8 @@ def one_scale(rows: int, root: Path) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from loupe_workers import manifest
-    from loupe_workers.store import LocalStore
+    from loupe_workers.storage import manifest
+    from loupe_workers.storage.store import LocalStore
 
     store = LocalStore(root)
     began = time.perf_counter()
@@ -291,7 +291,7 @@ def pipeline_rows(count: int, tmp: Path) -> list[dict[str, Any]]:
             before = part_bytes(store)
             began = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-m", "loupe_workers.cli", "run", "-f", "loupe.yaml", "--executor", "inline",
+                [sys.executable, "-m", "loupe_workers.cli.main", "run", "-f", "loupe.yaml", "--executor", "inline",
                  "--json"], cwd=root, capture_output=True, text=True, timeout=1800, check=False,
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / f) for f in ("api", "workers"))},
             )  # fmt: skip
@@ -327,7 +327,7 @@ def main() -> int:
     if args.one is not None:
         print(json.dumps(one_scale(args.one, args.tmp)))
         return 0
-    from loupe_workers import manifest
+    from loupe_workers.storage import manifest
 
     print(f"manifest parts: {manifest.PART_ROWS} rows a full part, small below {manifest.SMALL_PART_ROWS}; "
           f"{os.cpu_count()} CPUs")  # fmt: skip

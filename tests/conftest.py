@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from loupe_workers.demo import DemoFile, build_demo_corpus
+from loupe_workers.ingest.demo import DemoFile, build_demo_corpus
 
 
 @pytest.fixture(scope="session")

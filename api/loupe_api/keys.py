@@ -1,5 +1,5 @@
 """Every key of the object store, in one place (pure: no I/O). Workers write and read these keys, and so
-does the operator; `tests/test_storage_keys.py` checks that no other module builds them.
+does the operator; `tests/storage/test_storage_keys.py` checks that no other module builds them.
 
     blobs/sha256/<2>/<sha256>                                  raw bytes, content-addressed, shared
     datasets/<dataset>/versions/<X.Y.Z>.json                   version records (the commit point)

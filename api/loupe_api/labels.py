@@ -3,7 +3,7 @@
 Sources name their classes as their annotators did ("Cat", "kitty", "cat"); ``spec.labels.mapping``
 maps each source's class names to the dataset's classes, and ``spec.labels.unmapped`` says what
 happens to a sample whose source class is not mapped. How a source class name is resolved, in
-order (the first that matches wins; loupe_workers.taxonomy applies it):
+order (the first that matches wins; loupe_workers.curation.taxonomy applies it):
 
 1. the source's own mapping (``mapping.<source>``): the exact name, then by alias;
 2. the shared mapping (``mapping."*"``): the exact name, then by alias;

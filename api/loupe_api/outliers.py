@@ -2,7 +2,7 @@
 
 A gate's absolute threshold says what is blurry for any camera; the ``relative`` section of a gate says
 what is blurry *for this camera* (or site, or any metadata field): a sample whose stored measure is a
-robust outlier of its own stratum. The math lives in ``loupe_workers.outliers`` (pure, no I/O).
+robust outlier of its own stratum. The math lives in ``loupe_workers.curation.outliers`` (pure, no I/O).
 """
 
 from __future__ import annotations

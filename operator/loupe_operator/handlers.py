@@ -22,12 +22,13 @@ from loupe_api.retrain import RetrainPolicySpec, RetrainPolicyStatus, RetrainRun
 from loupe_api.retry import TransientRefusal
 from loupe_api.triggers import manifest_file_keys, run_environment
 from loupe_api.versions import VersionRecord
-from loupe_operator import actions, kube, metrics
-from loupe_operator.conditions import set_condition
-from loupe_operator.launchers import KubeRayLauncher, Launcher, LocalLauncher, SubmitLauncher
-from loupe_operator.rayjob import KubeRayDefaults, Owner
-from loupe_operator.reconcile import Event, Observed, reconcile_dataset
-from loupe_operator.retrain import (
+from loupe_operator.adapters import actions, kube, metrics
+from loupe_operator.adapters.launchers import KubeRayLauncher, Launcher, LocalLauncher, SubmitLauncher
+from loupe_operator.adapters.storage import StoreLocation, scan_source
+from loupe_operator.manifests.rayjob import KubeRayDefaults, Owner
+from loupe_operator.reconcile.conditions import set_condition
+from loupe_operator.reconcile.dataset import Event, Observed, reconcile_dataset
+from loupe_operator.reconcile.retrain import (
     PolicyObserved,
     action_kind,
     after_delivery,
@@ -37,7 +38,6 @@ from loupe_operator.retrain import (
     webhook_payload,
 )
 from loupe_operator.settings import OperatorSettings
-from loupe_operator.storage import StoreLocation, scan_source
 
 SETTINGS = OperatorSettings()
 # Sources are checked this often; each rescans only when its own pollInterval has passed.

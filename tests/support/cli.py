@@ -18,7 +18,7 @@ def loupe(
 ) -> subprocess.CompletedProcess[str]:
     """`loupe ARGS` in a fresh interpreter, output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "loupe_workers.cli", *args],
+        [sys.executable, "-m", "loupe_workers.cli.main", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

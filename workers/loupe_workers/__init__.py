@@ -1,6 +1,6 @@
 """Loupe data plane.
 
-The Python API (``loupe_workers.client``) is re-exported here lazily: ``import loupe_workers`` stays
+The Python API (``loupe_workers.use.client``) is re-exported here lazily: ``import loupe_workers`` stays
 free (the client pulls in pyarrow and the API models, about a second), and ``loupe_workers.open_dataset``
 imports it on first use. Nothing is imported here, not even ``typing``: ``python -m loupe_workers``
 and every CLI call pay for this module.
@@ -8,7 +8,7 @@ and every CLI call pay for this module.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from loupe_workers.client import (
+    from loupe_workers.use.client import (
         Dataset,
         DatasetNotFound,
         NotFound,
@@ -33,7 +33,7 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     if name in __all__:
-        from loupe_workers import client
+        from loupe_workers.use import client
 
         return getattr(client, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

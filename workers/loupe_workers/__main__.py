@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from loupe_api.jobs import FAILURE_PREFIX, RESULT_PREFIX, RunFailure, RunRequest
-from loupe_workers.executor import make_executor
-from loupe_workers.pipeline import RunError, run_dataset
+from loupe_workers.compute.executor import make_executor
+from loupe_workers.pipeline.run import RunError, run_dataset
 
 
 def main(argv: list[str]) -> int:

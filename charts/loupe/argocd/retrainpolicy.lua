@@ -1,5 +1,5 @@
 -- Argo CD health check for loupe.dev/RetrainPolicy, shipped with the Loupe Helm chart (argocd/).
--- Paste it through argocd-cm.yaml (the same text); tests/test_argocd_health.py runs it on statuses
+-- Paste it through argocd-cm.yaml (the same text); tests/operator/test_argocd_health.py runs it on statuses
 -- written by the real operator.
 local hs = {}
 

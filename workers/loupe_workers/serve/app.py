@@ -27,7 +27,7 @@ from aiohttp import web
 
 from loupe_workers.serve import catalog as cat
 from loupe_workers.serve import images
-from loupe_workers.store import ObjectStore, StoreError, blob_key
+from loupe_workers.storage.store import ObjectStore, StoreError, blob_key
 
 log = logging.getLogger("loupe.serve")
 STATIC = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
@@ -114,8 +114,8 @@ async def facets(request: web.Request) -> web.Response:
 
 def _ranked(state: State, view: cat.VersionView, query: cat.Query) -> tuple[tuple[str, float], ...]:
     """Sample ids and scores of a text or similar-image search (search.py), cached per version."""
-    from loupe_workers.models import ModelError
-    from loupe_workers.search import SearchError, search
+    from loupe_workers.embedding.models import ModelError
+    from loupe_workers.use.search import SearchError, search
 
     key = (view.record.dataset, view.record.version, query.text, query.like, query.image)
     with state.lock:

@@ -28,11 +28,11 @@ import pyarrow.compute as pc
 
 from loupe_api.tags import TAG_NAME
 from loupe_api.versions import VersionRecord
-from loupe_workers.dedup import split_variants
-from loupe_workers.diffs import diff_rows
-from loupe_workers.exports import Box, pixel_boxes
-from loupe_workers.store import ObjectStore, blob_key
-from loupe_workers.versions import known_datasets, list_versions, read_tag, read_version
+from loupe_workers.curation.dedup import split_variants
+from loupe_workers.storage.store import ObjectStore, blob_key
+from loupe_workers.use.exports import Box, pixel_boxes
+from loupe_workers.versioning.diffs import diff_rows
+from loupe_workers.versioning.versions import known_datasets, list_versions, read_tag, read_version
 
 DISPOSITIONS = ("accepted", "rejected", "quarantined", "duplicate")
 # numeric columns a range filter may bound (min.NAME / max.NAME) and the sample page lists
@@ -340,7 +340,7 @@ def _json(value: object) -> Any:
 
 def _read(store: ObjectStore, key: str) -> pa.Table:
     # a Parquet file or a part list (manifest parts), read without pyarrow's pool (see manifest.read_rows)
-    from loupe_workers.manifest import read_table
+    from loupe_workers.storage.manifest import read_table
 
     return read_table(store, key)
 

@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from loupe_workers import media
+from loupe_workers.media import decode as media
 
 THUMB_SIDES = (256, 1024)  # the sizes offered (?size=): grid cards and the sample page of TIFFs
 CACHE_BYTES = 64 << 20

@@ -1,0 +1,495 @@
+"""Duplicate grouping: exact bytes, exact decoded pixels, perceptual hash distance (in any of the 8 flips
+and quarter turns), crops and small rotations (sub-window hash candidates confirmed by a geometric
+verification); groups formed around their kept copy; keep policy."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from loupe_api.dataset import DedupSpec
+from loupe_workers.curation.hamming import connected_groups, cross_pairs, hamming_pairs, hex_to_u64
+from loupe_workers.media.decode import energy_above
+
+Record = dict[str, Any]
+Measures = dict[str, float]
+KeepMeasures = Callable[[Record], Measures | None]
+# geometric verification of two records: None if they do not show one photo, else the scale of the
+# transform from the first to the second (above 1 when the second shows a part of the first: a crop)
+Verify = Callable[[Record, Record], float | None]
+CROP_SCALE = 1.03  # a verified pair whose scale is beyond 1.03 (either way): one is a crop of the other
+
+ORIENTATIONS = 7  # hash_variants: the 7 other flips and quarter turns first, then sub-window hashes
+
+
+def split_variants(record: Record) -> tuple[list[str], list[str]]:
+    """A record's stored hash variants: (its 7 flipped and turned hashes, its sub-window hashes)."""
+    values = list(record.get("hash_variants") or ())
+    return values[:ORIENTATIONS], values[ORIENTATIONS:]
+
+
+# Hash distance under which two same-sized images are decoded in full to compare their pixels:
+# a lossless re-encode decodes to the same pixels, but its hash may come from another decode path.
+PIXEL_CANDIDATE_DISTANCE = 10
+
+# bestOriginal: how copies are told apart (media.keep_measures gives detail, detail_x/_y, padded)
+UPSCALE_PIXEL_RATIO = 0.8  # a copy with more than 1.25x the pixels of another may be its upscale:
+UPSCALE_ENERGY = 0.25  # it is when its spectral density above the other's Nyquist is under 0.25x that below
+UPSCALE_SIZES = 8  # (checked against the 8 largest smaller sizes of the group)
+PADDED_FRACTION = 0.02  # more than 2 % of the area in uniform bars: letterboxed or pillarboxed
+ASPECT_TOLERANCE = 0.02  # |log aspect| difference under which two copies have the same shape
+ANISOTROPY_MARGIN = (
+    0.2  # with no majority shape, a copy this much more anisotropic (|log dx/dy|) is stretched
+)
+SAME_RESOLUTION = 0.98  # pixel counts within 2 % are the same resolution
+SAME_COMPRESSION = 0.9  # bytes per pixel within 10 % (same format) are the same compression
+SAME_DETAIL = 0.95  # fine detail within 5 % is as sharp
+
+
+@dataclass
+class DuplicateInfo:
+    """Result for one record: its group id (None if unique), whether it is the kept copy, and why not;
+    ``reason`` (for the kept copy of a group) says why it was the one kept."""
+
+    group: str | None
+    kept: bool
+    kind: str | None  # exact_duplicate or near_duplicate, for copies that are not kept
+    of: str | None  # sample id of the kept copy
+    reason: str | None = field(default=None, compare=False)
+
+
+def _tie(record: Record) -> tuple[Any, ...]:
+    return (record["source"], record["key"], record.get("frame_index") or 0)
+
+
+def _keep_order(record: Record, policy: str) -> tuple[Any, ...]:
+    tie = _tie(record)
+    if policy == "highestResolution":
+        return (-(int(record["width"]) * int(record["height"])), *tie)
+    if policy == "largestFile":
+        return (-int(record["size"]), *tie)
+    if policy == "earliest":
+        captured = record.get("capture_time") or "9999"
+        return (captured, *tie)
+    return tie
+
+
+_POLICY_REASONS = {
+    "highestResolution": "highest resolution",
+    "largestFile": "largest file",
+    "earliest": "earliest capture",
+    "first": "first by source and key",
+}
+
+
+def _pixels(record: Record) -> int:
+    return int(record["width"]) * int(record["height"])
+
+
+def _log_aspect(record: Record) -> float:
+    w, h = int(record["width"]), int(record["height"])
+    return abs(math.log(max(w, 1) / max(h, 1)))  # a quarter turn keeps the shape
+
+
+def best_original(
+    members: Sequence[int],
+    records: Sequence[Record],
+    measures: Callable[[int], Measures | None],
+    cropped: Mapping[int, Collection[int]] | None = None,
+) -> tuple[int, str]:
+    """The least-processed copy of a group and why: not letterboxed, not stretched (shape of the
+    group's majority), not cropped (shown by a verified crop candidate to lie inside another copy
+    still in the running: ``cropped`` maps a copy to those it lies inside), not upscaled (more pixels but less fine detail than a smaller copy), then the
+    highest resolution, the least compressed (bytes per pixel, same format), the sharpest, then by
+    source and key. Each step only narrows the candidates when some, not all, fail it."""
+    found = {i: measures(i) for i in members}
+    candidates = list(members)
+    reasons: list[str] = []
+
+    def narrow(bad: Callable[[int], bool], why: str) -> None:
+        nonlocal candidates
+        failing = {i for i in candidates if bad(i)}
+        if failing and len(failing) < len(candidates):
+            candidates = [i for i in candidates if i not in failing]
+            reasons.append(why)
+
+    def get(i: int, name: str) -> float | None:
+        values = found[i]
+        return None if values is None else values.get(name)
+
+    narrow(lambda i: (get(i, "padded") or 0.0) > PADDED_FRACTION, "not letterboxed")
+    unpadded = [i for i in members if (get(i, "padded") or 0.0) <= PADDED_FRACTION] or list(members)
+    shapes = {i: _log_aspect(records[i]) for i in unpadded}
+    ordered_shapes = sorted(shapes.values())
+    support = {
+        i: bisect_right(ordered_shapes, s + ASPECT_TOLERANCE)
+        - bisect_left(ordered_shapes, s - ASPECT_TOLERANCE)
+        for i, s in shapes.items()
+    }  # how many copies share each copy's shape
+    top = max(support.values())
+    leaders = [i for i in unpadded if support[i] == top]
+    majority: float | None = None
+    spread = max(shapes[i] for i in leaders) - min(shapes[i] for i in leaders)
+    if top > 1 and spread <= 2 * ASPECT_TOLERANCE:  # one shape shared by the most copies
+        majority = shapes[leaders[0]]
+    elif len(leaders) > 1:  # no majority: the copy whose detail is far more isotropic sets the shape
+
+        def anisotropy(i: int) -> float | None:
+            dx, dy = get(i, "detail_x"), get(i, "detail_y")
+            return abs(math.log((dx + 1e-6) / (dy + 1e-6))) if dx and dy else None
+
+        known = sorted((a, i) for i in leaders if (a := anisotropy(i)) is not None)
+        if len(known) >= 2 and known[1][0] - known[0][0] > ANISOTROPY_MARGIN:
+            majority = shapes[known[0][1]]
+    if majority is not None:
+        shape: float = majority
+        narrow(lambda i: abs(_log_aspect(records[i]) - shape) > ASPECT_TOLERANCE, "not stretched")
+
+    inside = cropped or {}
+    narrow(lambda i: any(o in candidates for o in inside.get(i, ())), "not cropped")
+    # an upscale has next to no spectrum above the Nyquist frequency of the copy it was made from
+    sizes = sorted({_pixels(records[j]) for j in members if found[j] is not None}, reverse=True)
+
+    def upscaled(i: int) -> bool:
+        values = found[i]
+        if values is None or "band0" not in values:  # not measured (a tiny or undecodable copy)
+            return False
+        pixels = _pixels(records[i])
+        smaller = [size for size in sizes if size < UPSCALE_PIXEL_RATIO * pixels][:UPSCALE_SIZES]
+        return any(energy_above(values, 0.5 * math.sqrt(size / pixels)) < UPSCALE_ENERGY for size in smaller)
+
+    narrow(upscaled, "not upscaled")
+    most = max(_pixels(records[i]) for i in candidates)
+    narrow(lambda i: _pixels(records[i]) < SAME_RESOLUTION * most, "highest resolution")
+    rate = {i: int(records[i]["size"]) / max(1, _pixels(records[i])) for i in candidates}
+    best_rate: dict[Any, float] = {}
+    for i in candidates:  # bytes per pixel compare copies of one format only
+        fmt = records[i].get("format")
+        best_rate[fmt] = max(best_rate.get(fmt, 0.0), rate[i])
+    narrow(lambda i: rate[i] < SAME_COMPRESSION * best_rate[records[i].get("format")], "least compressed")
+    sharp = {i: get(i, "detail") for i in candidates}
+    if all(v is not None for v in sharp.values()):
+        best_detail = max(v for v in sharp.values() if v is not None)
+        narrow(lambda i: (sharp[i] or 0.0) < SAME_DETAIL * best_detail, "sharpest")
+    keeper = min(candidates, key=lambda i: _tie(records[i]))
+    return keeper, "best original: " + (", ".join(reasons) if reasons else "copies equivalent, first by key")
+
+
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
+
+
+def _hash_pairs(
+    records: Sequence[Record], query: BoolArray, near: int, pixels: int, transforms: bool
+) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """(identity distance, best distance over the 8 orientations) of each pair with a query record
+    within the thresholds. A query's 7 flipped and turned hashes are searched against every stored
+    hash with the same multi-index search; pairs of two transformed hashes add nothing (the group is
+    closed under composition) and are dropped."""
+    n = len(records)
+    identity: dict[tuple[int, int], int] = {}
+    best: dict[tuple[int, int], int] = {}
+    hashes = hex_to_u64([r["hash"] for r in records])
+    pa, pb = hamming_pairs(hashes, max(near, pixels), query)
+    if len(pa):
+        distances = np.bitwise_count(hashes[pa] ^ hashes[pb])
+        for a, b, d in zip(pa.tolist(), pb.tolist(), distances.tolist(), strict=True):
+            identity[(a, b)] = d
+            if d <= near:
+                best[(a, b)] = d
+    if not transforms or near < 0:
+        return identity, best
+    owners: list[int] = []
+    variants: list[str] = []
+    for i in np.flatnonzero(query).tolist():
+        for value in split_variants(records[i])[0]:
+            owners.append(i)
+            variants.append(value)
+    if not variants:
+        return identity, best
+    every = np.concatenate([hashes, hex_to_u64(variants)])
+    owner = np.concatenate([np.arange(n, dtype=np.int64), np.array(owners, dtype=np.int64)])
+    mask = np.concatenate([np.zeros(n, dtype=bool), np.ones(len(variants), dtype=bool)])
+    va, vb = hamming_pairs(every, near, mask)
+    if not len(va):
+        return identity, best
+    useful = (va < n) & (owner[va] != owner[vb])  # va < vb: va is the stored identity hash
+    va, vb = va[useful], vb[useful]
+    distances = np.bitwise_count(every[va] ^ every[vb])
+    for a, b, d in zip(owner[va].tolist(), owner[vb].tolist(), distances.tolist(), strict=True):
+        pair = (min(a, b), max(a, b))
+        if d < best.get(pair, near + 1):
+            best[pair] = d
+    return identity, best
+
+
+def crop_candidates(
+    records: Sequence[Record],
+    query: BoolArray,
+    max_distance: int,
+    per_record: int,
+    skip: Callable[[int, int], bool],
+) -> list[tuple[int, int, int, int]]:
+    """Candidate pairs (a < b, distance, inner) for crops and re-framings: a sub-window hash of one
+    record within ``max_distance`` of the other's (``inner``, the likely crop) whole hash, one of them
+    a query record, the pair not ``skip``-ped (already linked). Each query record keeps only its
+    ``per_record`` closest candidates (by distance, then index), so at most per_record
+    verifications are asked per new record."""
+    n = len(records)
+    if n < 2 or max_distance < 0 or per_record <= 0:
+        return []
+    whole = hex_to_u64([r["hash"] for r in records])
+    owners: list[int] = []
+    windows: list[str] = []
+    for i, record in enumerate(records):
+        for value in split_variants(record)[1]:
+            owners.append(i)
+            windows.append(value)
+    if not windows:
+        return []
+    owner = np.array(owners, dtype=np.int64)
+    hashes = hex_to_u64(windows)
+    best: dict[tuple[int, int], tuple[int, int]] = {}  # pair -> (distance, inner)
+
+    def add(outer: IntArray, inner: IntArray, d: npt.NDArray[np.uint8]) -> None:
+        for a, b, distance in zip(outer.tolist(), inner.tolist(), d.tolist(), strict=True):
+            if a == b:
+                continue
+            pair = (min(a, b), max(a, b))
+            if (distance, b) < best.get(pair, (max_distance + 1, 0)) and not skip(*pair):
+                best[pair] = (distance, b)
+
+    queried = np.flatnonzero(query)
+    mine = np.flatnonzero(query[owner])  # windows of query records against every whole hash
+    qi, ti, d = cross_pairs(hashes[mine], whole, max_distance)
+    add(owner[mine[qi]], ti, d)
+    qi, ti, d = cross_pairs(whole[queried], hashes, max_distance)  # query whole hashes against windows
+    add(queried[qi], owner[ti], d)
+    per: dict[int, list[tuple[int, int, int, int]]] = {}
+    for (a, b), (distance, inner) in best.items():
+        for end in (a, b):
+            if query[end]:
+                per.setdefault(end, []).append((distance, a, b, inner))
+    chosen: set[tuple[int, int, int, int]] = set()
+    for found in per.values():
+        chosen.update((a, b, distance, inner) for distance, a, b, inner in sorted(found)[:per_record])
+    return sorted(chosen, key=lambda c: (c[2], c[0], c[1]))
+
+
+def find_duplicates(
+    records: list[Record],
+    spec: DedupSpec,
+    *,
+    is_new: list[bool],
+    previously_kept: set[str],
+    pixel_digest: Callable[[Record], str],
+    extra_pairs: Sequence[tuple[int, int]] = (),
+    keep_measures: KeepMeasures | None = None,
+    verify: Verify | None = None,
+) -> list[DuplicateInfo]:
+    """Group the records (all of which passed the gates).
+
+    Only pairs involving a new record are searched. Groups are stars around their kept copy: every
+    member is itself a duplicate of the kept copy (no chains). Records seen before stay as they
+    were: a published kept copy stays kept, and its duplicates stay its duplicates; a newcomer that
+    matches published copies joins the closest one; the other newcomers form groups among
+    themselves: the keep policy picks the kept copy of each set of connected newcomers, the
+    newcomers that match it join it, and the rest are grouped again the same way. ``extra_pairs``
+    are near-duplicate pairs found elsewhere (by embedding similarity); ``keep_measures`` gives
+    what the bestOriginal policy compares (media.keep_measures), asked only of group members;
+    ``verify`` confirms crop candidates (``perceptual.crops``): without it, none is searched.
+    """
+    n = len(records)
+    result = [DuplicateInfo(None, True, None, None) for _ in range(n)]
+    if n == 0:
+        return result
+    query = np.array(is_new, dtype=bool)
+    # published groups: their kept copy (a previously kept record that was no one's copy) and members
+    previous: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        group = record.get("dup_group")
+        if group and not query[i]:
+            previous.setdefault(group, []).append(i)
+    keeper_of: dict[int, int] = {}  # member -> kept copy
+    kind_of: dict[int, str | None] = {}
+    group_id: dict[int, str] = {}  # kept copy -> group id
+    for group, members in previous.items():
+        keepers = [
+            i
+            for i in members
+            if records[i]["sample_id"] in previously_kept and not records[i].get("dup_kind")
+        ]
+        if not keepers:  # the kept copy left the dataset: its former copies are grouped again
+            query[members] = True
+            continue
+        keeper = min(keepers, key=lambda i: _tie(records[i]))
+        group_id[keeper] = group
+        for i in members:
+            if i != keeper:
+                keeper_of[i] = keeper
+                same_bytes = records[i]["sha256"] == records[keeper]["sha256"]  # a byte copy shares its id
+                kind_of[i] = (
+                    "exact_duplicate" if same_bytes else records[i].get("dup_kind") or "near_duplicate"
+                )
+    centres = {i for i in range(n) if not query[i] and i not in keeper_of}
+
+    # edges of the query records: (distance, exact)
+    edges: dict[int, dict[int, tuple[float, bool]]] = {}
+
+    def link(a: int, b: int, distance: float, exact: bool) -> None:
+        old = edges.get(a, {}).get(b)
+        if old is None or (not exact, distance) < (not old[1], old[0]):
+            edges.setdefault(a, {})[b] = (distance, exact)
+            edges.setdefault(b, {})[a] = (distance, exact)
+
+    if spec.exact.enabled:
+        by_sha: dict[str, list[int]] = {}
+        for i, record in enumerate(records):
+            by_sha.setdefault(record["sha256"], []).append(i)
+        for same in by_sha.values():
+            for a in same:
+                if query[a]:
+                    for b in same:
+                        if b != a:
+                            link(a, b, 0, True)
+    near = spec.perceptual.max_distance if spec.perceptual.enabled else -1
+    pixels = PIXEL_CANDIDATE_DISTANCE if spec.exact.enabled and spec.exact.pixels else -1
+    identity, best = _hash_pairs(records, query, near, pixels, spec.perceptual.transforms)
+    for (a, b), d in identity.items():
+        ra, rb = records[a], records[b]
+        if (
+            d <= pixels
+            and ra["sha256"] != rb["sha256"]
+            and (ra["width"], ra["height"]) == (rb["width"], rb["height"])
+            and pixel_digest(ra) == pixel_digest(rb)
+        ):
+            link(a, b, 0, True)
+    for (a, b), d in best.items():
+        link(a, b, d, False)
+    for a, b in extra_pairs:
+        if b not in edges.get(a, {}):
+            link(a, b, max(near, 0) + 0.5, False)
+    cropped: dict[int, set[int]] = {}  # record -> those it was shown to lie inside (verified crops)
+    crop_linked: dict[int, set[int]] = {}  # verified crop pairs
+    if spec.perceptual.enabled and spec.perceptual.crops and verify is not None:
+        candidates = crop_candidates(
+            records,
+            query,
+            spec.perceptual.crop_distance,
+            spec.perceptual.max_candidates,
+            lambda a, b: b in edges.get(a, {}),
+        )
+        for a, b, d, _ in candidates:
+            scale = verify(records[a], records[b])
+            if scale is not None:  # after every hash match: a crop joins behind them
+                link(a, b, max(near, 0) + 1 + d / 64, False)
+                crop_linked.setdefault(a, set()).add(b)
+                crop_linked.setdefault(b, set()).add(a)
+                if scale > CROP_SCALE:
+                    cropped.setdefault(b, set()).add(a)
+                elif scale < 1 / CROP_SCALE:
+                    cropped.setdefault(a, set()).add(b)
+
+    measured: dict[int, Measures | None] = {}
+
+    def measures(i: int) -> Measures | None:
+        if keep_measures is None:
+            return None
+        if i not in measured:
+            measured[i] = keep_measures(records[i])
+        return measured[i]
+
+    asked: set[tuple[int, int]] = set()
+    extra_asks: dict[int, int] = {}
+
+    def verify_with_keeper(keeper: int, i: int) -> bool:
+        """A crop verified against a copy of ``keeper`` (not ``keeper`` itself) joins ``keeper`` only
+        if it verifies against it too (once per pair, at most max_candidates times per record), so
+        every group stays a star around its kept copy."""
+        if verify is None or (keeper, i) in asked or extra_asks.get(i, 0) >= spec.perceptual.max_candidates:
+            return False
+        asked.add((keeper, i))
+        extra_asks[i] = extra_asks.get(i, 0) + 1
+        scale = verify(records[keeper], records[i])
+        if scale is None:
+            return False
+        link(keeper, i, max(near, 0) + 1.5, False)
+        if scale > CROP_SCALE:
+            cropped.setdefault(i, set()).add(keeper)
+        return True
+
+    # newcomers that match a published kept copy join the closest one
+    pool: list[int] = []
+    for i in np.flatnonzero(query).tolist():
+        if crop_linked.get(i) and not any(c in centres for c in edges.get(i, {})):
+            for c in sorted({keeper_of[j] for j in crop_linked[i] if j in keeper_of and not query[j]}):
+                if c in centres and verify_with_keeper(c, i):
+                    break
+        near_centres = [
+            (d, not exact, _tie(records[c]), c) for c, (d, exact) in edges.get(i, {}).items() if c in centres
+        ]
+        if near_centres:
+            _, inexact, _, centre = min(near_centres)
+            keeper_of[i] = centre
+            kind_of[i] = "near_duplicate" if inexact else "exact_duplicate"
+        else:
+            pool.append(i)
+    # the rest: stars among themselves
+    in_pool = set(pool)
+    reason_of: dict[int, str] = {}
+    if pool:
+        index = {i: k for k, i in enumerate(pool)}
+        firsts = [index[a] for a in pool for b in edges.get(a, {}) if b in in_pool and a < b]
+        seconds = [index[b] for a in pool for b in edges.get(a, {}) if b in in_pool and a < b]
+        labels = connected_groups(
+            len(pool), np.array(firsts, dtype=np.int64), np.array(seconds, dtype=np.int64)
+        )
+        components: dict[int, list[int]] = {}
+        for i, label in zip(pool, labels.tolist(), strict=True):
+            components.setdefault(label, []).append(i)
+        for component in components.values():
+            remaining = list(component)
+            while len(remaining) > 1:
+                # a published copy processed again (new code, changed file) is kept before a newcomer
+                published = [i for i in remaining if records[i]["sample_id"] in previously_kept]
+                choices = published or remaining
+                if spec.keep == "bestOriginal":
+                    keeper, why = best_original(choices, records, measures, cropped)
+                else:
+                    keeper = min(choices, key=lambda i: _keep_order(records[i], spec.keep))
+                    why = _POLICY_REASONS[spec.keep]
+                joined = [i for i in remaining if i != keeper and i in edges.get(keeper, {})]
+                if crop_linked:  # crops verified against a copy of the kept copy
+                    near_keeper = {keeper, *joined}
+                    for i in remaining:
+                        if i in near_keeper or not crop_linked.get(i, set()) & near_keeper:
+                            continue
+                        if verify_with_keeper(keeper, i):
+                            joined.append(i)
+                for i in joined:
+                    keeper_of[i] = keeper
+                    kind_of[i] = "exact_duplicate" if edges[keeper][i][1] else "near_duplicate"
+                if joined:
+                    reason_of[keeper] = why
+                taken = {keeper, *joined}
+                remaining = [i for i in remaining if i not in taken]
+    stars: dict[int, list[int]] = {}
+    for i, keeper in keeper_of.items():
+        stars.setdefault(keeper, []).append(i)
+    for keeper, copies in stars.items():
+        keeper_id = records[keeper]["sample_id"]
+        group = group_id.get(keeper, keeper_id[:16])
+        if keeper in reason_of:
+            why = reason_of[keeper]
+        else:
+            why = records[keeper].get("keep_reason") or "published earlier"
+        result[keeper] = DuplicateInfo(group, True, None, None, why)
+        for i in copies:
+            result[i] = DuplicateInfo(group, spec.action == "flag", kind_of[i], keeper_id)
+    return result

@@ -1,0 +1,152 @@
+"""Geometric verification of near-duplicate candidates: ORB keypoints, ratio-test matching and a RANSAC
+similarity transform (rotation, uniform scale, translation) between two grey images.
+
+``features``, ``match`` and ``verified`` are pure functions on numpy arrays. Two copies of one photo (a
+crop, a small rotation, a re-framing) share many keypoints that one similarity maps onto each other; two
+different photos, even of a similar texture, yield few matches and those few agree on no single
+transform. ``Verifier`` adds the guarded reduced decode and a per-run cache (dedup.find_duplicates'
+``verify``). Thresholds were chosen on half a of benchmarks/bench_near_duplicates.py (no test photo):
+cross-photo pairs with a plausible scale reached at most 17 inliers, copies mostly hundreds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from loupe_workers.media import decode as media
+from loupe_workers.media import metrics
+
+U8Array = npt.NDArray[np.uint8]
+F32Array = npt.NDArray[np.float32]
+
+FEATURES = 300  # ORB keypoints per image at most (500 found no more pairs on the tuning half, at 2x the cost)
+RATIO = 0.8  # Lowe's ratio test: best match distance under 0.8x the second best
+RANSAC_THRESHOLD = 0.015  # reprojection error allowed, as a fraction of the smaller image's long side
+MIN_SCALE = 0.5  # the transform's scale, in units of each image's long side: about 1 for a resize, 1 /
+MAX_SCALE = 2.0  # (side kept) for a crop; within [0.5, 2] for crops keeping at least 25 % of the area
+MIN_INLIERS = 20  # defaults of the accept rule (PerceptualDedup gives them): consistent matches, and
+MIN_INLIER_RATIO = 0.3  # their share of the ratio-test matches
+
+
+@dataclass(frozen=True)
+class Features:
+    """ORB keypoints (x, y) and their 32-byte descriptors, and the long side of the image they came from."""
+
+    points: F32Array  # (n, 2)
+    descriptors: U8Array  # (n, 32)
+    side: int
+
+
+@dataclass(frozen=True)
+class Match:
+    """Matches that passed the ratio test, those consistent with the RANSAC transform, and its scale
+    (in units of each image's long side: above 1 when the second image shows a part of the first)."""
+
+    matches: int
+    inliers: int
+    scale: float
+
+    @property
+    def ratio(self) -> float:
+        return self.inliers / self.matches if self.matches else 0.0
+
+
+def features(grey: U8Array, count: int = FEATURES) -> Features:
+    """ORB keypoints and descriptors of a grey (uint8, 2-D) image."""
+    image = np.ascontiguousarray(grey, dtype=np.uint8)
+    orb = cv2.ORB_create(  # type: ignore[attr-defined]
+        nfeatures=count, fastThreshold=10, edgeThreshold=15, patchSize=15
+    )
+    keypoints, descriptors = orb.detectAndCompute(image, None)
+    side = int(max(image.shape)) if image.size else 0
+    if descriptors is None or not keypoints:
+        return Features(np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8), side)
+    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
+    return Features(points, np.asarray(descriptors, dtype=np.uint8), side)
+
+
+def match(a: Features, b: Features) -> Match:
+    """Ratio-test matches from a to b and the inliers of a RANSAC similarity fitted to them."""
+    if len(a.points) < 2 or len(b.points) < 2:
+        return Match(0, 0, 0.0)
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    pairs = matcher.knnMatch(a.descriptors, b.descriptors, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    if len(good) < 3:
+        return Match(len(good), 0, 0.0)
+    src = a.points[[m.queryIdx for m in good]]
+    dst = b.points[[m.trainIdx for m in good]]
+    threshold = max(1.0, RANSAC_THRESHOLD * min(a.side, b.side))
+    transform, mask = cv2.estimateAffinePartial2D(
+        src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold, maxIters=2000, confidence=0.99
+    )
+    if transform is None or mask is None:
+        return Match(len(good), 0, 0.0)
+    scale = float(np.hypot(transform[0, 0], transform[1, 0])) * a.side / max(1, b.side)
+    return Match(len(good), int(np.count_nonzero(mask)), scale)
+
+
+def verified(
+    a: Features, b: Features, *, min_inliers: int = MIN_INLIERS, min_ratio: float = MIN_INLIER_RATIO
+) -> float | None:
+    """If b shows the same photo as a up to a similarity transform (crop, rotation, resize), that
+    transform's scale (above 1: b shows a part of a, as a crop does); None if it does not."""
+    found = match(a, b)
+    if found.inliers >= min_inliers and found.ratio >= min_ratio and MIN_SCALE <= found.scale <= MAX_SCALE:
+        return found.scale
+    return None
+
+
+VERIFY_SIDE = 256  # verification decodes: long side in [256, 512), like every guarded reduced decode
+
+
+class Verifier:
+    """``verify(a, b)`` for dedup.find_duplicates: two records' blobs (by sha256, through ``load``) decoded
+    once each per run (media.decode_reduced, guarded) into ORB features, then ``verified`` (the scale,
+    or None). A blob that cannot be read or decoded (ImageRejected, or anything a hostile file raises)
+    verifies nothing."""
+
+    def __init__(
+        self,
+        load: Callable[[str], bytes],
+        *,
+        max_pixels: int,
+        memory_limit: int,
+        min_inliers: int = MIN_INLIERS,
+        min_ratio: float = MIN_INLIER_RATIO,
+    ) -> None:
+        self.load = load
+        self.max_pixels = max_pixels
+        self.memory_limit = memory_limit
+        self.min_inliers = min_inliers
+        self.min_ratio = min_ratio
+        self.cache: dict[str, Features | None] = {}
+        self.checked = 0
+
+    def features_of(self, sha256: str) -> Features | None:
+        if sha256 not in self.cache:
+            try:
+                decoded = media.decode_reduced(
+                    self.load(sha256),
+                    side=VERIFY_SIDE,
+                    max_pixels=self.max_pixels,
+                    memory_limit=self.memory_limit,
+                )
+                grey = metrics.trim_border(decoded.image.convert("L"))  # as hashed: bars are no content
+                self.cache[sha256] = features(np.asarray(grey, dtype=np.uint8))
+            except Exception:  # ImageRejected, a missing blob, whatever a hostile file triggers
+                self.cache[sha256] = None
+        return self.cache[sha256]
+
+    def __call__(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
+        first, second = self.features_of(str(a["sha256"])), self.features_of(str(b["sha256"]))
+        if first is None or second is None:
+            return None
+        self.checked += 1
+        return verified(first, second, min_inliers=self.min_inliers, min_ratio=self.min_ratio)

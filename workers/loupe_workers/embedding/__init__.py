@@ -1,0 +1,1 @@
+"""Embeddings: the embedding stage, image and text models, and approximate nearest neighbours."""

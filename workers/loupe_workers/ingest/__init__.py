@@ -1,0 +1,1 @@
+"""What comes in: listing sources, sample metadata and label import, spec files, and the demo corpus."""

@@ -1,0 +1,1 @@
+"""What a version says about itself: health and drift analysis and the HTML report."""

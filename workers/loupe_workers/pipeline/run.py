@@ -1,0 +1,777 @@
+"""One run of one dataset: list, process what is new, curate, version, commit."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from loupe_api.dataset import DatasetSpec, DatasetStats, DriftSummary, HealthSummary
+from loupe_api.ingest import IngestSourceSpec
+from loupe_api.jobs import RunRequest, RunResult
+from loupe_api.keys import run_prefix
+from loupe_api.outliers import RelativeGateStats
+from loupe_api.versions import VersionChange, VersionRecord
+from loupe_workers.compute.executor import AutoExecutor, Executor, InlineExecutor, RayExecutor
+from loupe_workers.compute.process import ProcessSettings, Record
+from loupe_workers.curation import gates, geometry, outliers, privacy
+from loupe_workers.curation.dedup import KeepMeasures, Verify, find_duplicates
+from loupe_workers.curation.splits import SplitUnit, assign_splits
+from loupe_workers.curation.taxonomy import UNMAPPED_REASON, Tally, Taxonomy, drop_detail
+from loupe_workers.embedding import ann, embed
+from loupe_workers.ingest import annotate
+from loupe_workers.ingest.sources import (
+    ListedObject,
+    SourceUnavailable,
+    list_media,
+    listing_digest,
+    source_store,
+)
+from loupe_workers.insights import analysis
+from loupe_workers.media import decode as media
+from loupe_workers.storage import manifest
+from loupe_workers.storage.leases import CollectionInProgress, run_lease
+from loupe_workers.storage.store import ObjectStore, blob_key, open_store
+from loupe_workers.versioning.retention import expire, retention_plan
+from loupe_workers.versioning.semver import SampleState, decide, next_version
+from loupe_workers.versioning.versions import commit_version, latest_version, read_version, utcnow
+
+
+def code_version() -> str:
+    try:
+        return package_version("loupe")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class RunError(RuntimeError):
+    """A run that could not complete; nothing was committed. ``reason`` is a CamelCase word the
+    operator puts into the Dataset's Degraded condition (SourceUnavailable, SuspiciousShrink, ...)."""
+
+    def __init__(self, message: str, reason: str = "RunFailed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_shrink(
+    previous_rows: list[Record], listed: list[ListedObject], sources: list[str], max_removed_fraction: float
+) -> str | None:
+    """Why a listing that lost too much of what the current version was built from looks wrong, or None.
+
+    An unmounted volume, a renamed prefix or an expired credential that lists nothing must not
+    publish an empty dataset; sources dropped from the spec on purpose do not count.
+    """
+    before = {(r["source"], r["key"]) for r in previous_rows if r["source"] in sources}
+    if not before or max_removed_fraction >= 1:
+        return None
+    now = {(o.source, o.key) for o in listed}
+    lost = len(before - now)
+    if lost / len(before) <= max_removed_fraction:
+        return None
+    return (
+        f"the sources list {len(now)} objects and {lost} of the {len(before)} the current version was "
+        f"built from are gone ({lost / len(before):.0%}, above versioning.maxRemovedFraction "
+        f"{max_removed_fraction:g}); the current version stays. If the removal is intended, run once "
+        "with --allow-shrink or raise versioning.maxRemovedFraction"
+    )
+
+
+@dataclass
+class RunEvents:
+    """Callbacks for progress reporting (the CLI draws them with rich)."""
+
+    phase: Callable[[str], None] = lambda _: None
+    start_processing: Callable[[int], None] = lambda _: None
+    advance: Callable[[int], None] = lambda _: None
+
+
+@dataclass
+class Curated:
+    rows: list[Record]
+    stats: DatasetStats
+    states: dict[str, SampleState] = field(default_factory=dict)
+    outliers: list[RelativeGateStats] = field(default_factory=list)  # stratum statistics of relative gates
+
+
+def spec_digest(spec: DatasetSpec, sources: dict[str, IngestSourceSpec]) -> str:
+    """Digest of everything that decides membership, labels and splits (not storage or execution)."""
+    relevant = {
+        "sources": [s.to_wire() for s in spec.sources],
+        "qualityGates": spec.quality_gates.to_wire(),
+        "dedup": spec.dedup.to_wire(),
+        "splits": spec.splits.to_wire(),
+        **({"privacy": spec.privacy.to_wire()} if spec.privacy.active() else {}),
+        **({"labels": spec.labels.to_wire()} if spec.labels.active() else {}),
+        "sourceSpecs": {
+            name: src.model_dump(mode="json", by_alias=True, exclude={"poll_interval"})
+            for name, src in sources.items()
+        },
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def _content_digest(rows: list[Record]) -> str:
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: r["sample_id"]):
+        digest.update(f"{row['sample_id']}\0{row['labels']}\0{row['split']}\n".encode())
+    return digest.hexdigest()
+
+
+def _derived_digest(row: Record) -> str:
+    fields = ("metadata", "flags", "dup_group", "uri", "pixel_sha256", "sharpness", "noise", "entropy")
+    return hashlib.sha256(json.dumps([row.get(f) for f in fields], sort_keys=True).encode()).hexdigest()[:16]
+
+
+EmbeddingPairs = Callable[[list[Record]], list[tuple[int, int]]]
+
+
+def curate(
+    records: list[Record],
+    *,
+    spec: DatasetSpec,
+    sources: dict[str, IngestSourceSpec],
+    labels: dict[str, dict[str, annotate.LabelSet]],
+    previous: dict[str, Record],
+    is_new: list[bool],
+    pixel_digest: Callable[[Record], str],
+    embedding_pairs: EmbeddingPairs | None = None,
+    keep_measures: KeepMeasures | None = None,
+    verify: Verify | None = None,
+) -> Curated:
+    """Pure curation over processed records: metadata, labels, filters, gates, dedup, splits.
+
+    ``embedding_pairs`` gives near-duplicate pairs (indices into the accepted records) found by
+    embedding similarity; they join the hash-based groups, so they never straddle splits either.
+    """
+    filters = {ref.name: ref.filter for ref in spec.sources}
+    stats = DatasetStats()
+    tally = Tally(Taxonomy(spec.labels))  # spec.labels: one taxonomy across sources
+    rows: list[Record] = []
+    candidates: list[int] = []
+    for record, new in zip(records, is_new, strict=True):
+        row: Record = {c: record.get(c) for c in manifest.PROCESSING_COLUMNS}
+        row["_new"] = new
+        source_spec = sources[row["source"]]
+        metadata = annotate.sample_metadata(row, source_spec) if row["status"] == "ok" else {}
+        if any(metadata.get(k) != v for k, v in filters[row["source"]].items()):
+            continue  # not part of this dataset at all
+        source_labels = labels.get(row["source"], {}).get(row["key"], annotate.LabelSet())
+        mapped = tally.taxonomy.apply(row["source"], source_labels)
+        tally.add(row["source"], mapped)
+        label_set = mapped.labels
+        row["metadata"] = json.dumps(metadata, sort_keys=True)
+        row["capture_time"] = metadata.get("capture_time")
+        row["label"] = label_set.label
+        row["labels"] = label_set.to_json()
+        outcome = privacy.apply(gates.evaluate(row, spec.quality_gates), row, spec.privacy)
+        row["flags"] = outcome.flags
+        row["disposition"] = outcome.disposition
+        row["reason"], row["detail"] = outcome.reason, outcome.detail
+        if mapped.drop and row["disposition"] not in ("rejected", "quarantined"):  # unmapped: drop
+            row["disposition"], row["reason"] = "rejected", UNMAPPED_REASON
+            row["detail"] = drop_detail(row["source"], mapped.unmapped)
+            tally.dropped += 1
+        if row["disposition"] == "rejected":
+            stats.rejected[row["reason"] or "unknown"] = stats.rejected.get(row["reason"] or "unknown", 0) + 1
+        elif row["disposition"] == "quarantined":
+            key = outcome.reason or "unknown"
+            stats.quarantined[key] = stats.quarantined.get(key, 0) + 1
+            row["blob_uri"] = blob_key(row["sha256"])
+        else:
+            candidates.append(len(rows))
+            row["blob_uri"] = blob_key(row["sha256"])
+        rows.append(row)
+    refusal = tally.refusal()
+    if refusal is not None:
+        raise RunError(refusal, reason="UnmappedLabels")
+    stats.label_mapping = tally.stats()
+    # dataset-relative gates: judged on what the absolute gates kept, before dedup (like every gate);
+    # a sample accepted in the parent version is only ever flagged by them (loupe_workers.curation.outliers)
+    published = [previous.get(rows[i]["sample_id"], {}).get("disposition") == "accepted" for i in candidates]
+    judgement = outliers.judge([rows[i] for i in candidates], spec.quality_gates, published)
+    candidates = outliers.apply(rows, candidates, judgement, stats)
+    accepted = [rows[i] for i in candidates]
+    previously_kept = {sid for sid, r in previous.items() if r.get("disposition") == "accepted"}
+    for row in accepted:
+        old = previous.get(row["sample_id"])
+        if old is not None and not row["_new"]:
+            row["dup_group"], row["dup_kind"] = old.get("dup_group"), old.get("dup_kind")
+            row["keep_reason"] = old.get("keep_reason")
+    while True:
+        extra = embedding_pairs(accepted) if embedding_pairs is not None else []
+        stats.embedding_pairs = len(extra)
+        duplicates = find_duplicates(
+            accepted,
+            spec.dedup,
+            is_new=[bool(r["_new"]) for r in accepted],
+            previously_kept=previously_kept,
+            pixel_digest=pixel_digest,
+            extra_pairs=extra,
+            keep_measures=keep_measures,
+            verify=verify,
+        )
+        # A row whose full decode failed in the exact-pixel check (pixel_digest marks it failed) is a
+        # corrupt file: it leaves, and the groups are found again without it, so no copy is dropped
+        # in favour of a broken one.
+        broken = [r for r in accepted if r["status"] != "ok"]
+        if not broken:
+            break
+        for row in broken:
+            failed = gates.evaluate(row, spec.quality_gates)
+            reason = failed.reason or "corrupt"
+            row["disposition"], row["reason"], row["detail"] = failed.disposition, reason, failed.detail
+            counts = stats.quarantined if failed.disposition == "quarantined" else stats.rejected
+            counts[reason] = counts.get(reason, 0) + 1
+        accepted = [r for r in accepted if r["status"] == "ok"]
+    groups: dict[str, list[Record]] = {}
+    seen_ids: Counter[str] = Counter()
+    for row, dup in zip(accepted, duplicates, strict=True):
+        row["dup_group"], row["dup_kind"], row["duplicate_of"] = dup.group, dup.kind, dup.of
+        row["keep_reason"] = dup.reason
+        if dup.kind == "exact_duplicate":
+            stats.exact_duplicates += 1
+        elif dup.kind == "near_duplicate":
+            stats.near_duplicates += 1
+        if not dup.kept:
+            row["disposition"], row["reason"] = "duplicate", dup.kind
+            row["detail"] = f"copy of {dup.of}"
+            continue
+        seen_ids[row["sample_id"]] += 1
+        if seen_ids[row["sample_id"]] > 1:  # the same bytes kept twice (dedup off or flag): keep ids unique
+            row["sample_id"] = hashlib.sha256(
+                f"{row['sha256']}:{row['source']}:{row['key']}".encode()
+            ).hexdigest()
+        groups.setdefault(dup.group or row["sample_id"], []).append(row)
+    stats.duplicate_groups = sum(1 for g in groups.values() if len(g) > 1) + len(
+        {d.group for d in duplicates if d.group and not d.kept} - {k for k, g in groups.items() if len(g) > 1}
+    )
+    stratify = spec.splits.stratify_by
+    units = []
+    for members in groups.values():
+        first = members[0]
+        if stratify is None:
+            stratum = ""
+        elif stratify == "label":
+            stratum = first["label"] or ""
+        else:
+            stratum = json.loads(first["metadata"]).get(stratify, "")
+        units.append(SplitUnit(tuple(m["sample_id"] for m in members), stratum))
+    ratios = {"train": spec.splits.train, "val": spec.splits.val, "test": spec.splits.test}
+    previous_splits = {sid: r["split"] for sid, r in previous.items() if r.get("split")}
+    assignment = assign_splits(units, ratios, spec.splits.seed, previous_splits)
+    states: dict[str, SampleState] = {}
+    for row in rows:
+        row.pop("_new", None)
+        if row["disposition"] == "accepted":
+            row["split"] = assignment[row["sample_id"]]
+            states[row["sample_id"]] = SampleState(row["labels"], row["split"], _derived_digest(row))
+            if row["flags"]:
+                stats.flagged += 1
+                for flag in row["flags"]:
+                    stats.flags[flag] = stats.flags.get(flag, 0) + 1
+            stats.splits[row["split"]] = stats.splits.get(row["split"], 0) + 1
+    stats.samples = stats.accepted = len(states)
+    stats.privacy = privacy.counts(rows, spec.privacy)
+    return Curated(rows, stats, states, judgement.stats)
+
+
+def _stored_keep(row: Record) -> dict[str, float] | None:
+    """The keep measures stored with a row (manifest column keep_measures), if of this code's version."""
+    text = row.get("keep_measures")
+    if not text:
+        return None
+    try:
+        stored = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(stored, dict) or stored.get("version") != media.KEEP_MEASURES_VERSION:
+        return None
+    measures = stored.get("measures")
+    return measures if isinstance(measures, dict) else None
+
+
+def run_dataset(
+    request: RunRequest,
+    *,
+    base_dir: Path | None = None,
+    executor: Executor | None = None,
+    events: RunEvents | None = None,
+    store: ObjectStore | None = None,
+) -> RunResult:
+    """Build the next version of one dataset, then expire what spec.retention lets go. Idempotent:
+    unchanged inputs commit nothing. Holds a lease on the store throughout, so that garbage collection
+    never removes a blob or part this run relies on (leases.py)."""
+    secret = request.spec.storage.credentials_secret_ref
+    store = store or open_store(
+        request.store_uri,
+        endpoint=request.store_endpoint,
+        region=request.store_region,
+        credentials_secret=secret.name if secret else None,
+    )
+    try:
+        with contextlib.ExitStack() as held:
+            # Taken once the sources are listed (a refused listing writes nothing), before any blob.
+            def hold_lease() -> None:
+                held.enter_context(run_lease(store, request.dataset))
+
+            result = _build_version(request, base_dir=base_dir, executor=executor, events=events,
+                                    store=store, hold_lease=hold_lease)  # fmt: skip
+    except CollectionInProgress as exc:
+        raise RunError(str(exc), reason="GarbageCollectionInProgress") from exc
+    if request.spec.retention.active():
+        plan = retention_plan(store, request.dataset, request.spec.retention)
+        result.expired = [t.version for t in expire(store, request.dataset, plan)]
+    return result
+
+
+def _build_version(
+    request: RunRequest,
+    *,
+    base_dir: Path | None,
+    executor: Executor | None,
+    events: RunEvents | None,
+    store: ObjectStore,
+    hold_lease: Callable[[], None] = lambda: None,
+) -> RunResult:
+    events = events or RunEvents()
+    executor = executor or InlineExecutor()
+    spec = request.spec
+    missing = [ref.name for ref in spec.sources if ref.name not in request.sources]
+    if missing:
+        raise RunError(
+            f"dataset {request.dataset} refers to unknown IngestSource(s): {', '.join(missing)}",
+            reason="SourceNotFound",
+        )
+    used = {ref.name: request.sources[ref.name] for ref in spec.sources}
+
+    events.phase("reading the previous version")
+    parent = latest_version(store, request.dataset)
+    parent_accepted: list[Record] = []  # read once: carried rows, the semver comparison and health use it
+    previous_rows: list[Record] = []
+    parent_layout: manifest.VersionLayout | None = None  # where its rows lie: the parts the next one reuses
+    if parent is not None:
+        parent_accepted, parent_rejected, parent_layout = manifest.read_parent(store, parent)
+        previous_rows = parent_accepted + parent_rejected
+    # what semver compares against, taken before curation works on these rows
+    before = (
+        {r["sample_id"]: SampleState(r["labels"], r["split"], _derived_digest(r)) for r in parent_accepted}
+        if parent is not None
+        else None
+    )
+
+    events.phase("listing sources")
+    stores = {name: (src, source_store(src, base_dir)) for name, src in used.items()}
+    listed: list[ListedObject] = []
+    sidecars: dict[str, list[str]] = {}
+    for name, (src, src_store) in stores.items():
+        try:
+            found, others = list_media(
+                name, src, src_store, max_file_size=spec.quality_gates.max_file_size.limit
+            )
+        except SourceUnavailable as exc:
+            raise RunError(f"IngestSource {name}: {exc}", reason="SourceUnavailable") from exc
+        except Exception as exc:
+            raise RunError(
+                f"cannot list IngestSource {name} ({src.location_uri()}): {exc}", reason="SourceUnavailable"
+            ) from exc
+        listed.extend(found)
+        sidecars[name] = [o.key for o in others]
+    shrink = check_shrink(previous_rows, listed, list(used), spec.versioning.max_removed_fraction)
+    if shrink is not None and not request.allow_shrink:
+        raise RunError(f"dataset {request.dataset}: {shrink}", reason="SuspiciousShrink")
+    hold_lease()  # from here on blobs are written or reused: garbage collection must wait
+    source_digest = listing_digest(listed)
+    settings = ProcessSettings(
+        hash_kind=spec.dedup.perceptual.hash,
+        max_pixels=spec.quality_gates.max_pixels.limit,
+        privacy=privacy.detectors(spec.privacy),
+        memory_limit=spec.quality_gates.max_pixels.memory_limit,
+    )
+    privacy.prefetch(settings.privacy)  # a missing model fails here, before any task runs
+
+    by_object: dict[tuple[str, str, str], list[Record]] = {}
+    for row in previous_rows:
+        if row.get("processing_key") == settings.key():
+            by_object.setdefault((row["source"], row["key"], row["etag"]), []).append(row)
+    carried: list[Record] = []
+    to_process: list[ListedObject] = []
+    for obj in listed:
+        old = by_object.get((obj.source, obj.key, obj.etag))
+        if old:
+            carried.extend({**r, "uri": obj.uri} for r in old)
+        else:
+            to_process.append(obj)
+
+    events.phase(f"processing {len(to_process)} new or changed objects")
+    events.start_processing(len(to_process))
+    fresh = executor.process(to_process, stores, store, settings, events.advance)
+
+    events.phase("curating")
+    labels: dict[str, dict[str, annotate.LabelSet]] = {}
+    for name, (src, src_store) in stores.items():
+        if src.labels is not None:
+            keys = [o.key for o in listed if o.source == name]
+            try:
+                labels[name] = annotate.load_labels(src.labels, src_store, keys)
+            except Exception as exc:
+                raise RunError(f"cannot read labels of IngestSource {name}: {exc}") from exc
+    # A dropped byte-identical copy shares its sample id with the kept one: the kept row must win.
+    ranked = sorted(
+        (r for r in previous_rows if r.get("disposition") in ("accepted", "duplicate")),
+        key=lambda r: r["disposition"] == "accepted",
+    )
+    previous_by_id = {r["sample_id"]: r for r in ranked}
+    pixel_cache = {r["sha256"]: r["pixel_sha256"] for r in previous_rows if r.get("pixel_sha256")}
+    # keep measures carried by sha256 like pixel digests, so unchanged samples are not decoded again
+    keep_cache = {r["sha256"]: r["keep_measures"] for r in previous_rows if _stored_keep(r) is not None}
+
+    unchecked: set[str] = set()
+    full: dict[str, tuple[str | Exception, dict[str, float] | None]] = {}
+
+    def full_decode(row: Record) -> tuple[str | Exception, dict[str, float] | None]:
+        """One guarded full decode per sha256 a run: its pixel digest (or what the decode raised) and
+        its keep measures (None when they cannot be measured)."""
+        sha = row["sha256"]
+        if sha not in full:
+            keep: dict[str, float] = {}
+            outcome: str | Exception
+            try:
+                outcome = media.pixel_digest(
+                    store.get(blob_key(sha)),
+                    max_pixels=settings.max_pixels,
+                    memory_limit=settings.memory_limit,
+                    keep=keep,
+                )
+            except Exception as error:  # judged by the caller: pixel_digest and keep_measures differ
+                outcome = error
+            full[sha] = (outcome, keep or None)
+        return full[sha]
+
+    def pixel_digest(row: Record) -> str:
+        """The exact-pixel digest (a full decode, guarded like every decode). A file that fails it is
+        marked failed (corrupt, curate quarantines it) and one too large to decode in full within the
+        memory limit is compared by its hash only: each gets a digest that matches nothing."""
+        if row["status"] != "ok":
+            return f"corrupt:{row['sha256']}"
+        if row["sha256"] in unchecked:
+            return f"unchecked:{row['sha256']}"
+        if not row.get("pixel_sha256"):
+            cached = pixel_cache.get(row["sha256"])
+            outcome = cached or full_decode(row)[0]
+            if isinstance(outcome, media.ImageRejected):
+                if outcome.reason == "max_pixels":
+                    unchecked.add(row["sha256"])
+                    return f"unchecked:{row['sha256']}"
+                row.update(status="failed", fail_reason="corrupt", fail_detail=outcome.detail)
+                return f"corrupt:{row['sha256']}"
+            if isinstance(outcome, Exception):  # whatever a hostile file triggers must not stop the run
+                detail = f"full decode failed: {type(outcome).__name__}: {outcome}"
+                row.update(status="failed", fail_reason="corrupt", fail_detail=detail)
+                return f"corrupt:{row['sha256']}"
+            row["pixel_sha256"] = outcome
+        return str(row["pixel_sha256"])
+
+    def keep_measures(row: Record) -> dict[str, float] | None:
+        """What the bestOriginal keep policy compares (group members only): stored with the row, from
+        an earlier version, or from the run's one guarded full decode of that file."""
+        stored = _stored_keep(row)
+        if stored is None and row["sha256"] in keep_cache:
+            row["keep_measures"] = keep_cache[row["sha256"]]
+            stored = _stored_keep(row)
+        if stored is not None:
+            return stored
+        # too large to decode in full, or broken: None, compared by its stored fields only
+        measured = full_decode(row)[1]
+        if measured is not None:
+            row["keep_measures"] = json.dumps(
+                {"version": media.KEEP_MEASURES_VERSION, "measures": measured}, sort_keys=True
+            )
+        return measured
+
+    for processed in fresh:  # the same bytes processed again keep their measures, asked for or not
+        if processed.get("sha256") in keep_cache and not processed.get("keep_measures"):
+            processed["keep_measures"] = keep_cache[processed["sha256"]]
+    records = carried + fresh
+    stage = _embedding_stage(store, spec, records, executor, events)
+    near = _EmbeddingNear(store, request.dataset, parent, spec, stage)
+    curated = curate(
+        records,
+        spec=spec,
+        sources=used,
+        labels=labels,
+        previous=previous_by_id,
+        is_new=[False] * len(carried) + [True] * len(fresh),
+        pixel_digest=pixel_digest,
+        embedding_pairs=near if near.enabled else None,
+        keep_measures=keep_measures,
+        verify=geometry.Verifier(  # crop candidates: one guarded reduced decode per file, cached
+            lambda sha: store.get(blob_key(sha)),
+            max_pixels=settings.max_pixels,
+            memory_limit=settings.memory_limit,
+            min_inliers=spec.dedup.perceptual.min_inliers,
+            min_ratio=spec.dedup.perceptual.min_inlier_ratio,
+        ),
+    )
+    stats = curated.stats
+    if stage is not None:
+        stats.embedding_model = (near.model if near.enabled else None) or stage.embeddings.model_id
+        stats.embeddings_computed = stage.computed
+        accepted_shas = {r["sha256"] for r in curated.rows if r["disposition"] == "accepted"}
+        stats.embedded = len(accepted_shas & set(stage.embeddings.sha256))
+    stats.scanned = len(listed)
+    stats.processed = len(to_process)
+    digest = spec_digest(spec, used)
+    parent_mapping = parent.stats.label_mapping if parent is not None else None
+    mapping_changed = parent is not None and (parent_mapping.mapping_digest if parent_mapping else "") != (
+        spec.labels.digest()
+    )
+    change = decide(
+        before,
+        curated.states,
+        spec_changed=parent is not None and parent.spec_digest != digest,
+        mapping_changed=mapping_changed,
+    )
+    current = parent.version if parent else None
+    run_id = hashlib.sha256(
+        f"{request.dataset}\0{current}\0{digest}\0{source_digest}\0{code_version()}".encode()
+    ).hexdigest()[:16]
+    if request.run_id:
+        run_id = request.run_id
+    result = RunResult(dataset=request.dataset, run_id=run_id, current_version=current, stats=stats)
+    if change is None:
+        result.message = f"no change since {current}" if current else "no samples"
+        return result
+    if change.bump == "minor" and change.added < spec.versioning.min_new_samples:
+        result.message = f"{change.added} new samples, fewer than versioning.minNewSamples ({spec.versioning.min_new_samples})"
+        return result
+    if not curated.states and parent is None:
+        result.message = "no samples were accepted; nothing to version"
+        return result
+    version = next_version(current, change.bump)
+    if not request.commit:
+        result.version = version
+        result.message = f"would create {version} ({change.bump}: {'; '.join(change.reasons)}); not committed"
+        return result
+    events.phase(f"committing {version}")
+    extra_files = near.index_files(request.dataset, run_id)
+    record, wrote = _commit(
+        store, request.dataset, run_id, version, current, curated, change, digest, source_digest, extra_files,
+        analyzer(store, request.dataset, spec, parent, parent_accepted, stage), layout=parent_layout,
+    )  # fmt: skip
+    result.version = record.version
+    result.current_version = record.version
+    result.created = wrote  # the same run id is no proof: two identical runs at once share it
+    result.message = (
+        f"created {record.version} ({change.bump}: {'; '.join(change.reasons)})"
+        if wrote
+        else f"adopted {record.version}: an identical run committed it first"
+    )
+    return result
+
+
+def _commit(
+    store: ObjectStore,
+    dataset: str,
+    run_id: str,
+    version: str,
+    parent: str | None,
+    curated: Curated,
+    change: VersionChange,
+    spec_digest_value: str,
+    source_digest: str,
+    extra_files: dict[str, bytes] | None = None,
+    analyze: Analyzer | None = None,
+    layout: manifest.VersionLayout | None = None,
+) -> tuple[VersionRecord, bool]:
+    """Stage every file under the run, then publish the version record with one conditional put;
+    True when this call published it. The rows go into manifest parts (manifest.write_parts): only the
+    parts the parent's ``layout`` does not already hold are written, before the record."""
+    prefix = run_prefix(dataset, run_id)
+    for key, data in (extra_files or {}).items():
+        store.put(key, data)
+    accepted = sorted(
+        (r for r in curated.rows if r["disposition"] == "accepted"), key=lambda r: r["sample_id"]
+    )
+    others = sorted(
+        (r for r in curated.rows if r["disposition"] != "accepted"),
+        key=lambda r: (r["source"], r["key"], r["sample_id"]),
+    )
+    written = manifest.write_parts(store, dataset, prefix, version, accepted, others, layout)
+    record = VersionRecord(
+        dataset=dataset,
+        version=version,
+        parent=parent,
+        created=utcnow(),
+        run_id=run_id,
+        spec_digest=spec_digest_value,
+        source_digest=source_digest,
+        content_digest=_content_digest(accepted),
+        code_version=code_version(),
+        manifest_uri=written.manifest_uri,
+        rejected_uri=written.rejected_uri,
+        lineage_uri=written.lineage_uri,
+        samples=len(accepted),
+        stats=curated.stats,
+        change=change,
+        outliers=curated.outliers,
+    )
+    if analyze is not None:
+        health, drift, figures = analyze(accepted, others)
+        health.report_uri = f"{prefix}/analysis.json"
+        store.put(health.report_uri, json.dumps(figures, indent=1, sort_keys=True, default=str).encode())
+        record.health, record.drift = health, drift
+    return commit_version(store, record)
+
+
+Analyzer = Callable[[list[Record], list[Record]], tuple[HealthSummary, DriftSummary | None, dict[str, Any]]]
+
+
+def analyzer(
+    store: ObjectStore,
+    dataset: str,
+    spec: DatasetSpec,
+    parent: VersionRecord | None,
+    parent_rows: list[Record],
+    stage: EmbeddingStage | None,
+) -> Analyzer:
+    """Health of the new version, and drift of its new samples against the reference (default: the parent)."""
+
+    def analyze(
+        accepted: list[Record], others: list[Record]
+    ) -> tuple[HealthSummary, DriftSummary | None, dict[str, Any]]:
+        health, health_figures = analysis.health(accepted, others, parent_rows, spec.health)
+        figures: dict[str, Any] = {"health": health_figures, "drift": None}
+        reference = spec.drift.reference_version or (parent.version if parent is not None else None)
+        if reference is None:
+            return health, None, figures
+        reference_rows = parent_rows
+        if parent is None or parent.version != reference:
+            try:
+                reference_rows = manifest.read_version_rows(store, read_version(store, dataset, reference))
+            except LookupError:
+                figures["drift"] = {"error": f"reference version {reference} does not exist"}
+                return health, None, figures
+        known = {r["sample_id"] for r in reference_rows}
+        vectors = None
+        if stage is not None:
+            vectors = {sha: stage.embeddings.vectors[i] for i, sha in enumerate(stage.embeddings.sha256)}
+        drift, drift_figures = analysis.drift(reference_rows, [r for r in accepted if r["sample_id"] not in known],
+                                              reference, spec.drift, vectors=vectors)  # fmt: skip
+        figures["drift"] = drift_figures
+        return health, drift, figures
+
+    return analyze
+
+
+def embed_config(spec: DatasetSpec, model: str | None = None) -> embed.EmbedConfig:
+    """How the embedding stage runs for a dataset (``model`` overrides the spec's)."""
+    e = spec.embedding
+    return embed.EmbedConfig(
+        model=model or e.model,
+        batch_size=e.batch_size,
+        device=e.device,
+        num_gpus=e.num_gpus,
+        num_cpus=e.num_cpus,
+        concurrency=e.concurrency,
+        max_pixels=spec.quality_gates.max_pixels.limit,
+        memory_limit=spec.quality_gates.max_pixels.memory_limit,
+    )
+
+
+def _dedup_model(spec: DatasetSpec) -> str | None:
+    dedup = spec.dedup.embedding
+    if dedup is None or not dedup.enabled:
+        return None
+    return dedup.model or spec.embedding.model
+
+
+@dataclass
+class EmbeddingStage:
+    """Embeddings of a run's decodable samples, per model id (the spec's model first)."""
+
+    embeddings: embed.Embeddings
+    computed: int
+    by_model: dict[str, embed.Embeddings] = field(default_factory=dict)
+
+
+def _embedding_stage(
+    store: ObjectStore, spec: DatasetSpec, records: list[Record], executor: Executor, events: RunEvents
+) -> EmbeddingStage | None:
+    """Embed every decodable sample under each model the spec needs; stored ones are reused."""
+    models = [spec.embedding.model] if spec.embedding.enabled else []
+    dedup_model = _dedup_model(spec)
+    if dedup_model is not None and dedup_model not in models:
+        models.append(dedup_model)
+    if not models:
+        return None
+    shas = sorted({r["sha256"] for r in records if r.get("status") == "ok"})
+    runner: embed.Runner = embed.embed_inline
+    on_ray = executor.ray if isinstance(executor, AutoExecutor) else executor  # auto: Ray when given one
+    if isinstance(on_ray, RayExecutor):
+        on_ray._ensure_ray()
+        runner = embed.embed_with_ray
+    stage: EmbeddingStage | None = None
+    for model in models:
+        config = embed_config(spec, model)
+        events.phase(f"embedding {len(shas)} samples with {model}")
+        try:
+            result = embed.ensure_embeddings(
+                store, shas, config, runner=runner, progress=events.advance, start=events.start_processing
+            )
+        except Exception as exc:
+            raise RunError(f"embedding stage ({model}): {exc}") from exc
+        if stage is None:
+            stage = EmbeddingStage(result.embeddings, result.computed)
+        else:
+            stage.computed += result.computed
+        stage.by_model[model] = result.embeddings
+    return stage
+
+
+class _EmbeddingNear:
+    """Embedding near-duplicate pairs of the accepted records, through the parent's stored index."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        dataset: str,
+        parent: VersionRecord | None,
+        spec: DatasetSpec,
+        stage: EmbeddingStage | None,
+    ) -> None:
+        self.store, self.dataset, self.parent = store, dataset, parent
+        self.ref = _dedup_model(spec)
+        self.threshold = spec.dedup.embedding.threshold if spec.dedup.embedding else 1.0
+        self.embeddings = stage.by_model.get(self.ref) if stage is not None and self.ref else None
+        self.model = self.embeddings.model_id if self.embeddings is not None else None
+        self.index: ann.AnnIndex | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.embeddings is not None
+
+    def __call__(self, accepted: list[Record]) -> list[tuple[int, int]]:
+        assert self.embeddings is not None and self.model is not None
+        rows = self.embeddings.row_of()
+        members = [i for i, r in enumerate(accepted) if r["sha256"] in rows]
+        shas = [accepted[i]["sha256"] for i in members]
+        vectors = self.embeddings.vectors[[rows[s] for s in shas]] if shas else self.embeddings.vectors[:0]
+        previous = (
+            ann.load_index(self.store, self.dataset, self.parent.run_id, self.model) if self.parent else None
+        )
+        pairs, self.index = ann.near_pairs(previous, shas, vectors, self.threshold)
+        return [(members[a], members[b]) for a, b, _ in pairs]
+
+    def index_files(self, dataset: str, run_id: str) -> dict[str, bytes]:
+        if self.index is None or self.model is None:
+            return {}
+        graph_key, ids_key = ann.index_keys(dataset, run_id, self.model)
+        graph, ids = self.index.to_bytes()
+        return {graph_key: graph, ids_key: ids}

@@ -1,0 +1,456 @@
+"""Parquet manifests: one row per sample, accepted or not, with everything derived about it.
+
+Layout (since manifest parts): a version's accepted rows, its rejected rows and its lineage edges are each
+a *part list* (``runs/<run>/manifest.parts.json``, ``rejected.parts.json``, ``lineage.parts.json``, a
+loupe_api.versions.PartList) naming content-addressed Parquet parts under
+``datasets/<dataset>/parts/<sha256>.parquet``. The record's ``manifest_uri``, ``rejected_uri`` and
+``lineage_uri`` name the lists; records written before parts name one Parquet file each, and every
+reader here (``read_table``, ``read_rows``, ``read_version_rows``) takes either.
+
+Why the writing costs O(change):
+
+- A part's rows are sorted in the kind's reading order and written deterministically (zstd, no
+  timestamps in the metadata; checked by tests), so the same rows give the same bytes, the same sha256
+  and the same key: a part that exists is never written again, and versions share it.
+- Rows are grouped by *where they were* (``Layout``: the part of each sample id in the parent version),
+  not by a hash of the id: new sample ids are random, and with hash buckets 1 % of new samples would
+  touch every bucket. So rows of a parent part stay together (the part is reused when none of them
+  changed, rewritten once when one did), and rows new in this version form new parts of ``PART_ROWS``
+  rows, sorted by sample id. A +1 % version writes about 1 % of the rows, plus at most one small part.
+- Small groups (fewer than ``SMALL_PART_ROWS``: the tail of the new rows, parts that lost most of their
+  rows) are merged greedily, in order, into parts of at most ``PART_ROWS`` rows. Every part this emits
+  holds at least ``PART_ROWS - SMALL_PART_ROWS`` rows except possibly the last, so a version has at most
+  one small part, and an unchanged rerun merges nothing and reuses every part. Manifests smaller than
+  ``SMALL_PART_ROWS`` stay one part (rewritten whole when they change: they are small).
+- Lineage edges are derived from the accepted and rejected parts one to one (edge part i holds the edges
+  of the rows of manifest part i) without the ``version`` column, which the reader adds back from the
+  part list: an unchanged manifest part gives an unchanged, shared edge part.
+
+Crash safety: parts are written first, then the part lists under the run, then (pipeline) the version
+record with one conditional put. A run that dies before the record leaves parts no record names; they
+are never read (a future garbage collector may delete parts that no version record references, and
+must never delete one that a record names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from loupe_api.keys import blob_prefix, dataset_prefix, manifest_part_key
+from loupe_api.versions import PARTS_SUFFIX, ManifestPart, PartKind, PartList, VersionRecord, is_part_list
+from loupe_workers.storage.store import ObjectStore
+
+SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("sha256", pa.string()),
+        ("disposition", pa.string()),  # accepted, rejected, quarantined, duplicate
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("source", pa.string()),
+        ("key", pa.string()),
+        ("uri", pa.string()),
+        ("etag", pa.string()),
+        ("size", pa.int64()),
+        ("blob_uri", pa.string()),
+        ("media", pa.string()),
+        ("frame_index", pa.int64()),
+        ("frame_time", pa.float64()),
+        ("video_sha256", pa.string()),
+        ("format", pa.string()),
+        ("extension", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("brightness_p99", pa.float64()),
+        ("brightness_p5", pa.float64()),
+        ("clipped", pa.float64()),  # share of the pixels with a blown-out colour channel
+        ("contrast", pa.float64()),  # (p99 - p1) / (p99 + p1) of brightness
+        ("black_level", pa.float64()),  # p1 of brightness: how far the darkest tones are lifted
+        ("tonal_range", pa.float64()),  # p99 - p1 of brightness: the share of the scale the tones span
+        ("sharpness", pa.float64()),
+        ("noise", pa.float64()),
+        ("entropy", pa.float64()),
+        ("aspect_ratio", pa.float64()),
+        ("hash_kind", pa.string()),
+        ("hash", pa.string()),
+        ("hash_variants", pa.list_(pa.string())),  # the hash in the 7 other flips and quarter turns
+        ("pixel_sha256", pa.string()),
+        ("keep_measures", pa.string()),  # JSON: what the bestOriginal keep policy compared (group members)
+        ("exif", pa.string()),
+        ("privacy", pa.string()),  # JSON: {"faces": [{box, score}], "plates": [{box, votes}]}
+        ("metadata", pa.string()),  # JSON object of string fields
+        ("label", pa.string()),
+        ("labels", pa.string()),  # JSON: {"label": ..., "boxes": [...]}
+        ("flags", pa.list_(pa.string())),
+        ("split", pa.string()),
+        ("dup_group", pa.string()),
+        ("dup_kind", pa.string()),
+        ("duplicate_of", pa.string()),
+        ("keep_reason", pa.string()),  # the kept copy of a group: why it was the one kept
+        ("status", pa.string()),
+        ("fail_reason", pa.string()),
+        ("fail_detail", pa.string()),
+        ("processing_key", pa.string()),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+PROCESSING_COLUMNS = (
+    "sample_id", "sha256", "source", "key", "uri", "etag", "size", "media", "frame_index", "frame_time",
+    "video_sha256", "format", "extension", "width", "height", "brightness_p99", "brightness_p5", "clipped",
+    "contrast", "black_level", "tonal_range", "sharpness", "noise", "entropy", "aspect_ratio", "hash_kind", "hash", "hash_variants", "pixel_sha256", "keep_measures", "exif", "privacy",
+    "status", "fail_reason", "fail_detail", "processing_key",
+)  # fmt: skip
+
+
+def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist([{c: row.get(c) for c in COLUMNS} for row in rows], schema=SCHEMA)
+
+
+def to_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """A manifest (or rejected-samples) file in the fixed schema."""
+    return table_bytes(to_table(rows))
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def read_rows(store: ObjectStore, key: str) -> list[dict[str, Any]]:
+    """Rows of any Parquet file in the store (manifest, rejected samples, lineage), or of a part list."""
+    rows: list[dict[str, Any]] = read_table(store, key).to_pylist()
+    return rows
+
+
+def _parquet(data: bytes, columns: Sequence[str] | None = None) -> pa.Table:
+    # No reader threads: pyarrow 26's pool can abort the interpreter at exit ("terminate called without
+    # an active exception", seen in about half of short CLI runs); these files are small anyway.
+    return pq.read_table(io.BytesIO(data), columns=list(columns) if columns else None, use_threads=False)
+
+
+Which = PartKind  # accepted (the manifest), rejected or lineage
+
+
+def version_key(record: VersionRecord, which: Which = "accepted") -> str:
+    """The key of a version's accepted rows (the manifest), rejected rows or lineage edges."""
+    return {"accepted": record.manifest_uri, "rejected": record.rejected_uri, "lineage": record.lineage_uri}[
+        which
+    ]
+
+
+def read_version_rows(
+    store: ObjectStore, record: VersionRecord, which: Which = "accepted"
+) -> list[dict[str, Any]]:
+    """A version's accepted rows (sorted by sample id), rejected rows (by source, key, sample id) or
+    lineage edges (accepted first), whatever its layout: parts, or one file per kind (older versions)."""
+    return read_rows(store, version_key(record, which))
+
+
+def read_version_table(
+    store: ObjectStore, record: VersionRecord, which: Which = "accepted", columns: Sequence[str] | None = None
+) -> pa.Table:
+    """``read_version_rows`` as an Arrow table (``columns``: only these)."""
+    return read_table(store, version_key(record, which), columns)
+
+
+def read_table(store: ObjectStore, key: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """A Parquet file of the store, or the union of a part list's parts in its reading order."""
+    if not is_part_list(key):
+        return _parquet(store.get(key), columns)
+    return read_layout(store, key, columns)[0]
+
+
+def part_files(store: ObjectStore, key: str) -> list[str]:
+    """The keys of the Parquet files holding the rows under ``key``: the parts of a part list, or ``key``
+    itself. (Read lineage parts through ``read_table``: it adds their ``version`` column back.)"""
+    if not is_part_list(key):
+        return [key]
+    return [p.key for p in PartList.model_validate_json(store.get(key)).parts]
+
+
+# --- parts ----------------------------------------------------------------------------------------
+
+PART_ROWS = 4096  # rows of a full part (about 1 MB): what a one-sample relabel rewrites at most
+SMALL_PART_ROWS = PART_ROWS // 4  # parts below this are merged with other small ones
+READ_THREADS = 8  # parts fetched at once (S3 round trips overlap; pyarrow decodes without its pool)
+
+LINEAGE_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("disposition", pa.string()),
+        ("source", pa.string()),
+        ("key", pa.string()),
+        ("uri", pa.string()),
+        ("etag", pa.string()),
+        ("raw_sha256", pa.string()),
+        ("blob", pa.string()),
+        ("frame_index", pa.int64()),
+    ]
+)
+ORDER: dict[str, list[str]] = {
+    "accepted": ["sample_id"],
+    "rejected": ["source", "key", "sample_id"],
+}
+
+
+def part_key(prefix: str, sha256: str) -> str:
+    """Where a part lives: by content, under its dataset's folder (``prefix``: datasets/<dataset>)."""
+    return manifest_part_key(prefix, sha256)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the rows of one kind of a version lie: its parts, and for each row (as read, parts
+    concatenated) its sample id and the index of its part. What the next version groups rows by."""
+
+    parts: list[ManifestPart]
+    ids: pa.Array
+    part_index: pa.Array
+
+    @staticmethod
+    def of(parts: list[ManifestPart], tables: list[pa.Table]) -> Layout:
+        ids = (
+            pa.concat_arrays([t.column("sample_id").combine_chunks() for t in tables])
+            if tables
+            else pa.array([], pa.string())
+        )
+        index = np.repeat(np.arange(len(parts), dtype=np.int32), [t.num_rows for t in tables])
+        return Layout(parts, ids, pa.array(index, pa.int32()))
+
+
+@dataclass
+class VersionLayout:
+    """The layouts of a version's accepted and rejected rows (None: one file each, an older version)."""
+
+    accepted: Layout | None = None
+    rejected: Layout | None = None
+
+    def known_keys(self) -> set[str]:
+        return {p.key for lay in (self.accepted, self.rejected) if lay is not None for p in lay.parts}
+
+
+@dataclass
+class WriteStats:
+    """What writing a version's parts cost: parts and bytes written, parts referenced again."""
+
+    parts_written: int = 0
+    parts_reused: int = 0
+    bytes_written: int = 0  # parts and part lists
+    rows_written: int = 0
+    written: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Written:
+    """The part lists of a committed version's three kinds, and the cost of writing them."""
+
+    manifest_uri: str
+    rejected_uri: str
+    lineage_uri: str
+    stats: WriteStats
+
+
+def _fetch(store: ObjectStore, keys: list[str]) -> list[bytes]:
+    if len(keys) <= 1:
+        return [store.get(k) for k in keys]
+    with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(keys))) as pool:
+        return list(pool.map(store.get, keys))
+
+
+def _sorted(table: pa.Table, kind: str) -> pa.Table:
+    if table.num_rows <= 1:
+        return table
+    if kind == "lineage":
+        accepted = pc.equal(table.column("disposition"), "accepted").fill_null(False)
+        first = table.filter(accepted).sort_by([(c, "ascending") for c in ORDER["accepted"]])
+        rest = table.filter(pc.invert(accepted)).sort_by([(c, "ascending") for c in ORDER["rejected"]])
+        return pa.concat_tables([first, rest])
+    return table.sort_by([(c, "ascending") for c in ORDER[kind]])
+
+
+def _empty(kind: str) -> pa.Table:
+    schema = LINEAGE_SCHEMA if kind == "lineage" else SCHEMA
+    return schema.empty_table()
+
+
+def read_layout(
+    store: ObjectStore, key: str, columns: Sequence[str] | None = None
+) -> tuple[pa.Table, Layout | None]:
+    """The rows under ``key`` in reading order, and where they lie (None for a single Parquet file)."""
+    if not is_part_list(key):
+        return _parquet(store.get(key), columns), None
+    listing = PartList.model_validate_json(store.get(key))
+    kind = listing.kind
+    order = ORDER["rejected"] + ["disposition"] if kind == "lineage" else ORDER[kind]
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *order, "sample_id"]))
+    blobs = _fetch(store, [p.key for p in listing.parts])
+    tables = [_parquet(data, [c for c in wanted if c != "version"] if wanted else None) for data in blobs]
+    layout = Layout.of(listing.parts, tables)
+    schema = tables[0].schema if tables else _empty(kind).schema
+    table = pa.concat_tables(tables, promote_options="default") if tables else schema.empty_table()
+    if len(tables) > 1:  # one part is stored in reading order already
+        table = _sorted(table, kind)
+    if kind == "lineage":  # the one column lineage parts do not store: every edge names this version
+        table = table.add_column(0, "version", pa.array([listing.version] * table.num_rows, pa.string()))
+    if columns is not None:
+        table = table.select([c for c in columns if c in table.column_names])
+    return table, layout
+
+
+def read_parent(
+    store: ObjectStore, record: VersionRecord
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], VersionLayout]:
+    """A parent version's accepted and rejected rows, and its layout (what the next version reuses)."""
+    accepted, accepted_layout = read_layout(store, record.manifest_uri)
+    rejected, rejected_layout = read_layout(store, record.rejected_uri)
+    return accepted.to_pylist(), rejected.to_pylist(), VersionLayout(accepted_layout, rejected_layout)
+
+
+def _normalized(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in exactly ``schema`` (field names of list items included: those change the bytes)."""
+    table = table.select(schema.names)
+    return table.cast(schema)  # Schema.equals overlooks those names; a cast to the same types copies nothing
+
+
+def plan_parts(table: pa.Table, kind: str, parent: Layout | None) -> list[pa.Table]:
+    """The parts of ``table``'s rows, each sorted in the kind's order (see the module docstring)."""
+    count = table.num_rows
+    if count == 0:
+        return []
+    parents = len(parent.parts) if parent is not None else 0
+    if parent is not None and parents:
+        position = pc.index_in(table.column("sample_id"), value_set=parent.ids)
+        group = pc.fill_null(pc.take(parent.part_index, position), parents)  # new rows: group ``parents``
+    else:
+        group = pa.array(np.zeros(count, dtype=np.int32))
+    keys = [("_group", "ascending")] + [(c, "ascending") for c in ORDER[kind]]
+    ordered = table.append_column("_group", group).sort_by(keys)
+    groups = ordered.column("_group").to_numpy()
+    ordered = ordered.drop_columns(["_group"])
+    values, starts, sizes = np.unique(groups, return_index=True, return_counts=True)
+    pieces: list[pa.Table] = []
+    for value, start, size in zip(values.tolist(), starts.tolist(), sizes.tolist(), strict=True):
+        if value == parents:  # rows new in this version: full parts, sorted by sample id
+            pieces.extend(
+                ordered.slice(s, min(PART_ROWS, start + size - s))
+                for s in range(start, start + size, PART_ROWS)
+            )
+        else:
+            pieces.append(ordered.slice(start, size))
+    full = [p for p in pieces if p.num_rows >= SMALL_PART_ROWS]
+    merged: list[pa.Table] = []
+    batch: list[pa.Table] = []
+    for piece in (p for p in pieces if p.num_rows < SMALL_PART_ROWS):
+        if batch and sum(b.num_rows for b in batch) + piece.num_rows > PART_ROWS:
+            merged.append(pa.concat_tables(batch))
+            batch = []
+        batch.append(piece)
+    if batch:
+        merged.append(pa.concat_tables(batch))
+    return full + [_sorted(m, kind) if len(m.column("sample_id").chunks) > 1 else m for m in merged]
+
+
+def _edges(part: pa.Table) -> pa.Table:
+    """The lineage edges of a part's rows (object -> sample), without the version column."""
+    sha = part.column("sha256")
+    video = part.column("video_sha256")
+    has_video = pc.fill_null(pc.greater(pc.utf8_length(video), 0), False)
+    blob = pc.binary_join_element_wise(blob_prefix(), pc.utf8_slice_codeunits(sha, 0, 2), "/", sha, "")
+    return pa.table(
+        {
+            "sample_id": part.column("sample_id"),
+            "disposition": part.column("disposition"),
+            "source": part.column("source"),
+            "key": part.column("key"),
+            "uri": part.column("uri"),
+            "etag": part.column("etag"),
+            "raw_sha256": pc.if_else(has_video, video, sha),
+            "blob": blob,
+            "frame_index": part.column("frame_index"),
+        },
+        schema=LINEAGE_SCHEMA,
+    )
+
+
+def _store_part(
+    store: ObjectStore, prefix: str, part: pa.Table, known: set[str], stats: WriteStats
+) -> ManifestPart:
+    data = table_bytes(part.combine_chunks())
+    digest = hashlib.sha256(data).hexdigest()
+    key = part_key(prefix, digest)
+    if key in known or store.exists(key):  # the same rows: the part a version already names is reused
+        stats.parts_reused += 1
+    else:
+        store.put(key, data)
+        stats.parts_written += 1
+        stats.bytes_written += len(data)
+        stats.rows_written += part.num_rows
+        stats.written.append(key)
+    return ManifestPart(key=key, rows=part.num_rows, bytes=len(data), sha256=digest)
+
+
+def write_parts(
+    store: ObjectStore,
+    dataset: str,
+    run_prefix: str,
+    version: str,
+    accepted: pa.Table | list[dict[str, Any]],
+    rejected: pa.Table | list[dict[str, Any]],
+    parent: VersionLayout | None = None,
+) -> Written:
+    """Write a version's accepted rows, rejected rows and lineage edges as parts (only those no version
+    holds yet) and their part lists under ``run_prefix``; the caller publishes the record afterwards."""
+    parent = parent or VersionLayout()
+    prefix = dataset_prefix(dataset)
+    known = parent.known_keys()
+    stats = WriteStats()
+    uris: dict[PartKind, str] = {}
+    lineage: list[ManifestPart] = []
+    kinds: list[tuple[PartKind, pa.Table | list[dict[str, Any]], Layout | None]] = [
+        ("accepted", accepted, parent.accepted),
+        ("rejected", rejected, parent.rejected),
+    ]
+    for kind, rows, layout in kinds:
+        table = _normalized(rows if isinstance(rows, pa.Table) else to_table(rows), SCHEMA)
+        parts = plan_parts(table, kind, layout)
+        stored = [_store_part(store, prefix, p, known, stats) for p in parts]
+        lineage.extend(_store_part(store, prefix, _edges(p), known, stats) for p in parts)
+        uris[kind] = _write_list(store, run_prefix, kind, version, stored, stats)
+    uris["lineage"] = _write_list(store, run_prefix, "lineage", version, lineage, stats)
+    return Written(uris["accepted"], uris["rejected"], uris["lineage"], stats)
+
+
+LIST_NAMES: dict[str, str] = {"accepted": "manifest", "rejected": "rejected", "lineage": "lineage"}
+
+
+def _write_list(
+    store: ObjectStore,
+    run_prefix: str,
+    kind: PartKind,
+    version: str,
+    parts: list[ManifestPart],
+    stats: WriteStats,
+) -> str:
+    listing = PartList(
+        kind=kind,
+        version=version,
+        rows=sum(p.rows for p in parts),
+        bytes=sum(p.bytes for p in parts),
+        parts=parts,
+    )
+    key = f"{run_prefix}/{LIST_NAMES[kind]}{PARTS_SUFFIX}"
+    body = listing.model_dump_json(by_alias=True, indent=1).encode()
+    store.put(key, body)
+    stats.bytes_written += len(body)
+    return key

@@ -1,0 +1,1 @@
+"""Using a version: the Python client, exports, SQL queries and search."""

@@ -1,0 +1,183 @@
+"""Retention and garbage collection.
+
+``plan_expiry`` (pure) decides which versions of a dataset its RetentionSpec lets go: never the current
+version, a tagged one, or one a model was trained on. ``expire`` writes a tombstone for each
+(datasets/<d>/expired/<v>.json) before it removes the version record, so a crash leaves either the
+version or its tombstone. ``collect_garbage`` is a mark and sweep over the whole store: it marks what
+every remaining version of every dataset references (its record, part lists and parts, its run folder,
+the blobs of its samples, accepted or not, and its review files) and deletes the rest of the blobs,
+parts, run folders and reviews, but only under the collection lock and only when no run holds a
+lease (leases.py): a blob or part an in-flight run relies on is never collected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from loupe_api.common import parse_duration
+from loupe_api.keys import (
+    BLOBS,
+    DATASETS,
+    MODELS,
+    expired_key,
+    reviews_prefix,
+    run_prefix,
+    version_key_of,
+)
+from loupe_api.retention import ExpiredVersion, RetentionSpec
+from loupe_api.retrain import ModelRecord
+from loupe_api.tags import TagRecord
+from loupe_api.versions import VersionRecord
+from loupe_workers.storage import manifest
+from loupe_workers.storage.leases import gc_lock
+from loupe_workers.storage.store import ObjectStore, blob_key
+from loupe_workers.versioning.versions import known_datasets, list_tags, list_versions, utcnow
+
+
+@dataclass(frozen=True)
+class Expiry:
+    version: str
+    reason: str
+
+
+def plan_expiry(
+    versions: Sequence[VersionRecord],
+    spec: RetentionSpec,
+    *,
+    tagged: Iterable[str] = (),
+    trained_on: Iterable[str] = (),
+    now: datetime,
+) -> list[Expiry]:
+    """The versions (oldest first) that no rule keeps. ``versions`` oldest first, as list_versions."""
+    if not spec.active() or not versions:
+        return []
+    keep = {versions[-1].version} | set(tagged) | set(trained_on)
+    if spec.keep_last is not None:
+        keep |= {r.version for r in versions[-spec.keep_last :]}
+    max_age = parse_duration(spec.keep_for) if spec.keep_for else None
+    if max_age is not None:
+        keep |= {r.version for r in versions if (now - r.created).total_seconds() < max_age}
+    rules = []
+    if spec.keep_last is not None:
+        rules.append(f"not among the last {spec.keep_last}")
+    if spec.keep_for is not None:
+        rules.append(f"older than {spec.keep_for}")
+    reason = " and ".join(rules) + ", untagged, no model trained on it"
+    return [Expiry(r.version, reason) for r in versions if r.version not in keep]
+
+
+def trained_versions(store: ObjectStore, dataset: str) -> set[str]:
+    """Versions of ``dataset`` that a recorded model was trained on."""
+    found = set()
+    for info in store.list(MODELS):
+        if info.key.endswith(".json"):
+            model = ModelRecord.model_validate_json(store.get(info.key))
+            if model.dataset == dataset:
+                found.add(model.dataset_version)
+    return found
+
+
+def retention_plan(
+    store: ObjectStore, dataset: str, spec: RetentionSpec, now: datetime | None = None
+) -> list[Expiry]:
+    tags: list[TagRecord] = list_tags(store, dataset)
+    return plan_expiry(
+        list_versions(store, dataset),
+        spec,
+        tagged=[t.version for t in tags],
+        trained_on=trained_versions(store, dataset),
+        now=now or utcnow(),
+    )
+
+
+def expire(store: ObjectStore, dataset: str, plan: Sequence[Expiry]) -> list[ExpiredVersion]:
+    """Expire the planned versions: tombstone first, then the record. Their bytes go at the next gc."""
+    done = []
+    records = {r.version: r for r in list_versions(store, dataset)}
+    now = utcnow()
+    for item in plan:
+        record = records.get(item.version)
+        if record is None:
+            continue
+        tombstone = ExpiredVersion(dataset=dataset, version=record.version, created=record.created,
+                                   expired=now, reason=item.reason, samples=record.samples,
+                                   run_id=record.run_id, parent=record.parent)  # fmt: skip
+        body = json.dumps(tombstone.to_wire(), indent=2, sort_keys=True).encode()
+        store.put(expired_key(dataset, record.version), body)
+        store.delete(version_key_of(dataset, record.version))
+        done.append(tombstone)
+    return done
+
+
+# --- mark and sweep -------------------------------------------------------------------------------
+
+# What the sweep may delete: content and run outputs. Records, tags, tombstones, embeddings (a cache
+# shared by datasets, keyed by content), models and retraining state are never swept.
+SWEPT = (BLOBS, "parts/", "runs/", "reviews/")  # blobs, and these folders of each dataset
+
+
+@dataclass
+class GcReport:
+    versions: int = 0  # versions whose references were kept
+    deleted: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+    skipped: str = ""  # why nothing was swept, when nothing could be
+
+
+def referenced_keys(store: ObjectStore, record: VersionRecord) -> tuple[set[str], set[str]]:
+    """(keys, prefixes) a version needs: its record, part lists, parts and blobs; its run folder and
+    reviews as prefixes."""
+    keys = {version_key_of(record.dataset, record.version)}
+    kinds: tuple[manifest.Which, ...] = ("accepted", "rejected", "lineage")
+    for which in kinds:
+        key = manifest.version_key(record, which)
+        keys.add(key)
+        keys.update(manifest.part_files(store, key))
+        # Quarantined samples keep their bytes for review; lineage edges name the raw objects' blobs
+        # (a video, whose frames are blobs of their own).
+        column, raw = ("blob", "raw_sha256") if which == "lineage" else ("blob_uri", "video_sha256")
+        table = manifest.read_version_table(store, record, which, columns=[column, raw])
+        keys.update(str(k) for k in table.column(column).to_pylist() if k)
+        keys.update(blob_key(str(sha)) for sha in table.column(raw).to_pylist() if sha)
+    prefixes = {
+        f"{run_prefix(record.dataset, record.run_id)}/",
+        reviews_prefix(record.dataset, record.version),
+    }
+    return keys, prefixes
+
+
+def _sweepable(key: str) -> bool:
+    if key.startswith(BLOBS):
+        return True
+    parts = key.split("/")
+    return len(parts) >= 4 and f"{parts[0]}/" == DATASETS and f"{parts[2]}/" in SWEPT[1:]
+
+
+def collect_garbage(store: ObjectStore, *, dry_run: bool = False) -> GcReport:
+    """Delete blobs, parts, run folders and reviews that no version of any dataset references."""
+    report = GcReport()
+    with gc_lock(store) as may_sweep:
+        if not may_sweep:
+            report.skipped = (
+                "a run is in flight (it may reuse stored blobs and parts): run loupe gc again later"
+            )
+            return report
+        keys: set[str] = set()
+        prefixes: set[str] = set()
+        for dataset in known_datasets(store):
+            for record in list_versions(store, dataset):
+                found, folders = referenced_keys(store, record)
+                keys |= found
+                prefixes |= folders
+                report.versions += 1
+        for info in list(store.list("")):
+            if not _sweepable(info.key) or info.key in keys or any(info.key.startswith(p) for p in prefixes):
+                continue
+            report.deleted.append(info.key)
+            report.freed_bytes += info.size
+            if not dry_run:
+                store.delete(info.key)
+    return report
