@@ -340,40 +340,140 @@ def _build_version(
     store: ObjectStore,
     hold_lease: Callable[[], None] = lambda: None,
 ) -> RunResult:
+    """The stages of one run, in order; each stage is a function below."""
     events = events or RunEvents()
     executor = executor or InlineExecutor()
     spec = request.spec
-    missing = [ref.name for ref in spec.sources if ref.name not in request.sources]
+    used = _used_sources(request)
+    events.phase("reading the previous version")
+    previous = _read_previous(store, request.dataset)
+    events.phase("listing sources")
+    listing = _list_sources(request, used, base_dir)
+    _refuse_shrink(request, previous, listing)
+    hold_lease()  # from here on blobs are written or reused: garbage collection must wait
+    settings = _process_settings(spec)
+    carried, to_process = _split_unchanged(previous.rows, listing.listed, settings)
+    events.phase(f"processing {len(to_process)} new or changed objects")
+    events.start_processing(len(to_process))
+    fresh = executor.process(to_process, listing.stores, store, settings, events.advance)
+    events.phase("curating")
+    labels = _load_labels(listing)
+    decodes = _FullDecodes(store, settings, previous.rows)
+    decodes.carry_keep_measures(fresh)
+    records = carried + fresh
+    stage = _embedding_stage(store, spec, records, executor, events)
+    near = _EmbeddingNear(store, request.dataset, previous.record, spec, stage)
+    curated = curate(
+        records,
+        spec=spec,
+        sources=used,
+        labels=labels,
+        previous=previous.by_id(),
+        is_new=[False] * len(carried) + [True] * len(fresh),
+        pixel_digest=decodes.pixel_digest,
+        embedding_pairs=near if near.enabled else None,
+        keep_measures=decodes.keep_measures,
+        verify=geometry.Verifier(  # crop candidates: one guarded reduced decode per file, cached
+            lambda sha: store.get(blob_key(sha)),
+            max_pixels=settings.max_pixels,
+            memory_limit=settings.memory_limit,
+            min_inliers=spec.dedup.perceptual.min_inliers,
+            min_ratio=spec.dedup.perceptual.min_inlier_ratio,
+        ),
+    )
+    _count(curated, stage, near, scanned=len(listing.listed), processed=len(to_process))
+    digest = spec_digest(spec, used)
+    change = _decide_change(spec, previous, curated, digest)
+    current = previous.record.version if previous.record else None
+    run_id = (
+        request.run_id
+        or hashlib.sha256(
+            f"{request.dataset}\0{current}\0{digest}\0{listing.digest}\0{code_version()}".encode()
+        ).hexdigest()[:16]
+    )
+    result = RunResult(dataset=request.dataset, run_id=run_id, current_version=current, stats=curated.stats)
+    held_back = _why_no_version(spec, change, curated, previous, current)
+    if held_back is not None or change is None:
+        result.message = held_back or ""
+        return result
+    version = next_version(current, change.bump)
+    if not request.commit:
+        result.version = version
+        result.message = f"would create {version} ({change.bump}: {'; '.join(change.reasons)}); not committed"
+        return result
+    events.phase(f"committing {version}")
+    record, wrote = _commit(
+        store, request.dataset, run_id, version, current, curated, change, digest, listing.digest,
+        near.index_files(request.dataset, run_id),
+        analyzer(store, request.dataset, spec, previous.record, previous.accepted, stage), layout=previous.layout,
+    )  # fmt: skip
+    result.version = record.version
+    result.current_version = record.version
+    result.created = wrote  # the same run id is no proof: two identical runs at once share it
+    result.message = (
+        f"created {record.version} ({change.bump}: {'; '.join(change.reasons)})"
+        if wrote
+        else f"adopted {record.version}: an identical run committed it first"
+    )
+    return result
+
+
+def _used_sources(request: RunRequest) -> dict[str, IngestSourceSpec]:
+    """The IngestSources the spec names, in its order; an unknown name refuses the run."""
+    missing = [ref.name for ref in request.spec.sources if ref.name not in request.sources]
     if missing:
         raise RunError(
             f"dataset {request.dataset} refers to unknown IngestSource(s): {', '.join(missing)}",
             reason="SourceNotFound",
         )
-    used = {ref.name: request.sources[ref.name] for ref in spec.sources}
+    return {ref.name: request.sources[ref.name] for ref in request.spec.sources}
 
-    events.phase("reading the previous version")
-    parent = latest_version(store, request.dataset)
-    parent_accepted: list[Record] = []  # read once: carried rows, the semver comparison and health use it
-    previous_rows: list[Record] = []
-    parent_layout: manifest.VersionLayout | None = None  # where its rows lie: the parts the next one reuses
-    if parent is not None:
-        parent_accepted, parent_rejected, parent_layout = manifest.read_parent(store, parent)
-        previous_rows = parent_accepted + parent_rejected
-    # what semver compares against, taken before curation works on these rows
-    before = (
-        {r["sample_id"]: SampleState(r["labels"], r["split"], _derived_digest(r)) for r in parent_accepted}
-        if parent is not None
-        else None
-    )
 
-    events.phase("listing sources")
+@dataclass
+class Previous:
+    """The current version, read once: carried rows, the semver comparison and health all use it."""
+
+    record: VersionRecord | None = None
+    accepted: list[Record] = field(default_factory=list)
+    rows: list[Record] = field(default_factory=list)  # accepted and rejected
+    layout: manifest.VersionLayout | None = None  # where its rows lie: the parts the next one reuses
+    states: dict[str, SampleState] | None = None  # what semver compares against, before curation
+
+    def by_id(self) -> dict[str, Record]:
+        """Accepted and duplicate rows by sample id. A dropped byte-identical copy shares its sample id
+        with the kept one: the kept row must win."""
+        ranked = sorted(
+            (r for r in self.rows if r.get("disposition") in ("accepted", "duplicate")),
+            key=lambda r: r["disposition"] == "accepted",
+        )
+        return {r["sample_id"]: r for r in ranked}
+
+
+def _read_previous(store: ObjectStore, dataset: str) -> Previous:
+    record = latest_version(store, dataset)
+    if record is None:
+        return Previous()
+    accepted, rejected, layout = manifest.read_parent(store, record)
+    states = {r["sample_id"]: SampleState(r["labels"], r["split"], _derived_digest(r)) for r in accepted}
+    return Previous(record, accepted, accepted + rejected, layout, states)
+
+
+@dataclass
+class Listing:
+    stores: dict[str, tuple[IngestSourceSpec, ObjectStore]]
+    listed: list[ListedObject]
+    digest: str
+
+
+def _list_sources(request: RunRequest, used: dict[str, IngestSourceSpec], base_dir: Path | None) -> Listing:
+    """Every source's media objects (cheap: keys, sizes, ETags); a source that cannot be listed refuses
+    the run before anything is written."""
     stores = {name: (src, source_store(src, base_dir)) for name, src in used.items()}
     listed: list[ListedObject] = []
-    sidecars: dict[str, list[str]] = {}
     for name, (src, src_store) in stores.items():
         try:
-            found, others = list_media(
-                name, src, src_store, max_file_size=spec.quality_gates.max_file_size.limit
+            found, _sidecars = list_media(
+                name, src, src_store, max_file_size=request.spec.quality_gates.max_file_size.limit
             )
         except SourceUnavailable as exc:
             raise RunError(f"IngestSource {name}: {exc}", reason="SourceUnavailable") from exc
@@ -382,12 +482,18 @@ def _build_version(
                 f"cannot list IngestSource {name} ({src.location_uri()}): {exc}", reason="SourceUnavailable"
             ) from exc
         listed.extend(found)
-        sidecars[name] = [o.key for o in others]
-    shrink = check_shrink(previous_rows, listed, list(used), spec.versioning.max_removed_fraction)
+    return Listing(stores, listed, listing_digest(listed))
+
+
+def _refuse_shrink(request: RunRequest, previous: Previous, listing: Listing) -> None:
+    shrink = check_shrink(
+        previous.rows, listing.listed, list(listing.stores), request.spec.versioning.max_removed_fraction
+    )
     if shrink is not None and not request.allow_shrink:
         raise RunError(f"dataset {request.dataset}: {shrink}", reason="SuspiciousShrink")
-    hold_lease()  # from here on blobs are written or reused: garbage collection must wait
-    source_digest = listing_digest(listed)
+
+
+def _process_settings(spec: DatasetSpec) -> ProcessSettings:
     settings = ProcessSettings(
         hash_kind=spec.dedup.perceptual.hash,
         max_pixels=spec.quality_gates.max_pixels.limit,
@@ -395,7 +501,14 @@ def _build_version(
         memory_limit=spec.quality_gates.max_pixels.memory_limit,
     )
     privacy.prefetch(settings.privacy)  # a missing model fails here, before any task runs
+    return settings
 
+
+def _split_unchanged(
+    previous_rows: list[Record], listed: list[ListedObject], settings: ProcessSettings
+) -> tuple[list[Record], list[ListedObject]]:
+    """Rows carried from the previous version (same source, key and ETag, processed the same way) and
+    the objects that must be processed."""
     by_object: dict[tuple[str, str, str], list[Record]] = {}
     for row in previous_rows:
         if row.get("processing_key") == settings.key():
@@ -408,66 +521,75 @@ def _build_version(
             carried.extend({**r, "uri": obj.uri} for r in old)
         else:
             to_process.append(obj)
+    return carried, to_process
 
-    events.phase(f"processing {len(to_process)} new or changed objects")
-    events.start_processing(len(to_process))
-    fresh = executor.process(to_process, stores, store, settings, events.advance)
 
-    events.phase("curating")
+def _load_labels(listing: Listing) -> dict[str, dict[str, annotate.LabelSet]]:
     labels: dict[str, dict[str, annotate.LabelSet]] = {}
-    for name, (src, src_store) in stores.items():
+    for name, (src, src_store) in listing.stores.items():
         if src.labels is not None:
-            keys = [o.key for o in listed if o.source == name]
+            keys = [o.key for o in listing.listed if o.source == name]
             try:
                 labels[name] = annotate.load_labels(src.labels, src_store, keys)
             except Exception as exc:
                 raise RunError(f"cannot read labels of IngestSource {name}: {exc}") from exc
-    # A dropped byte-identical copy shares its sample id with the kept one: the kept row must win.
-    ranked = sorted(
-        (r for r in previous_rows if r.get("disposition") in ("accepted", "duplicate")),
-        key=lambda r: r["disposition"] == "accepted",
-    )
-    previous_by_id = {r["sample_id"]: r for r in ranked}
-    pixel_cache = {r["sha256"]: r["pixel_sha256"] for r in previous_rows if r.get("pixel_sha256")}
-    # keep measures carried by sha256 like pixel digests, so unchanged samples are not decoded again
-    keep_cache = {r["sha256"]: r["keep_measures"] for r in previous_rows if _stored_keep(r) is not None}
+    return labels
 
-    unchecked: set[str] = set()
-    full: dict[str, tuple[str | Exception, dict[str, float] | None]] = {}
 
-    def full_decode(row: Record) -> tuple[str | Exception, dict[str, float] | None]:
-        """One guarded full decode per sha256 a run: its pixel digest (or what the decode raised) and
-        its keep measures (None when they cannot be measured)."""
+class _FullDecodes:
+    """The run's guarded full decodes, at most one per sha256: exact-pixel digests and the keep
+    measures of group members, carried by content from the previous version when it has them."""
+
+    def __init__(self, store: ObjectStore, settings: ProcessSettings, previous_rows: list[Record]) -> None:
+        self.store = store
+        self.settings = settings
+        self.pixel_cache = {r["sha256"]: r["pixel_sha256"] for r in previous_rows if r.get("pixel_sha256")}
+        # keep measures carried by sha256 like pixel digests, so unchanged samples are not decoded again
+        self.keep_cache = {
+            r["sha256"]: r["keep_measures"] for r in previous_rows if _stored_keep(r) is not None
+        }
+        self.unchecked: set[str] = set()
+        self.full: dict[str, tuple[str | Exception, dict[str, float] | None]] = {}
+
+    def carry_keep_measures(self, fresh: list[Record]) -> None:
+        """The same bytes processed again keep their measures, asked for or not."""
+        for processed in fresh:
+            if processed.get("sha256") in self.keep_cache and not processed.get("keep_measures"):
+                processed["keep_measures"] = self.keep_cache[processed["sha256"]]
+
+    def _decode(self, row: Record) -> tuple[str | Exception, dict[str, float] | None]:
+        """One guarded full decode per sha256: its pixel digest (or what the decode raised) and its
+        keep measures (None when they cannot be measured)."""
         sha = row["sha256"]
-        if sha not in full:
+        if sha not in self.full:
             keep: dict[str, float] = {}
             outcome: str | Exception
             try:
                 outcome = media.pixel_digest(
-                    store.get(blob_key(sha)),
-                    max_pixels=settings.max_pixels,
-                    memory_limit=settings.memory_limit,
+                    self.store.get(blob_key(sha)),
+                    max_pixels=self.settings.max_pixels,
+                    memory_limit=self.settings.memory_limit,
                     keep=keep,
                 )
             except Exception as error:  # judged by the caller: pixel_digest and keep_measures differ
                 outcome = error
-            full[sha] = (outcome, keep or None)
-        return full[sha]
+            self.full[sha] = (outcome, keep or None)
+        return self.full[sha]
 
-    def pixel_digest(row: Record) -> str:
+    def pixel_digest(self, row: Record) -> str:
         """The exact-pixel digest (a full decode, guarded like every decode). A file that fails it is
         marked failed (corrupt, curate quarantines it) and one too large to decode in full within the
         memory limit is compared by its hash only: each gets a digest that matches nothing."""
         if row["status"] != "ok":
             return f"corrupt:{row['sha256']}"
-        if row["sha256"] in unchecked:
+        if row["sha256"] in self.unchecked:
             return f"unchecked:{row['sha256']}"
         if not row.get("pixel_sha256"):
-            cached = pixel_cache.get(row["sha256"])
-            outcome = cached or full_decode(row)[0]
+            cached = self.pixel_cache.get(row["sha256"])
+            outcome = cached or self._decode(row)[0]
             if isinstance(outcome, media.ImageRejected):
                 if outcome.reason == "max_pixels":
-                    unchecked.add(row["sha256"])
+                    self.unchecked.add(row["sha256"])
                     return f"unchecked:{row['sha256']}"
                 row.update(status="failed", fail_reason="corrupt", fail_detail=outcome.detail)
                 return f"corrupt:{row['sha256']}"
@@ -478,102 +600,65 @@ def _build_version(
             row["pixel_sha256"] = outcome
         return str(row["pixel_sha256"])
 
-    def keep_measures(row: Record) -> dict[str, float] | None:
+    def keep_measures(self, row: Record) -> dict[str, float] | None:
         """What the bestOriginal keep policy compares (group members only): stored with the row, from
         an earlier version, or from the run's one guarded full decode of that file."""
         stored = _stored_keep(row)
-        if stored is None and row["sha256"] in keep_cache:
-            row["keep_measures"] = keep_cache[row["sha256"]]
+        if stored is None and row["sha256"] in self.keep_cache:
+            row["keep_measures"] = self.keep_cache[row["sha256"]]
             stored = _stored_keep(row)
         if stored is not None:
             return stored
         # too large to decode in full, or broken: None, compared by its stored fields only
-        measured = full_decode(row)[1]
+        measured = self._decode(row)[1]
         if measured is not None:
             row["keep_measures"] = json.dumps(
                 {"version": media.KEEP_MEASURES_VERSION, "measures": measured}, sort_keys=True
             )
         return measured
 
-    for processed in fresh:  # the same bytes processed again keep their measures, asked for or not
-        if processed.get("sha256") in keep_cache and not processed.get("keep_measures"):
-            processed["keep_measures"] = keep_cache[processed["sha256"]]
-    records = carried + fresh
-    stage = _embedding_stage(store, spec, records, executor, events)
-    near = _EmbeddingNear(store, request.dataset, parent, spec, stage)
-    curated = curate(
-        records,
-        spec=spec,
-        sources=used,
-        labels=labels,
-        previous=previous_by_id,
-        is_new=[False] * len(carried) + [True] * len(fresh),
-        pixel_digest=pixel_digest,
-        embedding_pairs=near if near.enabled else None,
-        keep_measures=keep_measures,
-        verify=geometry.Verifier(  # crop candidates: one guarded reduced decode per file, cached
-            lambda sha: store.get(blob_key(sha)),
-            max_pixels=settings.max_pixels,
-            memory_limit=settings.memory_limit,
-            min_inliers=spec.dedup.perceptual.min_inliers,
-            min_ratio=spec.dedup.perceptual.min_inlier_ratio,
-        ),
-    )
+
+def _count(
+    curated: Curated, stage: EmbeddingStage | None, near: _EmbeddingNear, *, scanned: int, processed: int
+) -> None:
     stats = curated.stats
     if stage is not None:
         stats.embedding_model = (near.model if near.enabled else None) or stage.embeddings.model_id
         stats.embeddings_computed = stage.computed
         accepted_shas = {r["sha256"] for r in curated.rows if r["disposition"] == "accepted"}
         stats.embedded = len(accepted_shas & set(stage.embeddings.sha256))
-    stats.scanned = len(listed)
-    stats.processed = len(to_process)
-    digest = spec_digest(spec, used)
+    stats.scanned = scanned
+    stats.processed = processed
+
+
+def _decide_change(
+    spec: DatasetSpec, previous: Previous, curated: Curated, digest: str
+) -> VersionChange | None:
+    """What differs from the current version and the bump it implies; None when nothing does."""
+    parent = previous.record
     parent_mapping = parent.stats.label_mapping if parent is not None else None
     mapping_changed = parent is not None and (parent_mapping.mapping_digest if parent_mapping else "") != (
         spec.labels.digest()
     )
-    change = decide(
-        before,
+    return decide(
+        previous.states,
         curated.states,
         spec_changed=parent is not None and parent.spec_digest != digest,
         mapping_changed=mapping_changed,
     )
-    current = parent.version if parent else None
-    run_id = hashlib.sha256(
-        f"{request.dataset}\0{current}\0{digest}\0{source_digest}\0{code_version()}".encode()
-    ).hexdigest()[:16]
-    if request.run_id:
-        run_id = request.run_id
-    result = RunResult(dataset=request.dataset, run_id=run_id, current_version=current, stats=stats)
+
+
+def _why_no_version(
+    spec: DatasetSpec, change: VersionChange | None, curated: Curated, previous: Previous, current: str | None
+) -> str | None:
+    """Why this run makes no version (a message), or None when it makes one."""
     if change is None:
-        result.message = f"no change since {current}" if current else "no samples"
-        return result
+        return f"no change since {current}" if current else "no samples"
     if change.bump == "minor" and change.added < spec.versioning.min_new_samples:
-        result.message = f"{change.added} new samples, fewer than versioning.minNewSamples ({spec.versioning.min_new_samples})"
-        return result
-    if not curated.states and parent is None:
-        result.message = "no samples were accepted; nothing to version"
-        return result
-    version = next_version(current, change.bump)
-    if not request.commit:
-        result.version = version
-        result.message = f"would create {version} ({change.bump}: {'; '.join(change.reasons)}); not committed"
-        return result
-    events.phase(f"committing {version}")
-    extra_files = near.index_files(request.dataset, run_id)
-    record, wrote = _commit(
-        store, request.dataset, run_id, version, current, curated, change, digest, source_digest, extra_files,
-        analyzer(store, request.dataset, spec, parent, parent_accepted, stage), layout=parent_layout,
-    )  # fmt: skip
-    result.version = record.version
-    result.current_version = record.version
-    result.created = wrote  # the same run id is no proof: two identical runs at once share it
-    result.message = (
-        f"created {record.version} ({change.bump}: {'; '.join(change.reasons)})"
-        if wrote
-        else f"adopted {record.version}: an identical run committed it first"
-    )
-    return result
+        return f"{change.added} new samples, fewer than versioning.minNewSamples ({spec.versioning.min_new_samples})"
+    if not curated.states and previous.record is None:
+        return "no samples were accepted; nothing to version"
+    return None
 
 
 def _commit(
