@@ -22,7 +22,7 @@ from loupe_api.versions import VersionChange, VersionRecord
 from loupe_workers.compute.executor import AutoExecutor, Executor, InlineExecutor, RayExecutor
 from loupe_workers.compute.process import ProcessSettings, Record
 from loupe_workers.curation import gates, geometry, outliers, privacy
-from loupe_workers.curation.dedup import KeepMeasures, Verify, find_duplicates
+from loupe_workers.curation.dedup import DuplicateInfo, KeepMeasures, Verify, find_duplicates
 from loupe_workers.curation.splits import SplitUnit, assign_splits
 from loupe_workers.curation.taxonomy import UNMAPPED_REASON, Tally, Taxonomy, drop_detail
 from loupe_workers.embedding import ann, embed
@@ -150,8 +150,35 @@ def curate(
     ``embedding_pairs`` gives near-duplicate pairs (indices into the accepted records) found by
     embedding similarity; they join the hash-based groups, so they never straddle splits either.
     """
-    filters = {ref.name: ref.filter for ref in spec.sources}
     stats = DatasetStats()
+    rows, candidates = _label_and_gate(records, is_new, spec, sources, labels, stats)
+    # dataset-relative gates: judged on what the absolute gates kept, before dedup (like every gate);
+    # a sample accepted in the parent version is only ever flagged by them (loupe_workers.curation.outliers)
+    published = [previous.get(rows[i]["sample_id"], {}).get("disposition") == "accepted" for i in candidates]
+    judgement = outliers.judge([rows[i] for i in candidates], spec.quality_gates, published)
+    candidates = outliers.apply(rows, candidates, judgement, stats)
+    accepted, duplicates = _group_duplicates(
+        [rows[i] for i in candidates], spec, previous, stats, pixel_digest=pixel_digest,
+        embedding_pairs=embedding_pairs, keep_measures=keep_measures, verify=verify,
+    )  # fmt: skip
+    groups = _keep_copies(accepted, duplicates, stats)
+    assignment = _assign_splits(groups, spec, previous)
+    states = _settle(rows, assignment, stats)
+    stats.privacy = privacy.counts(rows, spec.privacy)
+    return Curated(rows, stats, states, judgement.stats)
+
+
+def _label_and_gate(
+    records: list[Record],
+    is_new: list[bool],
+    spec: DatasetSpec,
+    sources: dict[str, IngestSourceSpec],
+    labels: dict[str, dict[str, annotate.LabelSet]],
+    stats: DatasetStats,
+) -> tuple[list[Record], list[int]]:
+    """One manifest row per record of this dataset, with its metadata, mapped labels, gate and privacy
+    decision; and the indices of the rows still accepted (the candidates for dedup)."""
+    filters = {ref.name: ref.filter for ref in spec.sources}
     tally = Tally(Taxonomy(spec.labels))  # spec.labels: one taxonomy across sources
     rows: list[Record] = []
     candidates: list[int] = []
@@ -192,12 +219,22 @@ def curate(
     if refusal is not None:
         raise RunError(refusal, reason="UnmappedLabels")
     stats.label_mapping = tally.stats()
-    # dataset-relative gates: judged on what the absolute gates kept, before dedup (like every gate);
-    # a sample accepted in the parent version is only ever flagged by them (loupe_workers.curation.outliers)
-    published = [previous.get(rows[i]["sample_id"], {}).get("disposition") == "accepted" for i in candidates]
-    judgement = outliers.judge([rows[i] for i in candidates], spec.quality_gates, published)
-    candidates = outliers.apply(rows, candidates, judgement, stats)
-    accepted = [rows[i] for i in candidates]
+    return rows, candidates
+
+
+def _group_duplicates(
+    accepted: list[Record],
+    spec: DatasetSpec,
+    previous: dict[str, Record],
+    stats: DatasetStats,
+    *,
+    pixel_digest: Callable[[Record], str],
+    embedding_pairs: EmbeddingPairs | None,
+    keep_measures: KeepMeasures | None,
+    verify: Verify | None,
+) -> tuple[list[Record], list[DuplicateInfo]]:
+    """Duplicate groups over the accepted rows (published groups kept as they were); the rows that
+    survive (a file whose full decode fails leaves) and each one's place in its group."""
     previously_kept = {sid for sid, r in previous.items() if r.get("disposition") == "accepted"}
     for row in accepted:
         old = previous.get(row["sample_id"])
@@ -222,7 +259,7 @@ def curate(
         # in favour of a broken one.
         broken = [r for r in accepted if r["status"] != "ok"]
         if not broken:
-            break
+            return accepted, duplicates
         for row in broken:
             failed = gates.evaluate(row, spec.quality_gates)
             reason = failed.reason or "corrupt"
@@ -230,6 +267,12 @@ def curate(
             counts = stats.quarantined if failed.disposition == "quarantined" else stats.rejected
             counts[reason] = counts.get(reason, 0) + 1
         accepted = [r for r in accepted if r["status"] == "ok"]
+
+
+def _keep_copies(
+    accepted: list[Record], duplicates: list[DuplicateInfo], stats: DatasetStats
+) -> list[list[Record]]:
+    """Mark the copies that are dropped; the kept rows, grouped (a group never straddles splits)."""
     groups: dict[str, list[Record]] = {}
     seen_ids: Counter[str] = Counter()
     for row, dup in zip(accepted, duplicates, strict=True):
@@ -252,9 +295,16 @@ def curate(
     stats.duplicate_groups = sum(1 for g in groups.values() if len(g) > 1) + len(
         {d.group for d in duplicates if d.group and not d.kept} - {k for k, g in groups.items() if len(g) > 1}
     )
+    return list(groups.values())
+
+
+def _assign_splits(
+    groups: list[list[Record]], spec: DatasetSpec, previous: dict[str, Record]
+) -> dict[str, str]:
+    """Each kept sample's split: whole groups, sticky across versions, stratified as the spec says."""
     stratify = spec.splits.stratify_by
     units = []
-    for members in groups.values():
+    for members in groups:
         first = members[0]
         if stratify is None:
             stratum = ""
@@ -265,7 +315,11 @@ def curate(
         units.append(SplitUnit(tuple(m["sample_id"] for m in members), stratum))
     ratios = {"train": spec.splits.train, "val": spec.splits.val, "test": spec.splits.test}
     previous_splits = {sid: r["split"] for sid, r in previous.items() if r.get("split")}
-    assignment = assign_splits(units, ratios, spec.splits.seed, previous_splits)
+    return assign_splits(units, ratios, spec.splits.seed, previous_splits)
+
+
+def _settle(rows: list[Record], assignment: dict[str, str], stats: DatasetStats) -> dict[str, SampleState]:
+    """Give accepted rows their split and count them; what semver compares, by sample id."""
     states: dict[str, SampleState] = {}
     for row in rows:
         row.pop("_new", None)
@@ -278,8 +332,7 @@ def curate(
                     stats.flags[flag] = stats.flags.get(flag, 0) + 1
             stats.splits[row["split"]] = stats.splits.get(row["split"], 0) + 1
     stats.samples = stats.accepted = len(states)
-    stats.privacy = privacy.counts(rows, spec.privacy)
-    return Curated(rows, stats, states, judgement.stats)
+    return states
 
 
 def _stored_keep(row: Record) -> dict[str, float] | None:
