@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/bench_hamming.py [--n 1000000] [--distances 8 10] [--check 20000]
                                                    [--layouts chosen 4 5] [--skip-previous]
+      .venv/bin/python benchmarks/bench_hamming.py --pixel-check [--png-share 0.05]
 
 The hashes: uniform random 64-bit values, 1 % of them replaced by a copy of another with each bit flipped
 with probability 0.1 (planted near pairs). For each distance it times:
@@ -129,6 +130,36 @@ def describe(n: int, distance: int, name: str) -> str:
     return f"widths {[w for _, w in layout]} radii {radii} cost {cost:,.0f}"
 
 
+def pixel_check(hashes: npt.NDArray[np.uint64], png_share: float) -> None:
+    """The identity search of the default spec (perceptual at 8 bits, exact pixels on): before, one
+    search at the pixel radius (10 bits) over every hash; now one at 8 bits plus the 10-bit search of
+    dedup.pixel_candidates, which only pairs DCT-scaled JPEGs with lossless copies of the same size.
+    Every hash here is one size; ``png_share`` of them are PNGs, the rest JPEGs."""
+    from loupe_workers.curation.dedup import PIXEL_CANDIDATE_DISTANCE, pixel_candidates
+
+    n = len(hashes)
+    rng = np.random.default_rng(1)
+    formats = np.where(rng.random(n) < png_share, "png", "jpeg")
+    records = [{"width": 1920, "height": 1080, "format": f} for f in formats.tolist()]
+    query = np.ones(n, dtype=bool)
+    figures: dict[str, float] = {}
+    for name in ("before", "now"):
+        started, cpu = time.perf_counter(), time.process_time()
+        if name == "before":
+            a, _ = hamming.hamming_pairs(hashes, PIXEL_CANDIDATE_DISTANCE, query)
+            found = len(a)
+        else:
+            a, _ = hamming.hamming_pairs(hashes, 8, query)
+            x, _ = pixel_candidates(records, hashes, query, PIXEL_CANDIDATE_DISTANCE)
+            found = len(a) + len(x)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+        figures[name] = cpu_seconds
+        ratio = f"{cpu_seconds / figures['before']:.2f}x before" if name == "now" else ""
+        print(f"n={n} default identity search ({png_share:.0%} png) {name:>6}: {seconds:7.2f} s wall "
+              f"{cpu_seconds:7.2f} s cpu {ratio:>12}  {found} pairs (target: under 22 s)")  # fmt: skip
+        sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -138,9 +169,14 @@ def main() -> None:
     parser.add_argument("--layouts", nargs="+", default=["chosen", "4"], help="'chosen' or a band count")
     parser.add_argument("--skip-previous", action="store_true")
     parser.add_argument("--check", type=int, default=20_000, help="brute-force check on this many (0: none)")
+    parser.add_argument("--pixel-check", action="store_true", help="only the default dedup search (below)")
+    parser.add_argument("--png-share", type=float, default=0.05)
     args = parser.parse_args()
     hashes = planted(args.n)
     hamming.hamming_pairs(hashes[:5000], 8)  # warm up
+    if args.pixel_check:
+        pixel_check(hashes, args.png_share)
+        return
     for distance in args.distances:
         if args.check:
             sample = hashes[: args.check]

@@ -63,3 +63,37 @@ def test_the_million_hash_layout_is_cheaper_at_distance_10() -> None:
     assert chosen == min(hamming.layout_cost(n, lay, hamming.probe_radii(lay, 10)) for lay in even)
     uniform = hamming.layout_cost(n, layout, [10 // len(layout)] * len(layout))
     assert chosen < 0.8 * uniform  # one band probed at radius 2 instead of 3
+
+
+def test_pixel_candidates_are_the_wide_pairs_a_scaled_jpeg_can_have_with_a_lossless_copy() -> None:
+    """Only a DCT-scaled JPEG and a lossless copy of the same size are searched at the pixel radius
+    (10 bits); pairs of one format, of two sizes, or of two stored samples are not."""
+    from loupe_workers.curation.dedup import pixel_candidates
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 1 << 62, 6000, dtype=np.int64).astype(np.uint64)
+    nine_bits = np.uint64(0b111111111)
+    hashes = base.copy()
+    records = [{"width": 640, "height": 480, "format": "jpeg"} for _ in range(len(base))]
+    # 0/1: jpeg vs png of one size, 9 bits apart -> a candidate
+    hashes[1] = hashes[0] ^ nine_bits
+    records[1] = {"width": 640, "height": 480, "format": "png"}
+    # 2/3: two jpegs 9 bits apart -> not (same format: the same pixels hash the same)
+    hashes[3] = hashes[2] ^ nine_bits
+    # 4/5: jpeg vs png of different sizes -> not
+    hashes[5] = hashes[4] ^ nine_bits
+    records[5] = {"width": 480, "height": 640, "format": "png"}
+    # 6/7: jpeg vs png, one size, 11 bits apart -> not
+    hashes[7] = hashes[6] ^ np.uint64(0b11111111111)
+    records[7] = {"width": 640, "height": 480, "format": "png"}
+    # 8/9: jpeg vs png, one size, 9 bits apart, both stored (not queries) -> not
+    hashes[9] = hashes[8] ^ nine_bits
+    records[9] = {"width": 640, "height": 480, "format": "png"}
+    query = np.ones(len(base), dtype=bool)
+    query[[8, 9]] = False
+    a, b = pixel_candidates(records, hashes, query, 10)
+    assert set(zip(a.tolist(), b.tolist(), strict=True)) == {(0, 1)}
+    # one format only: nothing is searched, nothing found
+    only_jpeg = [{**r, "format": "jpeg"} for r in records]
+    a, b = pixel_candidates(only_jpeg, hashes, query, 10)
+    assert len(a) == 0

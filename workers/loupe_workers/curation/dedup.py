@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from loupe_api.dataset import DedupSpec
-from loupe_workers.curation.hamming import connected_groups, cross_pairs, hamming_pairs, hex_to_u64
+from loupe_workers.curation.hamming import HashArray, connected_groups, cross_pairs, hamming_pairs, hex_to_u64
 from loupe_workers.media.decode import energy_above
 
 Record = dict[str, Any]
@@ -185,6 +185,39 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 
+SCALED_FORMATS = frozenset({"jpeg"})  # decoded at reduced scale in the DCT (media.decode: drafted)
+
+
+def pixel_candidates(
+    records: Sequence[Record], hashes: HashArray, query: BoolArray, max_distance: int
+) -> tuple[IntArray, IntArray]:
+    """Pairs (a < b) that may hold the same pixels although their hashes differ: the same size, one a
+    DCT-scaled JPEG and the other not, within ``max_distance`` bits, one of them a query record. Each
+    size is searched from its smaller side (its scaled or its other members, or its query members),
+    so a dataset of one format costs nothing here."""
+    by_size: dict[tuple[Any, Any], list[int]] = {}
+    for i, record in enumerate(records):
+        by_size.setdefault((record.get("width"), record.get("height")), []).append(i)
+    firsts: list[IntArray] = []
+    seconds: list[IntArray] = []
+    for members in by_size.values():
+        if len(members) < 2:
+            continue
+        index = np.array(members, dtype=np.int64)
+        scaled = np.array([records[i].get("format") in SCALED_FORMATS for i in members])
+        if scaled.all() or not scaled.any():
+            continue
+        new = query[index]
+        side = min((scaled, ~scaled, new), key=lambda mask: int(mask.sum()))
+        a, b = hamming_pairs(hashes[index], max_distance, side)
+        keep = (scaled[a] != scaled[b]) & (new[a] | new[b])
+        firsts.append(index[a[keep]])
+        seconds.append(index[b[keep]])
+    if not firsts:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
 def _hash_pairs(
     records: Sequence[Record], query: BoolArray, near: int, pixels: int, transforms: bool
 ) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
@@ -196,7 +229,14 @@ def _hash_pairs(
     identity: dict[tuple[int, int], int] = {}
     best: dict[tuple[int, int], int] = {}
     hashes = hex_to_u64([r["hash"] for r in records])
-    pa, pb = hamming_pairs(hashes, max(near, pixels), query)
+    # Pixel-identical copies of one format share their reduced decode, so their hashes are equal; only
+    # a DCT-scaled JPEG against a lossless copy of its pixels differs, by up to ``pixels`` bits. The
+    # wide search runs only on those pairs (pixel_candidates), the rest at the near threshold.
+    base = near if near >= 0 else (0 if pixels >= 0 else -1)
+    pa, pb = hamming_pairs(hashes, base, query)
+    if pixels > base:
+        xa, xb = pixel_candidates(records, hashes, query, pixels)
+        pa, pb = np.concatenate([pa, xa]), np.concatenate([pb, xb])
     if len(pa):
         distances = np.bitwise_count(hashes[pa] ^ hashes[pb])
         for a, b, d in zip(pa.tolist(), pb.tolist(), distances.tolist(), strict=True):
