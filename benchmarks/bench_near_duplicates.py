@@ -3,7 +3,10 @@ default spec, for Loupe without the flipped/turned hashes, and for imagededup's 
 when it is installed in a throwaway venv; images/s side by side; which copy each keep policy kept.
 
 Run:  .venv/bin/python benchmarks/bench_near_duplicates.py [--long-side 640] [--imagededup /tmp/nd-venv/bin/python]
-                                                            [--photos all|a|b]
+                                                            [--photos all|a|b] [--embedding]
+
+``--embedding`` adds two columns: dedup.embedding on (built-in MobileNetV2, cosine 0.8) with its pairs
+merged as they come (``verify: false``) and verified by ORB keypoints, directly or mirrored (the default).
 
 ``--photos a`` keeps every other photo (by sorted name) that is not a test photo (tests/support/photos.py),
 ``--photos b`` the others, the test photos included: the crop candidate and verification thresholds are
@@ -237,8 +240,32 @@ def analyse(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
 VERIFIED: dict[str, tuple[int, float]] = {}  # label -> (pairs verified, CPU seconds of verification)
 
 
+def embedding_pairs(items: list[dict[str, Any]], threshold: float) -> list[tuple[int, int]]:
+    """Index pairs (a < b) whose built-in MobileNetV2 embeddings (as the embedding stage computes them)
+    have a cosine of at least ``threshold``: what dedup.embedding hands find_duplicates."""
+    from loupe_workers.embedding.embed import EmbedConfig, Embedder, decode_for_model
+
+    embedder = Embedder(EmbedConfig())
+    vectors = []
+    for start in range(0, len(items), 32):
+        batch = items[start : start + 32]
+        pixels = np.stack([
+            decode_for_model(item["data"], embedder.size, max_pixels=100_000_000, crop=embedder.crop)
+            for item in batch
+        ])  # fmt: skip
+        vectors.append(embedder.infer([str(i) for i in range(len(batch))], pixels).vectors)
+    matrix = np.concatenate(vectors)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    similar = np.triu(matrix @ matrix.T >= threshold, k=1)
+    return [(int(a), int(b)) for a, b in zip(*np.nonzero(similar), strict=True)]
+
+
 def loupe_groups(
-    items: list[dict[str, Any]], records: list[dict[str, Any]], spec: DedupSpec, label: str = ""
+    items: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    spec: DedupSpec,
+    label: str = "",
+    extra: list[tuple[int, int]] | None = None,
 ) -> tuple[set[tuple[int, int]], dict[int, int], float, dict[int, str]]:
     data = {r["sample_id"]: item["data"] for r, item in zip(records, items, strict=True)}
     verifier = geometry.Verifier(
@@ -247,7 +274,7 @@ def loupe_groups(
     )  # fmt: skip
     spent = [0.0]
 
-    def verify(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def verify(a: dict[str, Any], b: dict[str, Any]) -> float | None:
         begin = time.process_time()
         try:
             return verifier(a, b)
@@ -267,7 +294,7 @@ def loupe_groups(
     result = find_duplicates(
         records, spec, is_new=[True] * len(records), previously_kept=set(),
         pixel_digest=lambda r: decoded(r)[0], keep_measures=lambda r: decoded(r)[1] or None,
-        verify=verify,
+        verify=verify, extra_pairs=extra or [],
     )  # fmt: skip
     elapsed = time.process_time() - start
     VERIFIED[label] = (verifier.checked, spent[0])
@@ -443,6 +470,11 @@ def main(argv: list[str] | None = None) -> int:
         "--imagededup", default="/tmp/nd-venv/bin/python", help="python of a venv with imagededup"
     )
     parser.add_argument("--photos", choices=("all", "a", "b"), default="all", help="all photos or one half")
+    parser.add_argument(
+        "--embedding",
+        action="store_true",
+        help="also dedup.embedding on (threshold 0.8), unverified and verified",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -465,10 +497,25 @@ def main(argv: list[str] | None = None) -> int:
                 {"perceptual": {"transforms": False, "crops": False}}
             ),
         }
+        extra: dict[str, list[tuple[int, int]]] = {}
+        if args.embedding:
+            started = time.process_time()
+            near = embedding_pairs(items, 0.8)
+            print(
+                f"embeddings: {len(near)} pairs at cosine >= 0.8 ({time.process_time() - started:.1f} CPU s)"
+            )
+            for label, verify in (
+                ("loupe + embedding, unverified", False),
+                ("loupe + embedding, verified", True),
+            ):
+                variants[label] = DedupSpec.model_validate(
+                    {"embedding": {"threshold": 0.8, "verify": verify}}
+                )
+                extra[label] = near
         kept: dict[str, dict[int, int]] = {}
         reasons: dict[int, str] = {}
         for label, spec in variants.items():
-            pairs, keeper, group_s, why = loupe_groups(items, records, spec, label)
+            pairs, keeper, group_s, why = loupe_groups(items, records, spec, label, extra.get(label))
             checked, verify_s = VERIFIED[label]
             rows[label] = report(label, items, pairs, analyse_s + group_s)
             # images per CPU-second of decode + hashes, and of decode + hashes + crop verification

@@ -8,11 +8,16 @@ from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 
+from loupe_api.access import AccessSpec, AccessStats, Use
 from loupe_api.common import ApiModel, Condition, GateAction, ObjectMeta, SecretReference, cel_rules
 from loupe_api.constants import KIND_DATASET
-from loupe_api.labels import ALL_SOURCES, LabelMappingStats, LabelsSpec
+from loupe_api.label_qa import LabelQaCounts
+from loupe_api.labels import ALL_SOURCES, LabelErrorStats, LabelMappingStats, LabelsSpec
 from loupe_api.outliers import RelativeGate
-from loupe_api.retention import RetentionSpec
+from loupe_api.renditions import Renditions
+from loupe_api.retention import RetentionSpec, RetentionStatus
+from loupe_api.sampling import EMBEDDING_STRATEGIES, SamplingCounts, SamplingSpec
+from loupe_api.synthetic import SyntheticCounts, SyntheticSpec
 
 ImageFormat = Literal["jpeg", "png", "webp", "bmp", "tiff", "gif"]
 ALL_IMAGE_FORMATS: tuple[ImageFormat, ...] = ("jpeg", "png", "webp", "bmp", "tiff", "gif")
@@ -53,7 +58,12 @@ class StorageSpec(ApiModel):
         "(./.loupe in embedded mode).",
     )
     endpoint: str | None = Field(default=None, description="S3 endpoint URL for S3-compatible stores.")
-    region: str | None = Field(default=None, description="S3 region.")
+    region: str | None = Field(
+        default=None,
+        description="Where the store lives: the S3 region, or a region label for a folder store (eu, "
+        "eu-west-1). Every source's residency must contain it (eu contains eu-west-1), or the run is "
+        "refused before anything is copied.",
+    )
     credentials_secret_ref: SecretReference | None = Field(
         default=None, description="Secret holding the S3 credentials."
     )
@@ -372,6 +382,12 @@ class EmbeddingDedup(ApiModel):
         le=1,
         description="Cosine similarity at or above which two samples are near duplicates.",
     )
+    verify: bool = Field(
+        default=True,
+        description="Merge an embedding pair only when ORB keypoints of the two images agree on one "
+        "rotation-scale-shift transform, directly or mirrored (perceptual.minInliers and minInlierRatio): "
+        "two photos of one scene are often as similar as a photo and its crop.",
+    )
 
 
 class DedupSpec(ApiModel):
@@ -642,6 +658,15 @@ class DriftSpec(ApiModel):
 class DatasetSpec(ApiModel):
     """A curated, versioned dataset built from one or more sources."""
 
+    model_config = cel_rules(
+        (
+            "!has(self.sampling) || !has(self.sampling.strategy) || "
+            "!(self.sampling.strategy in ['kCenter', 'uniqueness']) || "
+            "(has(self.embedding) && has(self.embedding.enabled) && self.embedding.enabled)",
+            "sampling.strategy kCenter and uniqueness select on embeddings: set spec.embedding.enabled: true",
+        )
+    )
+
     sources: list[SourceRef] = Field(min_length=1, description="IngestSources the samples come from.")
     storage: StorageSpec = Field(default_factory=StorageSpec, description="Where versions are stored.")
     quality_gates: QualityGates = Field(default_factory=QualityGates, description="Quality gates.")
@@ -664,6 +689,42 @@ class DatasetSpec(ApiModel):
         description="One taxonomy across sources: the dataset's classes, each source's class names "
         "mapped to them, and what happens to an unmapped class.",
     )
+    synthetic: SyntheticSpec = Field(
+        default_factory=SyntheticSpec,
+        description="Synthetic samples: how they are marked, capped, kept out of val and test, and "
+        "compared with real ones.",
+    )
+    use: Use | None = Field(
+        default=None,
+        description="What the dataset serves: training, evaluation or research. A source whose "
+        "allowedUses do not name it is handled by spec.access; a dataset reading a source with "
+        "allowedUses must declare it.",
+    )
+    access: AccessSpec = Field(
+        default_factory=AccessSpec,
+        description="The highest source classification the dataset may hold, and whether a source "
+        "that breaks a rule has its samples left out or refuses the version.",
+    )
+    renditions: Renditions = Field(
+        default_factory=dict,
+        description="Named derived forms of every accepted sample (e.g. train-1024: jpeg, maxSide 1024, "
+        "sRGB, EXIF stripped), computed once per sample and parameters, shared across versions and "
+        "datasets; exports and readers stream them instead of the raw bytes when asked.",
+    )
+    sampling: SamplingSpec | None = Field(
+        default=None,
+        description="A budget of samples (overall, per class, per stratum) chosen by a strategy; the rest "
+        "are left out with reason sampling, kept to label next. Off by default.",
+    )
+
+    @model_validator(mode="after")
+    def _sampling_inputs(self) -> DatasetSpec:
+        strategy = self.sampling.strategy if self.sampling is not None else None
+        if strategy in EMBEDDING_STRATEGIES and not self.embedding.enabled:
+            raise ValueError(
+                f"sampling.strategy {strategy} selects on embeddings: set spec.embedding.enabled: true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _mapped_sources_exist(self) -> DatasetSpec:
@@ -673,6 +734,10 @@ class DatasetSpec(ApiModel):
             raise ValueError(
                 f"labels.mapping names {', '.join(unknown)}, not a source of spec.sources "
                 f"({', '.join(sorted(names))}; * maps every source)"
+            )
+        if self.labels.golden is not None and self.labels.golden not in names:
+            raise ValueError(
+                f"labels.golden names {self.labels.golden}, not a source of spec.sources ({', '.join(sorted(names))})"
             )
         return self
 
@@ -715,6 +780,13 @@ class DatasetStats(ApiModel):
     embedding_pairs: int = Field(
         default=0, description="Near-duplicate pairs found by embedding similarity (before grouping)."
     )
+    renditions_computed: int = Field(
+        default=0, description="Renditions (spec.renditions) rendered and written by this run."
+    )
+    renditions_reused: int = Field(
+        default=0,
+        description="Renditions already in the store (an earlier version or another dataset made them).",
+    )
     privacy: dict[str, int] = Field(
         default_factory=dict,
         description="Privacy counts: samples with a face or plate (face, plate), restricted samples "
@@ -722,6 +794,20 @@ class DatasetStats(ApiModel):
     )
     label_mapping: LabelMappingStats | None = Field(
         default=None, description="What spec.labels did: unmapped classes per source, renamed samples."
+    )
+    label_qa: LabelQaCounts | None = Field(
+        default=None,
+        description="Label QA across label sets (counts; agreement figures are in the version record).",
+    )
+    access: AccessStats | None = Field(
+        default=None,
+        description="Residency and access decisions per source: its rules, included or excluded, why.",
+    )
+    label_errors: LabelErrorStats | None = Field(
+        default=None, description="What spec.labels.errors found: samples checked, candidates kept."
+    )
+    sampling: SamplingCounts | None = Field(
+        default=None, description="What spec.sampling did: candidates, selected, left out (counts)."
     )
 
 
@@ -783,6 +869,14 @@ class DatasetStatus(ApiModel):
     lineage_uri: str | None = Field(default=None, description="Lineage records of the current version.")
     health: HealthSummary | None = Field(default=None, description="Health of the current version.")
     drift: DriftSummary | None = Field(default=None, description="Drift of the current version's new data.")
+    retention: RetentionStatus | None = Field(
+        default=None,
+        description="The operator's last gc job (spec.retention.schedule): what it expired and freed.",
+    )
+    synthetic: SyntheticCounts | None = Field(
+        default=None,
+        description="Real and synthetic samples of the current version (when it has synthetic ones).",
+    )
 
 
 class Dataset(ApiModel):

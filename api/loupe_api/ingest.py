@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from loupe_api.access import Classification, RegionLabel, Use
 from loupe_api.common import ApiModel, Condition, Duration, ObjectMeta, SecretReference, cel_rules
 from loupe_api.constants import KIND_INGEST_SOURCE
 
@@ -133,6 +134,27 @@ class IngestSourceSpec(ApiModel):
     labels: LabelImport | None = Field(default=None, description="Annotation import.")
     poll_interval: Duration | None = Field(
         default=None, description="Rescan the source this often (e.g. 5m). Empty: scan on change only."
+    )
+    synthetic: bool = Field(
+        default=False,
+        description="Every sample of this source is synthetic (rendered or generated): counted apart, "
+        "kept out of val and test by default (Dataset spec.synthetic).",
+    )
+    residency: RegionLabel | None = Field(
+        default=None,
+        description="Where the source's data may be stored: a jurisdiction or region label (eu, us, de, "
+        "eu-west-1). A dataset whose spec.storage.region is not within it (eu contains eu-west-1) is "
+        "refused before anything is copied. Empty: anywhere.",
+    )
+    allowed_uses: list[Use] = Field(
+        default_factory=list,
+        description="What the data may be used for (training, evaluation, research); a dataset whose "
+        "spec.use is not listed leaves the source's samples out or is refused (spec.access). Empty: any use.",
+    )
+    classification: Classification = Field(
+        default="internal",
+        description="How sensitive the data is: public, internal, confidential or restricted (ordered); "
+        "a dataset holds sources up to its spec.access.maxClassification.",
     )
 
     @model_validator(mode="after")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from loupe_api.common import ApiModel, SecretReference
@@ -30,6 +32,11 @@ class RunRequest(ApiModel):
         default=False,
         description="Accept a listing that lost more than versioning.maxRemovedFraction of the current "
         "version's objects (a removal that is intended).",
+    )
+    kind: Literal["run", "gc"] = Field(
+        default="run",
+        description="run: build the next version; gc: apply spec.retention (expiry, tiers) and collect "
+        "garbage, recording a GcResult in storage.",
     )
 
     def secrets(self) -> dict[str, SecretReference]:

@@ -2,11 +2,15 @@
 does the operator; `tests/storage/test_storage_keys.py` checks that no other module builds them.
 
     blobs/sha256/<2>/<sha256>                                  raw bytes, content-addressed, shared
+    renditions/<params digest>/<2>/<source sha256>.<ext>       derived forms, by source and params, shared
     datasets/<dataset>/versions/<X.Y.Z>.json                   version records (the commit point)
     datasets/<dataset>/tags/<name>.json                        tags
     datasets/<dataset>/expired/<X.Y.Z>.json                    tombstones of expired versions
+    datasets/<dataset>/tiers/<X.Y.Z>.json                      the storage tier of a version's bytes
+    datasets/<dataset>/gc/<job id>.json                        what a gc job did (read by the operator)
     datasets/<dataset>/parts/<sha256>.parquet                  manifest parts, content-addressed
-    datasets/<dataset>/runs/<run id>/...                       a run's part lists, analysis, ANN index
+    datasets/<dataset>/runs/<run id>/...                       a run's part lists, analysis, ANN index,
+                                                               label-error candidates
     datasets/<dataset>/reviews/<X.Y.Z>/predictions.parquet     imported predictions (review queue)
     embeddings/<model id>/parts/<digest>.parquet               embeddings by sha256, shared
     models/<2>/<sha256 of the model URI>.json                  model -> run -> version lineage
@@ -20,6 +24,7 @@ import hashlib
 import re
 
 BLOBS = "blobs/"
+RENDITIONS = "renditions/"
 DATASETS = "datasets/"
 EMBEDDINGS = "embeddings/"
 MODELS = "models/"
@@ -33,6 +38,12 @@ VERSION_RECORD = re.compile(r"datasets/(?P<dataset>.+)/versions/\d+\.\d+\.\d+\.j
 def blob_key(sha256: str) -> str:
     """Content address of raw bytes."""
     return f"{BLOBS}sha256/{sha256[:2]}/{sha256}"
+
+
+def rendition_key(params_digest: str, source_sha256: str, extension: str) -> str:
+    """A rendition of raw bytes under one parameter set (RenditionSpec.digest): deterministic bytes, so
+    the key alone says whether it was computed, by any version or dataset of the store."""
+    return f"{RENDITIONS}{params_digest}/{source_sha256[:2]}/{source_sha256}.{extension}"
 
 
 def blob_prefix() -> str:
@@ -74,6 +85,20 @@ def expired_key(dataset: str, version: str) -> str:
     return f"{dataset_prefix(dataset)}/expired/{version}.json"
 
 
+def tiers_prefix(dataset: str) -> str:
+    return f"{dataset_prefix(dataset)}/tiers/"
+
+
+def tier_key(dataset: str, version: str) -> str:
+    """Where a version's sample bytes were moved (a storage class), when they were."""
+    return f"{tiers_prefix(dataset)}{version}.json"
+
+
+def gc_result_key(dataset: str, job_id: str) -> str:
+    """The result record of one gc job."""
+    return f"{dataset_prefix(dataset)}/gc/{job_id}.json"
+
+
 def reviews_prefix(dataset: str, version: str) -> str:
     return f"{dataset_prefix(dataset)}/reviews/{version}/"
 
@@ -86,6 +111,11 @@ def index_keys(dataset: str, run_id: str, model: str) -> tuple[str, str]:
     """The embedding ANN index of a run: the serialised faiss graph and the sha256 of each row."""
     base = f"{run_prefix(dataset, run_id)}/embedding-index/{model}"
     return f"{base}.faiss", f"{base}.ids"
+
+
+def label_errors_key(dataset: str, run_id: str) -> str:
+    """The label-error candidates of a run (spec.labels.errors), ranked, one row per candidate."""
+    return f"{run_prefix(dataset, run_id)}/label-errors.parquet"
 
 
 def embedding_parts_prefix(model: str) -> str:

@@ -40,6 +40,48 @@ def class_key(name: str) -> str:
     return _ALIAS_NOISE.sub("", name).casefold()
 
 
+LabelErrorMethod = Literal["neighbours", "predictions", "both"]
+
+
+class LabelErrorsSpec(ApiModel):
+    """Label-error candidates without a second annotator: samples whose label disagrees with their
+    neighbourhood in embedding space, or with a confident imported prediction (confident learning)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Find label-error candidates in every version (embeds the samples with "
+        "spec.embedding.model, even when spec.embedding is off) and send them to the review queue.",
+    )
+    method: LabelErrorMethod = Field(
+        default="both",
+        description="neighbours (the k nearest samples by embedding), predictions (imported predictions, "
+        "confident learning: another class above its per-class threshold beats the label) or both.",
+    )
+    k: int = Field(default=10, ge=1, le=100, description="Neighbours each labelled sample is compared with.")
+    min_score: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Smallest score kept: 1 minus the similarity-weighted share of the sample's own label "
+        "among its neighbours, or the margin by which a confident prediction beats the label.",
+    )
+    max_candidates: int = Field(
+        default=200, ge=1, le=100_000, description="Candidates kept per version, highest score first."
+    )
+
+
+class LabelErrorStats(ApiModel):
+    """What the label-error search found in one version (absent when spec.labels.errors is off)."""
+
+    method: LabelErrorMethod = Field(description="spec.labels.errors.method of the version.")
+    k: int = Field(default=10, description="spec.labels.errors.k of the version.")
+    min_score: float = Field(default=0.5, description="spec.labels.errors.minScore of the version.")
+    max_candidates: int = Field(default=200, description="spec.labels.errors.maxCandidates of the version.")
+    checked: int = Field(default=0, description="Labelled samples with an embedding that were compared.")
+    candidates: int = Field(default=0, description="Candidates kept (at most maxCandidates).")
+    uri: str = Field(default="", description="Key of the candidates file (Parquet) in the store.")
+
+
 class LabelsSpec(ApiModel):
     """The dataset's classes, how each source's class names map to them, and what happens to a class
     that is not mapped."""
@@ -59,6 +101,33 @@ class LabelsSpec(ApiModel):
         description="A sample whose class (or a box's class) is not mapped: keep (its source class "
         "stays, counted), unknown (labelled unknown), drop (left out, reason unmapped_label) or refuse "
         "(the run fails with reason UnmappedLabels, listing the classes; the current version stays).",
+    )
+    # label QA across label sets (loupe_api.label_qa): each source labelling the same bytes is one set
+    golden: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The source whose labels are ground truth: its label wins the consensus where it "
+        "labels a sample, and every other source's accuracy (precision, recall per class) is measured "
+        "against it.",
+    )
+    min_agreement: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="Floor of the label sets' kappa (Cohen's for two sets, Fleiss' for more; the box "
+        "agreement when no sample has two classes): below it the version is refused (reason "
+        "LabelAgreementTooLow) and the current version stays. Empty: no floor.",
+    )
+    box_iou: float | None = Field(  # None (0.5) keeps specs written before it at the same digest
+        default=None,
+        gt=0,
+        le=1,
+        description="IoU at which two label sets' boxes of one class match (box agreement, consensus "
+        "boxes). Empty: 0.5.",
+    )
+    errors: LabelErrorsSpec = Field(
+        default_factory=LabelErrorsSpec,
+        description="Label-error candidates from embedding neighbours and imported predictions (off by default).",
     )
 
     @field_validator("classes")
@@ -105,7 +174,12 @@ class LabelsSpec(ApiModel):
         """Digest of the taxonomy, mapping and action: versions compare it to tell a mapping change."""
         if not self.active():
             return ""
-        text = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        # errors finds candidates and renames nothing: it is no mapping change
+        # nor do golden, minAgreement and boxIou: a consensus they change shows as relabelled samples
+        qa = {"golden", "min_agreement", "box_iou"}
+        text = json.dumps(
+            self.model_dump(mode="json", by_alias=True, exclude={"errors", *qa}), sort_keys=True
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -10,7 +10,10 @@ from pydantic import Field
 
 from loupe_api.common import ApiModel
 from loupe_api.dataset import DatasetStats, DriftSummary, HealthSummary
+from loupe_api.label_qa import LabelQaStats
 from loupe_api.outliers import RelativeGateStats
+from loupe_api.sampling import SamplingSummary
+from loupe_api.synthetic import SyntheticSummary
 
 Bump = Literal["major", "minor", "patch"]
 
@@ -92,6 +95,18 @@ class VersionRecord(ApiModel):
     outliers: list[RelativeGateStats] = Field(
         default_factory=list,
         description="Per-stratum statistics of the gates' relative sections (dataset-relative outliers).",
+    )
+    sampling: SamplingSummary | None = Field(
+        default=None,
+        description="How spec.sampling chose the samples: budgets, strategy, per class and stratum.",
+    )
+    label_qa: LabelQaStats | None = Field(
+        default=None,
+        description="Agreement of the label sets (sources labelling the same bytes), consensus and golden accuracy.",
+    )
+    synthetic: SyntheticSummary | None = Field(
+        default=None,
+        description="Real and synthetic counts and the synthetic-to-real gap (when there are synthetic samples).",
     )
 
 

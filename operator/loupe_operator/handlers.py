@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -14,10 +15,11 @@ from pydantic import ValidationError
 from loupe_api import openlineage
 from loupe_api.common import SecretReference, parse_duration
 from loupe_api.constants import GROUP, VERSION
-from loupe_api.dataset import COMMIT_ANNOTATION, DatasetSpec, DatasetStatus
+from loupe_api.dataset import COMMIT_ANNOTATION, DatasetSpec, DatasetStatus, RayMode
 from loupe_api.ingest import IngestSourceSpec, IngestSourceStatus, ScanSummary
 from loupe_api.jobs import RunRequest
-from loupe_api.keys import model_key, result_key
+from loupe_api.keys import gc_result_key, model_key, result_key
+from loupe_api.retention import GcResult, RetentionStatus
 from loupe_api.retrain import RetrainPolicySpec, RetrainPolicyStatus, RetrainRun, TrainingResult
 from loupe_api.retry import TransientRefusal
 from loupe_api.triggers import manifest_file_keys, run_environment
@@ -27,7 +29,13 @@ from loupe_operator.adapters.launchers import KubeRayLauncher, Launcher, LocalLa
 from loupe_operator.adapters.storage import StoreLocation, scan_source
 from loupe_operator.manifests.rayjob import KubeRayDefaults, Owner
 from loupe_operator.reconcile.conditions import set_condition
-from loupe_operator.reconcile.dataset import Event, Observed, reconcile_dataset
+from loupe_operator.reconcile.dataset import (
+    Decision,
+    Event,
+    Observed,
+    reconcile_dataset,
+    reconcile_retention,
+)
 from loupe_operator.reconcile.retrain import (
     PolicyObserved,
     action_kind,
@@ -278,25 +286,24 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
         live = launcher.observe(status.job.id) if status.job is not None else None
     except TransientRefusal as exc:
         retry_later("RayUnavailable", f"{exc}; retrying in 30 s", 30, exc)
-    decision = reconcile_dataset(
-        Observed(
-            name=name,
-            generation=generation,
-            spec=spec,
-            status=status,
-            now=_now(),
-            mode=mode,
-            missing_sources=missing,
-            source_digests=digests,
-            versions=versions,
-            job=live,
-            max_attempts=SETTINGS.max_attempts,
-            retry_backoff_seconds=SETTINGS.retry_backoff_seconds,
-            poll_seconds=SETTINGS.poll_seconds,
-            store_uri=store_uri,
-            commit_request=str((body.metadata.annotations or {}).get(COMMIT_ANNOTATION, "")),
-        )
+    observed = Observed(
+        name=name,
+        generation=generation,
+        spec=spec,
+        status=status,
+        now=_now(),
+        mode=mode,
+        missing_sources=missing,
+        source_digests=digests,
+        versions=versions,
+        job=live,
+        max_attempts=SETTINGS.max_attempts,
+        retry_backoff_seconds=SETTINGS.retry_backoff_seconds,
+        poll_seconds=SETTINGS.poll_seconds,
+        store_uri=store_uri,
+        commit_request=str((body.metadata.annotations or {}).get(COMMIT_ANNOTATION, "")),
     )
+    decision = reconcile_dataset(observed)
     if decision.launch is not None:
         request = RunRequest(
             dataset=dataset_key, spec=spec, sources=sources, store_uri=store_uri,
@@ -309,6 +316,7 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
             kept = f"; version {status.current_version} stays current" if status.current_version else ""
             retry_later("RayUnavailable", f"{exc}{kept}; retrying in 30 s", 30, exc)
         metrics.RUNS.labels("started", mode).inc()
+    _retention(body, replace(observed, status=decision.status), decision, launcher, location, spec, mode)
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         if event.reason == "JobSucceeded":
@@ -330,6 +338,33 @@ def _reconcile_dataset(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) 
                     decision.status.job.state if decision.status.job else None)  # fmt: skip
     metrics.RECONCILES.labels("Dataset", "ok").inc()
     metrics.RECONCILE_SECONDS.labels("Dataset").observe(time.monotonic() - started)
+
+
+def _retention(body: kopf.Body, observed: Observed, decision: Decision, launcher: Launcher,
+               location: StoreLocation, spec: DatasetSpec, mode: RayMode) -> None:  # fmt: skip
+    """spec.retention on Kubernetes: fold in the last gc job's result, start the next one when due."""
+    state, namespace = observed.status.retention, body.metadata.namespace or "default"
+    dataset_key = f"{namespace}/{observed.name}"
+    live, result = None, None
+    if state is not None and state.job_id and state.job_state in ("Pending", "Running"):
+        live = launcher.observe(state.job_id)
+        if live is not None and live.state == "Succeeded":
+            raw = location.read_optional(gc_result_key(dataset_key, state.job_id))
+            result = GcResult.model_validate_json(raw) if raw is not None else None
+    stamp = body.metadata.get("creationTimestamp")
+    created = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else observed.now
+    gc = reconcile_retention(observed, created, live, result)
+    if gc.launch is not None:
+        request = RunRequest(dataset=dataset_key, spec=spec, sources={}, store_uri=location.uri, kind="gc",
+                             store_endpoint=location.endpoint, store_region=location.region, run_id=gc.launch)  # fmt: skip
+        owner = Owner(f"{GROUP}/{VERSION}", "Dataset", observed.name, body.metadata.uid or "", namespace)
+        try:
+            launcher.launch(gc.launch, request, _job_env(mode, namespace, request), owner)
+        except TransientRefusal:
+            return  # nothing started: the status keeps the previous gc, and the next reconcile retries
+    if gc.state != RetentionStatus():
+        decision.status.retention = gc.state
+    decision.events.extend(gc.events)
 
 
 @kopf.on.resume(GROUP, VERSION, "datasets")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from PIL import ExifTags, Image, ImageEnhance
+from PIL import ExifTags, Image, ImageEnhance, ImageOps
 
 from loupe_api.dataset import DedupSpec
 from loupe_workers.compute.process import ProcessSettings, process_image
@@ -432,3 +432,41 @@ def test_old_samples_are_not_compared_again(corpus: Corpus) -> None:
 
 def test_empty_input() -> None:
     assert find_duplicates([], DedupSpec(), is_new=[], previously_kept=set(), pixel_digest=lambda r: "") == []
+
+
+def test_embedding_pairs_merge_only_when_keypoints_agree_directly_or_mirrored(tmp_path: Path) -> None:
+    """dedup.embedding hands over pairs by cosine alone; with verify (the default) a pair merges only
+    when ORB keypoints agree on one transform: a mirrored crop of a photo (which no hash finds) joins it,
+    two different photos that an embedding called close do not. ``verify: false`` merges both."""
+    from loupe_workers.curation.geometry import Verifier
+
+    c = Corpus(tmp_path)
+    astronaut = _photo("astronaut")
+    w, h = astronaut.size
+    mirrored_crop = ImageOps.mirror(astronaut).crop(
+        (int(w * 0.1), int(h * 0.05), int(w * 0.9), int(h * 0.85))
+    )
+    keys = ["a/astronaut.jpg", "a/astronaut_mirrored_crop.jpg", "b/chelsea.jpg", "b/coffee.jpg"]
+    for key, image in zip(keys, (astronaut, mirrored_crop, _photo("chelsea"), _photo("coffee")), strict=True):
+        c.add(key, encode(image))
+    records = [c.records[k] for k in keys]
+    verifier = Verifier(lambda sha: c.blobs.get(blob_key(sha)), max_pixels=100_000_000, memory_limit=1 << 30)
+    pairs = [(0, 1), (2, 3)]  # what an embedding search at a loose threshold would hand over
+
+    def groups(verify: bool, extra: list[tuple[int, int]]) -> list[str | None]:
+        spec = DedupSpec.model_validate(
+            {"perceptual": {"crops": False}, "embedding": {"threshold": 0.8, "verify": verify}}
+        )
+        result = find_duplicates(
+            records, spec, is_new=[True] * 4, previously_kept=set(), pixel_digest=c.pixel_digest,
+            extra_pairs=extra, verify=verifier,
+        )  # fmt: skip
+        return [info.group for info in result]
+
+    alone = groups(True, [])
+    assert alone[0] is None or alone[0] != alone[1]  # no hash finds the mirrored crop
+    checked = groups(True, pairs)
+    assert checked[0] is not None and checked[0] == checked[1]
+    assert checked[2] is None or checked[2] != checked[3]
+    unchecked = groups(False, pairs)
+    assert unchecked[2] is not None and unchecked[2] == unchecked[3]

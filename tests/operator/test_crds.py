@@ -19,6 +19,7 @@ from loupe_api.dataset import Dataset, DatasetSpec, DatasetStatus, QualityGates,
 from loupe_api.ingest import IngestSourceSpec, IngestSourceStatus, LabelImport, VideoSampling
 from loupe_api.resources import parse_resource
 from loupe_api.retrain import RetrainAction, RetrainPolicySpec, RetrainPolicyStatus
+from loupe_api.sampling import SamplingSpec
 
 HAVE_JSONSCHEMA = importlib.util.find_spec("jsonschema") is not None
 NO_JSONSCHEMA = "jsonschema is not installed (it is not a Loupe dependency)"
@@ -475,7 +476,12 @@ RULE_PLACES: dict[str, dict[Path, type[BaseModel]]] = {
         ("spec", "video"): VideoSampling,
         ("spec", "labels"): LabelImport,
     },
-    "Dataset": {("spec", "splits"): SplitSpec, ("spec", "ray"): RaySpec},
+    "Dataset": {
+        ("spec", "splits"): SplitSpec,
+        ("spec", "ray"): RaySpec,
+        ("spec",): DatasetSpec,  # sampling strategies that need spec.embedding
+        ("spec", "sampling"): SamplingSpec,
+    },
     "RetrainPolicy": {("spec", "action"): RetrainAction},
 }
 CEL_RESERVED = {"in", "as", "break", "const", "continue", "else", "false", "for", "function", "if"} | {

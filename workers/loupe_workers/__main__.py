@@ -10,9 +10,13 @@ import os
 import sys
 from pathlib import Path
 
-from loupe_api.jobs import FAILURE_PREFIX, RESULT_PREFIX, RunFailure, RunRequest
+from loupe_api.dataset import DatasetStats
+from loupe_api.jobs import FAILURE_PREFIX, RESULT_PREFIX, RunFailure, RunRequest, RunResult
 from loupe_workers.compute.executor import make_executor
 from loupe_workers.pipeline.run import RunError, run_dataset
+from loupe_workers.storage.store import open_store
+from loupe_workers.versioning.tiers import gc_summary, run_gc_job
+from loupe_workers.versioning.versions import list_versions
 
 
 def main(argv: list[str]) -> int:
@@ -27,6 +31,9 @@ def main(argv: list[str]) -> int:
     else:
         text = Path(source).read_text()
     request = RunRequest.model_validate_json(text)
+    if request.kind == "gc":  # retention on a schedule: no Ray, no sources
+        sys.stdout.write(RESULT_PREFIX + gc_job(request).model_dump_json(by_alias=True) + "\n")
+        return 0
     # LOUPE_EXECUTOR=inline runs without starting Ray (a local-mode job on a laptop or in tests)
     executor = make_executor(
         os.environ.get("LOUPE_EXECUTOR", "ray"), parallelism=request.spec.ray.parallelism
@@ -39,6 +46,18 @@ def main(argv: list[str]) -> int:
         return 1
     sys.stdout.write(RESULT_PREFIX + result.model_dump_json(by_alias=True) + "\n")
     return 0
+
+
+def gc_job(request: RunRequest) -> RunResult:
+    """Expire, tier and collect for one dataset; the GcResult goes to storage, a summary to the log."""
+    secret = request.spec.storage.credentials_secret_ref
+    store = open_store(request.store_uri, endpoint=request.store_endpoint, region=request.store_region,
+                       credentials_secret=secret.name if secret else None)  # fmt: skip
+    job_id = request.run_id or "gc"
+    done = run_gc_job(store, request.dataset, request.spec.retention, job_id)
+    versions = list_versions(store, request.dataset)
+    return RunResult(dataset=request.dataset, run_id=job_id, stats=DatasetStats(), message=gc_summary(done),
+                     current_version=versions[-1].version if versions else None, expired=done.expired)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from loupe_api.dataset import (
     RayMode,
     VersionSummary,
 )
+from loupe_api.retention import GcResult, RetentionSpec, RetentionStatus
+from loupe_api.triggers import latest_schedule_slot
 from loupe_api.versions import VersionRecord, absolute_uri
 from loupe_operator.reconcile.conditions import set_condition
 
@@ -114,6 +116,7 @@ def _apply_versions(status: DatasetStatus, observed: Observed) -> None:
     if status.health is not None and status.health.report_uri:
         status.health.report_uri = absolute_uri(observed.store_uri, status.health.report_uri)
     status.drift = latest.drift
+    status.synthetic = latest.synthetic.overall if latest.synthetic is not None else None  # counts only
 
 
 def reconcile_dataset(observed: Observed) -> Decision:
@@ -250,4 +253,81 @@ def reconcile_dataset(observed: Observed) -> Decision:
     )
     condition("Progressing", "True", "JobStarted", f"job {launch.id} started")
     ready_from_versions()
+    return decision
+
+
+# ---- retention: the gc job ------------------------------------------------------------------------
+
+
+def gc_due(
+    spec: RetentionSpec, state: RetentionStatus, current_version: str | None, created: datetime, now: datetime
+) -> tuple[str, datetime | None] | None:
+    """(why, schedule slot) when a gc job is due: at each slot of spec.retention.schedule, else after each
+    new version; never when retention has nothing to do or no version exists yet."""
+    if not (spec.active() or spec.tiers or spec.schedule) or current_version is None:
+        return None
+    if spec.schedule:
+        slot = latest_schedule_slot(spec.schedule, state.last_slot or created, now)
+        return (f"schedule {spec.schedule}", slot) if slot is not None else None
+    if state.last_version != current_version:
+        return f"version {current_version}", None
+    return None
+
+
+def gc_job_id(name: str, why: str) -> str:
+    """The same dataset and slot (or version) always give the same gc job: idempotent launches."""
+    return f"loupe-gc-{name[:40]}-{hashlib.sha256(why.encode()).hexdigest()[:10]}"
+
+
+@dataclass
+class RetentionDecision:
+    state: RetentionStatus
+    launch: str | None = None  # the gc job id to start
+    events: list[Event] = field(default_factory=list)
+
+
+def reconcile_retention(
+    observed: Observed,
+    created: datetime,
+    job: JobObservation | None = None,
+    result: GcResult | None = None,
+) -> RetentionDecision:
+    """The next retention status: fold in a finished gc job (its GcResult), and start the next one when
+    due. ``job`` is the live gc job recorded in status, ``result`` what it wrote to storage."""
+    state = (observed.status.retention or RetentionStatus()).model_copy(deep=True)
+    decision = RetentionDecision(state)
+    if state.job_id and state.job_state in ACTIVE_STATES:
+        live = job or JobObservation("Failed", "the gc job can no longer be found")
+        state.job_state = live.state
+        if live.state in ACTIVE_STATES:
+            return decision
+        if live.state == "Succeeded" and result is not None:
+            state.last_gc_time, state.expired_versions = result.time, result.expired
+            state.tiered, state.freed_bytes = result.tiered, result.freed_bytes
+            moved = ", ".join(f"{v} to {c}" for v, c in sorted(result.tiered.items()))
+            state.message = (f"expired {', '.join(result.expired) or 'none'}; freed {result.freed_bytes} bytes "
+                             f"in {result.deleted} objects" + (f"; moved {moved}" if moved else "")
+                             + (f"; nothing collected: {result.skipped}" if result.skipped else ""))  # fmt: skip
+            decision.events.append(
+                Event("Normal", "GarbageCollected", f"gc job {state.job_id}: {state.message}")
+            )
+        else:
+            state.job_state = "Failed"
+            state.message = f"gc job {state.job_id} failed: {live.message or 'it wrote no result'}"
+            decision.events.append(Event("Warning", "GarbageCollectionFailed", state.message))
+    run = observed.status.job
+    if run is not None and run.state in ACTIVE_STATES:
+        return decision  # a gc now would only wait for the run's lease; the next reconcile starts it
+    current = observed.versions[-1].version if observed.versions else None
+    due = gc_due(observed.spec.retention, state, current, created, observed.now)
+    if due is None:
+        return decision
+    why, slot = due
+    if slot is not None:
+        state.last_slot = slot
+    state.last_version = current
+    state.job_id = gc_job_id(observed.name, f"{why} {slot.isoformat() if slot else ''}")
+    state.job_state = "Pending"
+    decision.launch = state.job_id
+    decision.events.append(Event("Normal", "GcJobStarted", f"gc job {state.job_id} started ({why})"))
     return decision

@@ -30,15 +30,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from loupe_api import openlineage
+from loupe_api.access import ALL_USES, AccessStats
 from loupe_api.common import camel_keys
 from loupe_api.crd import all_crds
 from loupe_api.dataset import DatasetSpec
 from loupe_api.keys import EMBEDDINGS, embedding_models
+from loupe_api.label_qa import LabelQaStats
 from loupe_api.resources import SpecError
+from loupe_api.sampling import SamplingSummary
+from loupe_api.synthetic import SyntheticSummary
 from loupe_api.versions import VersionRecord
 from loupe_workers.compute.executor import make_executor
+from loupe_workers.curation import access, label_qa, sampling, synthetic
 from loupe_workers.curation.privacy import exportable
-from loupe_workers.curation.review import PredictionError, import_predictions, parse_predictions, review_queue
+from loupe_workers.curation.review import (
+    PredictionError,
+    import_predictions,
+    parse_predictions,
+    read_label_errors,
+    review_queue,
+)
 from loupe_workers.embedding.embed import load_embeddings
 from loupe_workers.insights.report import build_report
 from loupe_workers.pipeline.retraining import run_policy
@@ -270,6 +281,10 @@ def _print_run(name: str, result: dict[str, Any], store_uri: str) -> None:
             out.print(f"  {label}: " + escape(", ".join(f"{k} {v}" for k, v in sorted(counts.items()))))
     if stats["splits"]:
         out.print("  splits: " + escape(", ".join(f"{k} {v}" for k, v in sorted(stats["splits"].items()))))
+    if stats.get("sampling"):  # spec.sampling, in counts
+        chosen = stats["sampling"]
+        out.print(escape(f"  sampling ({chosen['strategy']}): selected {chosen['selected']} of "
+                         f"{chosen['candidates']}, left out {chosen['left_out']}"))  # fmt: skip
     if stats.get("embedding_model"):
         out.print(
             escape(f"  embeddings ({stats['embedding_model']}): {stats['embedded']} samples, "
@@ -290,6 +305,9 @@ def versions(dataset: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOpti
     tagged: dict[str, list[str]] = {}
     for t in list_tags(object_store, dataset):
         tagged.setdefault(t.version, []).append(t.name)
+    from loupe_workers.versioning.tiers import describe, read_tiers
+
+    tiers = read_tiers(object_store, dataset)  # where retention.tiers moved their bytes, if anywhere
     rows: list[dict[str, Any]] = [
         {
             "version": r.version,
@@ -299,6 +317,7 @@ def versions(dataset: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOpti
             "bump": r.change.bump if r.change else None,
             "parent": r.parent,
             "manifestUri": object_store.uri_of(r.manifest_uri),
+            "storage": describe(tiers.get(r.version)) or None,
         }
         for r in records
     ]
@@ -307,7 +326,10 @@ def versions(dataset: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOpti
         return
     if not rows:
         raise _fail(no_dataset_message(object_store, dataset))
-    table = Table("version", "tags", "created", "samples", "bump", "manifest")
+    storage = any(row["storage"] for row in rows)  # the column only once some version was moved
+    table = Table(
+        "version", "tags", "created", "samples", "bump", "manifest", *(["storage"] if storage else [])
+    )
     for row in rows:
         _add_row(
             table,
@@ -317,6 +339,7 @@ def versions(dataset: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOpti
             str(row["samples"]),
             str(row["bump"] or ""),
             str(row["manifestUri"]),
+            *([str(row["storage"] or "")] if storage else []),
         )
     out.print(table)
 
@@ -352,6 +375,12 @@ def outlier_lines(gates: list[dict[str, Any]], strata: int = 10) -> list[str]:
     return lines
 
 
+def _top_label_errors(store: ObjectStore, record: VersionRecord, rows: list[dict[str, Any]], top: int = 10) -> list[dict[str, Any]]:  # fmt: skip
+    """spec.labels.errors: the highest-ranked label-error candidates of a version, with their keys."""
+    key_of = {r["sample_id"]: r.get("key") for r in rows}
+    return [camel_keys({"key": key_of.get(c.sample_id), **c.row()}) for c in read_label_errors(store, record)[:top]]  # fmt: skip
+
+
 def _version_summary(store: ObjectStore, record: VersionRecord) -> dict[str, Any]:
     rows = manifest.read_version_rows(store, record)
     labels = Counter(r["label"] for r in rows if r["label"])
@@ -371,6 +400,10 @@ def _version_summary(store: ObjectStore, record: VersionRecord) -> dict[str, Any
         "stats": record.stats.to_wire(),
         "labels": dict(sorted(labels.items())),
         "outliers": [o.to_wire() for o in record.outliers],
+        "labelErrors": _top_label_errors(store, record, rows),
+        "labelQa": record.label_qa.to_wire() if record.label_qa else None,
+        "synthetic": record.synthetic.to_wire() if record.synthetic else None,
+        "sampling": record.sampling.to_wire() if record.sampling else None,
     }
 
 
@@ -442,9 +475,27 @@ def show(ref: Annotated[str, typer.Argument(help="DATASET or DATASET@VERSION")],
             str(sum(sum(c.values()) for c in unmapped.values())),
             f"{mapping['action']}: {per_source or 'none'}; {mapping.get('mapped', 0)} samples renamed",
         )
+    errors = stats.get("labelErrors")
+    if errors:  # spec.labels.errors: candidates kept; the top ones are listed below the table
+        checked = f"{errors['method']}, {errors.get('checked', 0)} labelled samples checked"
+        _add_row(table, "label-error candidates", str(errors.get("candidates", 0)), checked)
     out.print(table)
+    for c in summary["labelErrors"][:5]:
+        out.print(escape(f"  label error {c['score']:.2f} {c['key']}: {c['label']!r} -> {c['suggested']!r}, {c['reason']}"))  # fmt: skip
+    if stats.get("access"):  # residency and access decisions per source (curation.access)
+        for line in access.describe(AccessStats.model_validate(stats["access"])):
+            out.print(escape(f"  {line}"))
     for line in outlier_lines(summary["outliers"]):
         out.print(escape(line))
+    if summary["sampling"]:  # spec.sampling: budgets, strategy, selected and left out
+        for line in sampling.describe(SamplingSummary.model_validate(summary["sampling"])):
+            out.print(escape(f"  {line}"))
+    if summary.get("synthetic"):  # real:synthetic counts and the gap in words
+        for line in synthetic.lines(SyntheticSummary.model_validate(summary["synthetic"])):
+            out.print(escape(line))
+    if summary["labelQa"]:  # several label sets: agreement, consensus, golden accuracy
+        for line in label_qa.describe(LabelQaStats.model_validate(summary["labelQa"])):
+            out.print(escape(f"  {line}"))
     out.print(escape(f"  manifest {summary['manifestUri']}"))
 
 
@@ -472,7 +523,33 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
         "relabels": relabels,
         "resplit": sorted(rows_b[s]["key"] for s in changes.resplit),
         "unchanged": changes.unchanged,
+        "labelQa": {  # agreement of the label sets in each version (None: fewer than two sets)
+            "from": first.label_qa.to_wire() if first.label_qa else None,
+            "to": second.label_qa.to_wire() if second.label_qa else None,
+        },
     }
+    synthetic_a = synthetic.manifest_counts(rows_a.values())
+    synthetic_b = synthetic.manifest_counts(rows_b.values())
+    if synthetic_a.synthetic or synthetic_b.synthetic:  # real:synthetic counts of both versions
+        result["synthetic"] = {
+            "from": synthetic_a.to_wire(),
+            "to": synthetic_b.to_wire(),
+            "addedSynthetic": sum(1 for s in changes.added if rows_b[s].get("synthetic")),
+            "removedSynthetic": sum(1 for s in changes.removed if rows_a[s].get("synthetic")),
+        }
+    if first.sampling or second.sampling:  # spec.sampling: which removals and additions it decided
+        left_a = sampling.left_out_ids(manifest.read_version_rows(object_store, first, "rejected"))
+        left_b = sampling.left_out_ids(manifest.read_version_rows(object_store, second, "rejected"))
+        result["sampling"] = {
+            "from": first.sampling.counts().to_wire() if first.sampling else None,
+            "to": second.sampling.counts().to_wire() if second.sampling else None,
+            "leftOut": sorted(
+                f"{rows_a[s]['source']}:{rows_a[s]['key']}" for s in changes.removed if s in left_b
+            ),
+            "broughtBack": sorted(
+                f"{rows_b[s]['source']}:{rows_b[s]['key']}" for s in changes.added if s in left_a
+            ),
+        }
     if as_json:
         _print_json(result)
         return
@@ -480,6 +557,25 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
         f"[bold]{escape(str(result['from']))} -> {escape(str(result['to']))}[/bold]: "
         f"{result['unchanged']} samples in both"
     )
+    if "synthetic" in result:
+        moved: Any = result["synthetic"]
+        was, now = moved["from"], moved["to"]
+        out.print(escape(f"  synthetic {was['synthetic']} -> {now['synthetic']} of "
+                         f"{was['real'] + was['synthetic']} -> {now['real'] + now['synthetic']} samples "
+                         f"({was['ratio']:.1%} -> {now['ratio']:.1%}): +{moved['addedSynthetic']} -{moved['removedSynthetic']}"))  # fmt: skip
+    if "sampling" in result:
+        sampled: Any = result["sampling"]
+        counts = [f"{c['selected']} of {c['candidates']} ({c['strategy']})" if c else "no sampling"
+                  for c in (sampled["from"], sampled["to"])]  # fmt: skip
+        out.print(escape(f"  sampling: {counts[0]} -> {counts[1]}; {len(sampled['leftOut'])} of the removed "
+                         f"left out by sampling, {len(sampled['broughtBack'])} of the added brought back"))  # fmt: skip
+    if first.label_qa or second.label_qa:
+        before, after = first.label_qa, second.label_qa
+        out.print(escape(
+            f"  label agreement: kappa {label_qa.figure(before.kappa if before else None)} -> "
+            f"{label_qa.figure(after.kappa if after else None)}, disagreements "
+            f"{before.disagreements if before else '-'} -> {after.disagreements if after else '-'}"
+        ))  # fmt: skip
     for kind, colour, sign in (
         ("added", "green", "+"),
         ("removed", "red", "-"),
@@ -780,8 +876,10 @@ def gc(
     that each Dataset's spec.retention lets go (never the current, a tagged or a trained-on one)."""
     from loupe_workers.storage.leases import CollectionInProgress
     from loupe_workers.versioning.retention import collect_garbage, expire, retention_plan
+    from loupe_workers.versioning.tiers import apply_tiers
 
     expired: dict[str, list[str]] = {}
+    tiered: dict[str, list[str]] = {}
     store_uri = store
     if file is not None:
         try:
@@ -794,12 +892,17 @@ def gc(
             plan = retention_plan(_store(uri), name, dataset.spec.retention)
             expired[name] = [p.version for p in plan] if dry_run else [
                 t.version for t in expire(_store(uri), name, plan)]  # fmt: skip
+            if not dry_run:  # then spec.retention.tiers, on what is left
+                moved = apply_tiers(_store(uri), name, dataset.spec.retention)
+                tiered[name] = [f"{t.version} to {t.storage_class} ({t.applied})" for t in moved.moved]
+                if moved.skipped and not as_json:
+                    out.print(escape(f"{name}: tiers skipped: {moved.skipped}"))
     object_store = _store(store_uri or DEFAULT_STORE)
     try:
         report = collect_garbage(object_store, dry_run=dry_run)
     except CollectionInProgress as exc:
         raise _fail(str(exc)) from exc
-    summary = {"dryRun": dry_run, "expired": expired, "versionsKept": report.versions,
+    summary = {"dryRun": dry_run, "expired": expired, "tiered": tiered, "versionsKept": report.versions,
                "deleted": len(report.deleted), "freedBytes": report.freed_bytes, "skipped": report.skipped}  # fmt: skip
     if as_json:
         _print_json(summary | {"deletedKeys": report.deleted})
@@ -807,6 +910,9 @@ def gc(
     verb = "would expire" if dry_run else "expired"
     for name, versions in expired.items():
         out.print(escape(f"{name}: {verb} {', '.join(versions) or 'nothing'}"))
+    for name, moves in tiered.items():
+        if moves:
+            out.print(escape(f"{name}: moved {'; '.join(moves)}"))
     if report.skipped:
         out.print(escape(f"nothing collected: {report.skipped}"))
         return
@@ -950,8 +1056,9 @@ def queue(
         return
     table = Table("score", "sample", "label", "predicted", "confidence", "why")
     for item in items[:limit]:
-        _add_row(table, f"{item.score:.2f}", item.key, item.label or "", item.predicted,
-                 f"{item.confidence:.2f}", "; ".join(item.reasons))  # fmt: skip
+        confidence = f"{item.confidence:.2f}" if item.confidence is not None else ""
+        _add_row(table, f"{item.score:.2f}", item.key, item.label or "", item.predicted or "",
+                 confidence, "; ".join(item.reasons))  # fmt: skip
     out.print(table)
 
 
@@ -970,6 +1077,25 @@ def export(
     allow_restricted: Annotated[
         bool, typer.Option("--allow-restricted", help="Include samples restricted for privacy.")
     ] = False,
+    rendition: Annotated[
+        str | None,
+        typer.Option("--rendition", help="Write this rendition (spec.renditions) instead of the raw bytes."),
+    ] = None,
+    use: Annotated[
+        str | None,
+        typer.Option(
+            "--use",
+            help="What the export is for (training, evaluation, research): samples whose source's "
+            "allowedUses exclude it are withheld, and the output says why.",
+        ),
+    ] = None,
+    to_label: Annotated[
+        bool,
+        typer.Option(
+            "--to-label",
+            help="Export the samples spec.sampling left out (to label next), in a split folder to_label.",
+        ),
+    ] = False,
     store: StoreOption = DEFAULT_STORE,
 ) -> None:
     """Check a version out in a layout training code reads: imagefolder (the default: train/val/test
@@ -977,12 +1103,24 @@ def export(
     Samples restricted for privacy stay out unless --allow-restricted."""
     if fmt not in exports.FORMATS:
         raise _fail(f"unknown --format {fmt!r}: use one of {', '.join(exports.FORMATS)}", 2)
+    if use is not None and use not in ALL_USES:
+        raise _fail(f"unknown --use {use!r}: use one of {', '.join(ALL_USES)}", 2)
+    if to_label and split:
+        raise _fail("--to-label exports what sampling left out (split to_label): drop --split", 2)
     object_store = _store(store)
     record = _version(object_store, ref)
+    from loupe_workers.versioning.tiers import ensure_readable
+
+    ensure_readable(object_store, record.dataset, record.version)  # archived bytes: say how to restore
     rows = manifest.read_version_rows(object_store, record)
+    if to_label:  # the rejected rows with reason sampling, as a split of their own
+        rows = sampling.to_label(manifest.read_version_rows(object_store, record, "rejected"))
+    # sources whose allowedUses exclude --use: withheld, and said why (curation.access)
+    rows, withheld = access.withhold(rows, record.stats.access, use)
     allowed = exportable(rows, allow_restricted)
-    chosen = exports.samples_from_rows(r for r in allowed if not split or r.get("split") in split)
     try:
+        wanted = (r for r in allowed if not split or r.get("split") in split)
+        chosen = exports.samples_from_rows(wanted, rendition, object_store)
         done = exports.export_samples(object_store, chosen, fmt, out_dir, shard_size)
     except exports.ExportError as exc:
         raise _fail(str(exc), 2 if str(exc).startswith("--shard-size") else 1) from exc
@@ -992,6 +1130,29 @@ def export(
     detail = f" ({splits}; {done.boxes} boxes)" if done.samples else ""
     summary = f"exported {done.samples} samples of {record.dataset}@{record.version} as {fmt} to {out_dir}"
     out.print(escape(f"{summary}{detail}{note}"))
+    for withheld_source in withheld:
+        out.print(escape(f"  {withheld_source.message} (--use {use})"))
+
+
+@app.command()
+def restore(
+    ref: Annotated[str, typer.Argument(help="DATASET@VERSION")],
+    days: Annotated[int, typer.Option("--days", min=1, help="Days S3 keeps a restored archive copy.")] = 7,
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Bring the bytes of a version that spec.retention.tiers moved back to STANDARD. Objects in GLACIER
+    or DEEP_ARCHIVE need an S3 restore first (hours): this asks for it; run it again once S3 is done."""
+    from loupe_workers.versioning.tiers import restore as restore_version
+
+    object_store = _store(store)
+    record = _version(object_store, ref)
+    done = restore_version(object_store, record.dataset, record.version, days=days)
+    where = f"{record.dataset}@{record.version}"
+    if not done.done:
+        out.print(escape(f"{where}: S3 is restoring {done.pending} archived objects ({done.copied} back "
+                         "already); run loupe restore again in a few hours"))  # fmt: skip
+        raise typer.Exit(3)
+    out.print(escape(f"{where} is in STANDARD ({done.copied} objects copied back)"))
 
 
 def main() -> None:

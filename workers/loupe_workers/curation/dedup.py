@@ -412,10 +412,24 @@ def find_duplicates(
             link(a, b, 0, True)
     for (a, b), d in best.items():
         link(a, b, d, False)
-    for a, b in extra_pairs:
-        if b not in edges.get(a, {}):
-            link(a, b, max(near, 0) + 0.5, False)
     cropped: dict[int, set[int]] = {}  # record -> those it was shown to lie inside (verified crops)
+    checked = spec.embedding is not None and spec.embedding.verify and verify is not None
+    for a, b in extra_pairs:
+        if b in edges.get(a, {}):
+            continue
+        if checked and verify is not None:
+            # Two photos of one scene can be as close in embedding space as a photo and its crop: a
+            # pair merges only when keypoints agree on one transform, directly or mirrored.
+            scale = verify(records[a], records[b])
+            if scale is None:
+                scale = verify(records[a], {**records[b], "mirror": True})
+            if scale is None:
+                continue
+            if scale > CROP_SCALE:
+                cropped.setdefault(b, set()).add(a)
+            elif scale < 1 / CROP_SCALE:
+                cropped.setdefault(a, set()).add(b)
+        link(a, b, max(near, 0) + 0.5, False)
     crop_linked: dict[int, set[int]] = {}  # verified crop pairs
     if spec.perceptual.enabled and spec.perceptual.crops and verify is not None:
         candidates = crop_candidates(

@@ -57,6 +57,9 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
             # never read (unsafe or unreadable entries, files above maxFileSize): nothing to quarantine
             "unreadable": "reject",
             "max_file_size": "reject",
+            # a source the dataset's access rules exclude (curation.access): never read either
+            "use_not_allowed": "reject",
+            "classification_above_maximum": "reject",
         }
         action: str = actions.get(reason, gates.corrupt.action)
         if action == "flag":  # a file that was never decoded cannot be a sample

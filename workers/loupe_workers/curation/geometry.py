@@ -129,8 +129,10 @@ class Verifier:
         self.cache: dict[str, Features | None] = {}
         self.checked = 0
 
-    def features_of(self, sha256: str) -> Features | None:
-        if sha256 not in self.cache:
+    def features_of(self, sha256: str, mirror: bool = False) -> Features | None:
+        """ORB features of the blob (or of its mirror image: ORB descriptors are not mirror-invariant)."""
+        key = f"{sha256}:mirror" if mirror else sha256
+        if key not in self.cache:
             try:
                 decoded = media.decode_reduced(
                     self.load(sha256),
@@ -138,14 +140,18 @@ class Verifier:
                     max_pixels=self.max_pixels,
                     memory_limit=self.memory_limit,
                 )
-                grey = metrics.trim_border(decoded.image.convert("L"))  # as hashed: bars are no content
-                self.cache[sha256] = features(np.asarray(grey, dtype=np.uint8))
+                grey = np.asarray(
+                    metrics.trim_border(decoded.image.convert("L")), dtype=np.uint8
+                )  # as hashed
+                self.cache[key] = features(np.ascontiguousarray(grey[:, ::-1]) if mirror else grey)
             except Exception:  # ImageRejected, a missing blob, whatever a hostile file triggers
-                self.cache[sha256] = None
-        return self.cache[sha256]
+                self.cache[key] = None
+        return self.cache[key]
 
     def __call__(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
-        first, second = self.features_of(str(a["sha256"])), self.features_of(str(b["sha256"]))
+        """The scale if b shows a's photo (or, when b is marked ``mirror``, a's photo mirrored)."""
+        first = self.features_of(str(a["sha256"]))
+        second = self.features_of(str(b["sha256"]), mirror=bool(b.get("mirror")))
         if first is None or second is None:
             return None
         self.checked += 1

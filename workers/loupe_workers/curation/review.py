@@ -1,5 +1,6 @@
 """Review queue: model predictions imported for a version, samples ranked by what a reviewer should look at
-first: the model is unsure, the model disagrees with the label, or the sample is unlike any other."""
+first: the model is unsure, the model disagrees with the label, or the sample is unlike any other; and the
+samples whose label sets (sources labelling the same bytes) disagree, reason ``labelDisagreement``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from loupe_api import keys
+from loupe_api.label_qa import DISAGREEMENT
+from loupe_api.versions import VersionRecord
+from loupe_workers.curation import label_errors, label_qa
 from loupe_workers.storage import manifest
 from loupe_workers.storage.store import ObjectStore
 from loupe_workers.versioning.versions import read_version
@@ -37,10 +41,11 @@ class QueueItem:
     sample_id: str
     key: str
     label: str | None
-    predicted: str
-    confidence: float
+    predicted: str | None  # None: no prediction (a label-set disagreement only)
+    confidence: float | None
     score: float
     reasons: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # machine-readable reasons, e.g. labelDisagreement
 
 
 predictions_key = keys.predictions_key
@@ -121,15 +126,19 @@ def _uniqueness(
 def review_queue(
     store: ObjectStore, dataset: str, version: str, vectors: dict[str, npt.NDArray[np.float32]] | None = None
 ) -> list[QueueItem]:
-    """The version's predicted samples, most worth reviewing first."""
+    """The version's predicted samples and samples whose label sets disagree, most worth reviewing first."""
     record = read_version(store, dataset, version)
+    rows = manifest.read_version_rows(store, record)
+    disputed = _label_disagreements(rows)
     try:
         predicted = {p["sample_id"]: p for p in manifest.read_rows(store, predictions_key(dataset, version))}
     except KeyError as exc:
-        raise PredictionError(
-            f"no predictions imported for {dataset}@{version}: loupe queue --import FILE"
-        ) from exc
-    rows = manifest.read_version_rows(store, record)
+        if not disputed and record.stats.label_errors is None:
+            raise PredictionError(
+                f"no predictions imported for {dataset}@{version} and no label sets disagree: "
+                "loupe queue --import FILE"
+            ) from exc
+        predicted = {}
     unique = _uniqueness(rows, vectors)
     items = []
     for r in rows:
@@ -151,4 +160,91 @@ def review_queue(
         score = sum(WEIGHTS[k] * v for k, v in parts.items())
         items.append(QueueItem(r["sample_id"], str(r.get("key")), r.get("label"), str(p["predicted"]),
                                float(p["confidence"]), score, reasons))  # fmt: skip
+    by_id = {item.sample_id: item for item in items}
+    for r in rows:
+        found = disputed.get(r["sample_id"])
+        if found is None:
+            continue
+        score, reason = found
+        item = by_id.get(r["sample_id"])
+        if item is None:
+            item = QueueItem(r["sample_id"], str(r.get("key")), r.get("label"), None, None, 0.0)
+            items.append(item)
+        item.score = max(item.score, score)  # a tie (no consensus) ranks with a confident model disagreement
+        item.reasons.insert(0, reason)
+        item.kinds.append(DISAGREEMENT)
+    by_id = {item.sample_id: item for item in items}
+    for r, found_error in _label_error_items(store, record, rows, predicted):
+        item = by_id.get(r["sample_id"])
+        if item is None:
+            item = QueueItem(r["sample_id"], str(r.get("key")), r.get("label"), None, None, 0.0)
+            items.append(item)
+        item.score = max(item.score, found_error.score)
+        item.reasons.append(f"{label_errors.REASON}: {found_error.reason}")
+        item.kinds.append(label_errors.REASON)
     return sorted(items, key=lambda item: (-item.score, item.key))
+
+
+LABEL_ERROR_SCHEMA = pa.schema(
+    [("sample_id", pa.string()), ("label", pa.string()), ("suggested", pa.string()),
+     ("confidence", pa.float64()), ("score", pa.float64()), ("method", pa.string()), ("reason", pa.string())]
+)  # fmt: skip
+
+
+def label_errors_bytes(candidates: list[label_errors.LabelErrorCandidate]) -> bytes:
+    """The Parquet file of a run's label-error candidates (keys.label_errors_key), in rank order."""
+    table = pa.Table.from_pylist([c.row() for c in candidates], schema=LABEL_ERROR_SCHEMA)
+    return manifest.table_bytes(table)
+
+
+def read_label_errors(store: ObjectStore, record: VersionRecord) -> list[label_errors.LabelErrorCandidate]:
+    """The label-error candidates the run stored with a version, ranked (none when spec.labels.errors
+    was off)."""
+    found = record.stats.label_errors
+    if found is None or not found.uri:
+        return []
+    try:
+        return [label_errors.LabelErrorCandidate.from_row(r) for r in manifest.read_rows(store, found.uri)]
+    except KeyError:
+        return []
+
+
+def _label_error_items(
+    store: ObjectStore, record: VersionRecord, rows: list[dict[str, Any]], predicted: dict[str, Any]
+) -> list[tuple[dict[str, Any], label_errors.LabelErrorCandidate]]:
+    """spec.labels.errors: the run's neighbour candidates, with confident learning over the imported
+    predictions when there are some, ranked and cut to maxCandidates."""
+    errors = record.stats.label_errors
+    if errors is None:
+        return []
+    confident = []
+    if predicted and errors.method != "neighbours":
+        top1 = {sid: (str(p["predicted"]), float(p["confidence"])) for sid, p in predicted.items()}
+        confident = label_errors.from_predictions(rows, top1, min_score=errors.min_score)
+    ranked = label_errors.rank(read_label_errors(store, record), confident, limit=errors.max_candidates)
+    by_id = {r["sample_id"]: r for r in rows}
+    return [(by_id[c.sample_id], c) for c in ranked if c.sample_id in by_id]
+
+
+def _label_disagreements(rows: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
+    """Per sample whose label sets disagree (classes or boxes): its score (1 - support, at least 0.5
+    when there is no consensus class) and the reason shown."""
+    out: dict[str, tuple[float, str]] = {}
+    for r in rows:
+        if not r.get("label_sets") or r.get("label_consensus") == "golden":  # golden settled it
+            continue
+        sets = json.loads(r["label_sets"])
+        found = label_qa.consensus(sets, width=r.get("width"), height=r.get("height"))
+        if not found.disagree:
+            continue
+        support = r.get("label_support")
+        score = 1 - float(support) if support is not None else 0.5
+        if r.get("label") is None:
+            score = max(score, 0.5)
+        if found.detail and len({s.get("label") for s in sets.values()}) > 1:
+            said = found.detail
+        else:
+            said = "the boxes differ"
+        consensus = r.get("label") or "none (a tie)"
+        out[r["sample_id"]] = (round(score, 4), f"label sets disagree: {said}; consensus {consensus}")
+    return out

@@ -17,6 +17,8 @@ import numpy.typing as npt
 
 from loupe_api.dataset import DatasetSpec, DriftSummary
 from loupe_api.versions import VersionRecord
+from loupe_workers.curation import label_qa, sampling, synthetic
+from loupe_workers.curation.review import read_label_errors
 from loupe_workers.insights import analysis
 from loupe_workers.media import decode as media
 from loupe_workers.storage import manifest
@@ -259,6 +261,40 @@ def build_report(
         drift_html = '<p class="empty">first version: nothing to compare with</p>'
     rejected = [r for r in others if r.get("disposition") in ("rejected", "quarantined")]
     duplicates = [r for r in others if r.get("disposition") == "duplicate"]
+    qa = record.label_qa  # several label sets: their agreement, per class, and the consensus
+    qa_html = ""
+    if qa is not None:
+        kappas = {k: max(c.kappa, 0.0) for k, c in qa.per_class.items() if c.kappa is not None}  # bars from 0
+        qa_html = (
+            f'<section class="wide" id="label-qa" data-kappa="{label_qa.figure(qa.kappa)}"><h2>Label agreement'
+            "</h2>" + "".join(f"<p>{_esc(line)}</p>" for line in label_qa.describe(qa))
+            + bar_chart(kappas, "kappa per class", fmt="{:.2f}") + "</section>"
+        )  # fmt: skip
+    fake = record.synthetic  # real:synthetic counts per split and class, and the gap in words
+    synthetic_html = ""
+    if fake is not None:
+        synthetic_html = (
+            f'<section class="wide" id="synthetic" data-synthetic-ratio="{fake.overall.ratio:.4f}"><h2>Synthetic '
+            "data</h2>" + "".join(f"<p>{_esc(line.strip())}</p>" for line in synthetic.lines(fake))
+            + bar_chart({k or "-": c.ratio for k, c in fake.splits.items()}, "synthetic share per split", fmt="{:.0%}")
+            + '<ul class="gaps">' + "".join(f'<li data-gap="{_esc(g.measure)}" data-significant="{str(g.significant).lower()}">'
+                                          f"{_esc(g.text)}</li>" for g in fake.gaps) + "</ul></section>"
+        )  # fmt: skip
+    budget = record.sampling  # spec.sampling: budgets, strategy, selected and left out per class
+    sampling_html = ""
+    if budget is not None:
+        sampling_html = (
+            f'<section class="wide" id="sampling" data-selected="{budget.selected}" data-left-out="{budget.left_out}">'
+            "<h2>Sampling</h2>" + "".join(f"<p>{_esc(line.strip())}</p>" for line in sampling.describe(budget))
+            + bar_chart({g.value or "-": g.selected for g in budget.classes}, "selected per class") + "</section>"
+        )  # fmt: skip
+    errors_html = ""
+    if stats.label_errors is not None:  # spec.labels.errors: the candidates, highest score first
+        by_id = {r["sample_id"]: r for r in accepted}
+        found = [{**by_id[c.sample_id], "reason": f"{c.label} -> {c.suggested} ({c.score:.2f})"}
+                 for c in read_label_errors(store, record) if c.sample_id in by_id]  # fmt: skip
+        errors_html = (f'<section class="wide" id="label-errors" data-candidates="{len(found)}"><h2>Label-error '
+                       f"candidates ({len(found)})</h2>{_gallery(store, found, spec)}</section>")  # fmt: skip
     change = record.change
     title = f"{dataset}@{record.version}"
     return f"""<!doctype html>
@@ -274,6 +310,10 @@ def build_report(
 <section><h2>Slice coverage</h2>{slices or '<p class="empty">no slices configured (spec.health.slices)</p>'}
 {f'<h3>Gaps</h3><ul class="gaps">{gaps}</ul>' if gaps else ""}</section>
 <section><h2>Drift</h2>{drift_html}</section>
+{qa_html}
+{errors_html}
+{synthetic_html}
+{sampling_html}
 <section class="wide" id="left-out"><h2>Rejected and quarantined ({len(rejected)})</h2>{_gallery(store, rejected, spec)}</section>
 <section class="wide" id="duplicates"><h2>Duplicates ({len(duplicates)})</h2>{_gallery(store, duplicates, spec)}</section>
 </main>

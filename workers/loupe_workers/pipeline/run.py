@@ -13,17 +13,33 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from loupe_api.dataset import DatasetSpec, DatasetStats, DriftSummary, HealthSummary
+from loupe_api.dataset import DatasetSpec, DatasetStats, DriftSpec, DriftSummary, HealthSummary
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest, RunResult
-from loupe_api.keys import run_prefix
+from loupe_api.keys import label_errors_key, run_prefix
+from loupe_api.label_qa import AGREEMENT_REASON, LabelQaStats
+from loupe_api.labels import LabelErrorStats
 from loupe_api.outliers import RelativeGateStats
+from loupe_api.sampling import SamplingSummary
+from loupe_api.synthetic import SyntheticSpec, SyntheticSummary
 from loupe_api.versions import VersionChange, VersionRecord
+from loupe_workers.compute import renditions
 from loupe_workers.compute.executor import AutoExecutor, Executor, InlineExecutor, RayExecutor
 from loupe_workers.compute.process import ProcessSettings, Record
-from loupe_workers.curation import gates, geometry, outliers, privacy
+from loupe_workers.curation import (
+    access,
+    gates,
+    geometry,
+    label_errors,
+    label_qa,
+    outliers,
+    privacy,
+    synthetic,
+)
 from loupe_workers.curation.dedup import DuplicateInfo, KeepMeasures, Verify, find_duplicates
-from loupe_workers.curation.splits import SplitUnit, assign_splits
+from loupe_workers.curation.review import PredictionError, label_errors_bytes, parse_predictions
+from loupe_workers.curation.sampling import Sampler, SamplingError
+from loupe_workers.curation.splits import SplitUnit
 from loupe_workers.curation.taxonomy import UNMAPPED_REASON, Tally, Taxonomy, drop_detail
 from loupe_workers.embedding import ann, embed
 from loupe_workers.ingest import annotate
@@ -38,9 +54,10 @@ from loupe_workers.insights import analysis
 from loupe_workers.media import decode as media
 from loupe_workers.storage import manifest
 from loupe_workers.storage.leases import CollectionInProgress, run_lease
-from loupe_workers.storage.store import ObjectStore, blob_key, open_store
+from loupe_workers.storage.store import ObjectStore, StoreError, blob_key, open_store
 from loupe_workers.versioning.retention import expire, retention_plan
 from loupe_workers.versioning.semver import SampleState, decide, next_version
+from loupe_workers.versioning.tiers import apply_tiers
 from loupe_workers.versioning.versions import commit_version, latest_version, read_version, utcnow
 
 
@@ -98,6 +115,14 @@ class Curated:
     stats: DatasetStats
     states: dict[str, SampleState] = field(default_factory=dict)
     outliers: list[RelativeGateStats] = field(default_factory=list)  # stratum statistics of relative gates
+    sampling: SamplingSummary | None = None  # what spec.sampling selected and left out
+    label_qa: LabelQaStats | None = None  # agreement of the label sets, when two or more label one sample
+    synthetic: SyntheticSummary | None = None  # real:synthetic counts (the analyzer adds the gap)
+
+
+def _mapping_wire(spec: DatasetSpec) -> dict[str, Any]:
+    """spec.labels without errors, as digested before errors existed: finding candidates maps nothing."""
+    return {k: v for k, v in spec.labels.to_wire().items() if k != "errors"}
 
 
 def spec_digest(spec: DatasetSpec, sources: dict[str, IngestSourceSpec]) -> str:
@@ -108,9 +133,18 @@ def spec_digest(spec: DatasetSpec, sources: dict[str, IngestSourceSpec]) -> str:
         "dedup": spec.dedup.to_wire(),
         "splits": spec.splits.to_wire(),
         **({"privacy": spec.privacy.to_wire()} if spec.privacy.active() else {}),
-        **({"labels": spec.labels.to_wire()} if spec.labels.active() else {}),
+        **access.digest_fields(spec),
+        **({"labels": _mapping_wire(spec)} if spec.labels.active() else {}),
+        **({"labelErrors": spec.labels.errors.to_wire()} if spec.labels.errors.enabled else {}),
+        **({"sampling": spec.sampling.to_wire()} if spec.sampling is not None else {}),
+        **({"synthetic": spec.synthetic.to_wire()} if spec.synthetic != SyntheticSpec() else {}),
         "sourceSpecs": {
-            name: src.model_dump(mode="json", by_alias=True, exclude={"poll_interval"})
+            # synthetic: false is left out, so adding the field changed no existing digest
+            name: src.model_dump(
+                mode="json",
+                by_alias=True,
+                exclude={"poll_interval", *([] if src.synthetic else ["synthetic"])},
+            )
             for name, src in sources.items()
         },
     }
@@ -125,7 +159,9 @@ def _content_digest(rows: list[Record]) -> str:
 
 
 def _derived_digest(row: Record) -> str:
-    fields = ("metadata", "flags", "dup_group", "uri", "pixel_sha256", "sharpness", "noise", "entropy")
+    # label_sets: a label set that changes no consensus label still changes the manifest (PATCH)
+    fields = ("metadata", "flags", "dup_group", "uri", "pixel_sha256", "sharpness", "noise", "entropy",
+              "renditions", "label_sets")  # fmt: skip
     return hashlib.sha256(json.dumps([row.get(f) for f in fields], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -144,6 +180,7 @@ def curate(
     embedding_pairs: EmbeddingPairs | None = None,
     keep_measures: KeepMeasures | None = None,
     verify: Verify | None = None,
+    sampler: Sampler | None = None,
 ) -> Curated:
     """Pure curation over processed records: metadata, labels, filters, gates, dedup, splits.
 
@@ -152,6 +189,9 @@ def curate(
     """
     stats = DatasetStats()
     rows, candidates = _label_and_gate(records, is_new, spec, sources, labels, stats)
+    qa = label_qa.reconcile(rows, spec.labels)  # sources labelling the same bytes: consensus, agreement
+    if qa.refusal is not None:
+        raise RunError(qa.refusal, reason=AGREEMENT_REASON)
     # dataset-relative gates: judged on what the absolute gates kept, before dedup (like every gate);
     # a sample accepted in the parent version is only ever flagged by them (loupe_workers.curation.outliers)
     published = [previous.get(rows[i]["sample_id"], {}).get("disposition") == "accepted" for i in candidates]
@@ -162,10 +202,23 @@ def curate(
         embedding_pairs=embedding_pairs, keep_measures=keep_measures, verify=verify,
     )  # fmt: skip
     groups = _keep_copies(accepted, duplicates, stats)
-    assignment = _assign_splits(groups, spec, previous)
+    sampled = None
+    if sampler is not None:  # spec.sampling: after gates and dedup, before splits (over the selected)
+        try:
+            groups, sampled = sampler.apply(groups, previous, stats.rejected)
+        except SamplingError as exc:
+            raise RunError(f"spec.sampling: {exc}", reason="SamplingFailed") from exc
+        stats.sampling = sampled.counts()
+    published_ids = {sid for sid, r in previous.items() if r.get("disposition") == "accepted"}
+    groups = synthetic.cap_groups(groups, spec.synthetic, spec.splits.seed, published_ids, stats)  # maxRatio
+    assignment = _assign_splits(groups, spec, previous, stats)
     states = _settle(rows, assignment, stats)
     stats.privacy = privacy.counts(rows, spec.privacy)
-    return Curated(rows, stats, states, judgement.stats)
+    stats.label_qa = qa.settle(rows)  # disagreements among the accepted samples: the review queue's
+    counts = synthetic.summarize(rows, spec.synthetic)
+    return Curated(
+        rows, stats, states, judgement.stats, label_qa=qa.stats, sampling=sampled, synthetic=counts
+    )
 
 
 def _label_and_gate(
@@ -194,6 +247,7 @@ def _label_and_gate(
         tally.add(row["source"], mapped)
         label_set = mapped.labels
         row["metadata"] = json.dumps(metadata, sort_keys=True)
+        row["synthetic"] = synthetic.is_synthetic(source_spec.synthetic, metadata, spec.synthetic)
         row["capture_time"] = metadata.get("capture_time")
         row["label"] = label_set.label
         row["labels"] = label_set.to_json()
@@ -299,9 +353,10 @@ def _keep_copies(
 
 
 def _assign_splits(
-    groups: list[list[Record]], spec: DatasetSpec, previous: dict[str, Record]
+    groups: list[list[Record]], spec: DatasetSpec, previous: dict[str, Record], stats: DatasetStats
 ) -> dict[str, str]:
-    """Each kept sample's split: whole groups, sticky across versions, stratified as the spec says."""
+    """Each kept sample's split: whole groups, sticky across versions, stratified as the spec says;
+    synthetic samples only where spec.synthetic.evalSplits lets them (loupe_workers.curation.synthetic)."""
     stratify = spec.splits.stratify_by
     units = []
     for members in groups:
@@ -315,7 +370,7 @@ def _assign_splits(
         units.append(SplitUnit(tuple(m["sample_id"] for m in members), stratum))
     ratios = {"train": spec.splits.train, "val": spec.splits.val, "test": spec.splits.test}
     previous_splits = {sid: r["split"] for sid, r in previous.items() if r.get("split")}
-    return assign_splits(units, ratios, spec.splits.seed, previous_splits)
+    return synthetic.split(groups, units, ratios, spec.splits.seed, previous_splits, spec.synthetic, stats)
 
 
 def _settle(rows: list[Record], assignment: dict[str, str], stats: DatasetStats) -> dict[str, SampleState]:
@@ -381,6 +436,10 @@ def run_dataset(
     if request.spec.retention.active():
         plan = retention_plan(store, request.dataset, request.spec.retention)
         result.expired = [t.version for t in expire(store, request.dataset, plan)]
+    try:  # S3 stores with spec.retention.tiers; maintenance: the version is committed whatever happens
+        apply_tiers(store, request.dataset, request.spec.retention)
+    except StoreError as exc:
+        result.message += f"; storage tiers not applied (the next run retries): {exc}"
     return result
 
 
@@ -398,14 +457,19 @@ def _build_version(
     executor = executor or InlineExecutor()
     spec = request.spec
     used = _used_sources(request)
+    access_rules = access.AccessRules(spec, used, request.store_region)  # residency, use, classification
+    if (refusal := access_rules.refusal()) is not None:  # before anything is read, listed or written
+        raise RunError(refusal.message, reason=refusal.reason)
     events.phase("reading the previous version")
     previous = _read_previous(store, request.dataset)
     events.phase("listing sources")
     listing = _list_sources(request, used, base_dir)
     _refuse_shrink(request, previous, listing)
+    predictions = _sampling_predictions(spec, base_dir)  # read before anything is written
+    listing.listed = access_rules.mark(listing.listed)  # a source the rules exclude: recorded, never read
     hold_lease()  # from here on blobs are written or reused: garbage collection must wait
     settings = _process_settings(spec)
-    carried, to_process = _split_unchanged(previous.rows, listing.listed, settings)
+    carried, to_process = _split_unchanged(access_rules.reusable(previous.rows), listing.listed, settings)
     events.phase(f"processing {len(to_process)} new or changed objects")
     events.start_processing(len(to_process))
     fresh = executor.process(to_process, listing.stores, store, settings, events.advance)
@@ -433,8 +497,15 @@ def _build_version(
             min_inliers=spec.dedup.perceptual.min_inliers,
             min_ratio=spec.dedup.perceptual.min_inlier_ratio,
         ),
+        sampler=_sampler(spec, previous.record, stage, predictions),
     )
     _count(curated, stage, near, scanned=len(listing.listed), processed=len(to_process))
+    renditions.run_stage(  # derived forms of the accepted samples, made where missing (spec.renditions)
+        store, spec.renditions, curated.rows, curated.stats, curated.states, executor=executor,
+        limits=renditions.Limits(settings.max_pixels, settings.memory_limit), previous_rows=previous.rows,
+        state_of=lambda r: SampleState(r["labels"], r["split"], _derived_digest(r)), phase=events.phase,
+    )  # fmt: skip
+    curated.stats.access = access_rules.stats(curated.rows)
     digest = spec_digest(spec, used)
     change = _decide_change(spec, previous, curated, digest)
     current = previous.record.version if previous.record else None
@@ -444,6 +515,7 @@ def _build_version(
             f"{request.dataset}\0{current}\0{digest}\0{listing.digest}\0{code_version()}".encode()
         ).hexdigest()[:16]
     )
+    error_files = _label_errors(spec, curated, stage, request.dataset, run_id)
     result = RunResult(dataset=request.dataset, run_id=run_id, current_version=current, stats=curated.stats)
     held_back = _why_no_version(spec, change, curated, previous, current)
     if held_back is not None or change is None:
@@ -457,7 +529,7 @@ def _build_version(
     events.phase(f"committing {version}")
     record, wrote = _commit(
         store, request.dataset, run_id, version, current, curated, change, digest, listing.digest,
-        near.index_files(request.dataset, run_id),
+        near.index_files(request.dataset, run_id) | error_files,
         analyzer(store, request.dataset, spec, previous.record, previous.accepted, stage), layout=previous.layout,
     )  # fmt: skip
     result.version = record.version
@@ -469,6 +541,33 @@ def _build_version(
         else f"adopted {record.version}: an identical run committed it first"
     )
     return result
+
+
+def _sampling_predictions(spec: DatasetSpec, base_dir: Path | None) -> list[Any]:
+    """The predictions hardest-first sampling ranks by (a file beside the spec), or none."""
+    name = spec.sampling.predictions if spec.sampling is not None else None
+    if name is None:
+        return []
+    path = Path(name) if Path(name).is_absolute() or base_dir is None else base_dir / name
+    try:
+        return list(parse_predictions(path.read_text(encoding="utf-8"), path.name))
+    except (OSError, UnicodeDecodeError, PredictionError) as exc:
+        raise RunError(f"spec.sampling.predictions: cannot read {path}: {exc}", reason="SpecInvalid") from exc
+
+
+def _sampler(
+    spec: DatasetSpec, parent: VersionRecord | None, stage: EmbeddingStage | None, predictions: list[Any]
+) -> Sampler | None:
+    """spec.sampling with what it selects on: the parent's selection digest, embeddings, predictions."""
+    if spec.sampling is None:
+        return None
+    embeddings = stage.by_model.get(spec.embedding.model) if stage is not None else None
+    return Sampler(
+        spec.sampling,
+        parent_digest=parent.sampling.spec_digest if parent is not None and parent.sampling else None,
+        vectors=(embeddings.row_of(), embeddings.vectors) if embeddings is not None else None,
+        predictions=predictions,
+    )
 
 
 def _used_sources(request: RunRequest) -> dict[str, IngestSourceSpec]:
@@ -759,12 +858,17 @@ def _commit(
         stats=curated.stats,
         change=change,
         outliers=curated.outliers,
+        synthetic=curated.synthetic,
+        sampling=curated.sampling,
+        label_qa=curated.label_qa,
     )
     if analyze is not None:
         health, drift, figures = analyze(accepted, others)
         health.report_uri = f"{prefix}/analysis.json"
         store.put(health.report_uri, json.dumps(figures, indent=1, sort_keys=True, default=str).encode())
         record.health, record.drift = health, drift
+        if figures.get("synthetic"):  # the counts with the synthetic-to-real gap
+            record.synthetic = SyntheticSummary.model_validate(figures["synthetic"]["summary"])
     return commit_version(store, record)
 
 
@@ -786,6 +890,7 @@ def analyzer(
     ) -> tuple[HealthSummary, DriftSummary | None, dict[str, Any]]:
         health, health_figures = analysis.health(accepted, others, parent_rows, spec.health)
         figures: dict[str, Any] = {"health": health_figures, "drift": None}
+        figures["synthetic"] = synthetic_gap(spec, accepted, others, stage)
         reference = spec.drift.reference_version or (parent.version if parent is not None else None)
         if reference is None:
             return health, None, figures
@@ -806,6 +911,26 @@ def analyzer(
         return health, drift, figures
 
     return analyze
+
+
+def synthetic_gap(
+    spec: DatasetSpec, accepted: list[Record], others: list[Record], stage: EmbeddingStage | None
+) -> dict[str, Any] | None:
+    """Real and synthetic counts and, with spec.synthetic.compare, the gap: the drift figures of the
+    synthetic samples against the real ones, in words. None when the version has no synthetic data."""
+    summary = synthetic.summarize(accepted + others, spec.synthetic)
+    if summary is None:
+        return None
+    real, fake = (synthetic.gap_rows(side) for side in synthetic.real_and_synthetic(accepted))
+    gap = None
+    if spec.synthetic.compare and real and fake:
+        vectors = None
+        if stage is not None:
+            vectors = {sha: stage.embeddings.vectors[i] for i, sha in enumerate(stage.embeddings.sha256)}
+        gauge = DriftSpec(threshold=spec.drift.threshold, min_samples=synthetic.MIN_COMPARED)
+        _, gap = analysis.drift(real, fake, "real", gauge, vectors=vectors)
+        synthetic.describe_gap(summary, real, fake, gap, embedding_threshold=spec.drift.threshold)
+    return {"summary": summary.to_wire(), "figures": gap}
 
 
 def embed_config(spec: DatasetSpec, model: str | None = None) -> embed.EmbedConfig:
@@ -839,11 +964,40 @@ class EmbeddingStage:
     by_model: dict[str, embed.Embeddings] = field(default_factory=dict)
 
 
+def _label_errors_embed(spec: DatasetSpec) -> bool:
+    """Whether spec.labels.errors needs the embeddings (of spec.embedding.model), on or off."""
+    return spec.labels.errors.enabled and spec.labels.errors.method != "predictions"
+
+
+def _label_errors(
+    spec: DatasetSpec, curated: Curated, stage: EmbeddingStage | None, dataset: str, run_id: str
+) -> dict[str, bytes]:
+    """spec.labels.errors: neighbour candidates among the accepted samples, counted in the stats and
+    stored with the run (confident learning runs in the review queue, where predictions are imported)."""
+    errors = spec.labels.errors
+    if not errors.enabled:
+        return {}
+    embeddings = stage.by_model.get(spec.embedding.model) if stage is not None else None
+    checked, found = 0, list[label_errors.LabelErrorCandidate]()
+    if embeddings is not None and _label_errors_embed(spec):
+        vectors = {sha: embeddings.vectors[i] for i, sha in enumerate(embeddings.sha256)}
+        accepted = [r for r in curated.rows if r["disposition"] == "accepted"]
+        checked, found = label_errors.in_rows(
+            accepted, vectors, k=errors.k, min_score=errors.min_score, limit=errors.max_candidates
+        )
+    key = label_errors_key(dataset, run_id)
+    curated.stats.label_errors = LabelErrorStats(
+        method=errors.method, k=errors.k, min_score=errors.min_score, max_candidates=errors.max_candidates,
+        checked=checked, candidates=len(found), uri=key,
+    )  # fmt: skip
+    return {key: label_errors_bytes(found)}
+
+
 def _embedding_stage(
     store: ObjectStore, spec: DatasetSpec, records: list[Record], executor: Executor, events: RunEvents
 ) -> EmbeddingStage | None:
     """Embed every decodable sample under each model the spec needs; stored ones are reused."""
-    models = [spec.embedding.model] if spec.embedding.enabled else []
+    models = [spec.embedding.model] if spec.embedding.enabled or _label_errors_embed(spec) else []
     dedup_model = _dedup_model(spec)
     if dedup_model is not None and dedup_model not in models:
         models.append(dedup_model)

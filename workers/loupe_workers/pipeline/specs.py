@@ -327,6 +327,12 @@ def check_local(bundle: SpecBundle) -> None:
             if model_problem is not None:
                 where = bundle.origin("Dataset", name)
                 raise SpecError(where, [(f"Dataset {name}: {field_path}", model_problem)])
+        predictions = spec.sampling.predictions if spec.sampling is not None else None
+        if predictions is not None:  # hardest-first sampling reads it; resolved as the run resolves it
+            path = Path(predictions) if Path(predictions).is_absolute() else bundle.base_dir / predictions
+            if not path.is_file():
+                raise SpecError(bundle.origin("Dataset", name),
+                                [(f"Dataset {name}: spec.sampling.predictions", f"no such file {path}")])  # fmt: skip
 
 
 def run_request(bundle: SpecBundle, name: str, store_uri: str, *, commit: bool = True) -> RunRequest:

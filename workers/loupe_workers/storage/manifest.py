@@ -91,8 +91,15 @@ SCHEMA = pa.schema(
         ("metadata", pa.string()),  # JSON object of string fields
         ("label", pa.string()),
         ("labels", pa.string()),  # JSON: {"label": ..., "boxes": [...]}
+        # bytes labelled by two or more sources: JSON {source: labels}; labels above are their consensus,
+        # label_support the share of the sets agreeing with it, label_consensus how it was reached
+        # (unanimous, majority, golden, tie); absent in older manifests, read as null
+        ("label_sets", pa.string()),
+        ("label_support", pa.float64()),
+        ("label_consensus", pa.string()),
         ("flags", pa.list_(pa.string())),
         ("split", pa.string()),
+        ("synthetic", pa.bool_()),  # from a synthetic source or marker field; null in older manifests: real
         ("dup_group", pa.string()),
         ("dup_kind", pa.string()),
         ("duplicate_of", pa.string()),
@@ -101,6 +108,8 @@ SCHEMA = pa.schema(
         ("fail_reason", pa.string()),
         ("fail_detail", pa.string()),
         ("processing_key", pa.string()),
+        # JSON: {name: {key, sha256, format, width, height, bytes}} of spec.renditions (null: none)
+        ("renditions", pa.string()),
     ]
 )
 COLUMNS = tuple(SCHEMA.names)

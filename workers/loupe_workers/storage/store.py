@@ -408,6 +408,70 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             raise self._error("delete", key, exc) from exc
 
+    # --- storage tiers (versioning/tiers.py) ----------------------------------------------------------
+
+    def storage_class(self, key: str) -> tuple[str, str]:
+        """(storage class, the x-amz-restore header or "") of one object."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("read", key, exc) from exc
+        return str(head.get("StorageClass") or "STANDARD"), str(head.get("Restore") or "")
+
+    def set_tier(self, key: str, storage_class: str | None, tags: dict[str, str]) -> bool:
+        """Copy the object onto itself in ``storage_class`` (skipped when already there) and merge
+        ``tags`` into its tags. False when the store refused the class (MinIO accepts only STANDARD and
+        REDUCED_REDUNDANCY unless a tier is configured): then only the tags were set."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        applied = True
+        try:
+            if storage_class is not None and self.storage_class(key)[0] != storage_class:
+                try:  # one request up to 5 GB, which photos and frames are far below
+                    self.client.copy_object(Bucket=self.bucket, Key=self._key(key), StorageClass=storage_class,  # type: ignore[arg-type]
+                                            CopySource={"Bucket": self.bucket, "Key": self._key(key)},
+                                            MetadataDirective="COPY", TaggingDirective="COPY")  # fmt: skip
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "InvalidStorageClass":
+                        raise
+                    applied = False
+            if tags:
+                current = self.client.get_object_tagging(Bucket=self.bucket, Key=self._key(key))["TagSet"]
+                merged = {t["Key"]: t["Value"] for t in current} | tags
+                self.client.put_object_tagging(Bucket=self.bucket, Key=self._key(key), Tagging={
+                    "TagSet": [{"Key": k, "Value": v} for k, v in sorted(merged.items())]})  # fmt: skip
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("move", key, exc) from exc
+        return applied
+
+    def drop_tags(self, key: str, names: set[str]) -> None:
+        """Remove the named tags of one object (a restore takes back the tier tags)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            current = self.client.get_object_tagging(Bucket=self.bucket, Key=self._key(key))["TagSet"]
+            kept = [t for t in current if t["Key"] not in names]
+            if len(kept) != len(current):
+                self.client.put_object_tagging(
+                    Bucket=self.bucket, Key=self._key(key), Tagging={"TagSet": kept}
+                )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error("retag", key, exc) from exc
+
+    def request_restore(self, key: str, days: int) -> None:
+        """Ask S3 for a temporary readable copy of an archived (GLACIER, DEEP_ARCHIVE) object."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.restore_object(Bucket=self.bucket, Key=self._key(key), RestoreRequest={"Days": days})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "RestoreAlreadyInProgress":
+                raise self._error("restore", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error("restore", key, exc) from exc
+
     def uri_of(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 

@@ -8,17 +8,22 @@ bytes, a PyTorch-style iterable dataset and a Ray Data dataset, all streaming fr
         image = sample.open_image()                                # guarded decode (media.open_image)
 
 Only accepted samples are served; samples restricted for privacy (a ``restricted:*`` flag) are left out
-unless ``allow_restricted=True``, as in ``loupe export``. The manifest's JSON columns (``metadata``,
+unless ``allow_restricted=True``, as in ``loupe export``; with ``use="evaluation"`` (``open_dataset(...,
+use=...)``) samples whose source's allowedUses exclude that use are withheld, an AccessWarning and
+``Version.withheld`` saying why ("withheld 12 samples: source vendor-b allows training only, not
+evaluation"). The manifest's JSON columns (``metadata``,
 ``labels``, ``exif``, ``privacy``, ``keep_measures``) come back decoded: dicts in samples and pandas,
 structs in Arrow and polars. Bytes are read from the store one blob at a time, when a sample asks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -26,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from loupe_api.access import Use
 from loupe_api.versions import VersionRecord
+from loupe_workers.curation.access import Withheld, withheld_mask
 from loupe_workers.storage.manifest import read_version_table
 from loupe_workers.storage.store import ObjectStore, blob_key, open_store
 from loupe_workers.versioning.versions import (
@@ -42,6 +49,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "AccessWarning",
     "Dataset",
     "DatasetNotFound",
     "NotFound",
@@ -52,7 +60,7 @@ __all__ = [
     "open_dataset",
 ]
 
-JSON_COLUMNS = ("metadata", "labels", "exif", "privacy", "keep_measures")
+JSON_COLUMNS = ("metadata", "labels", "exif", "privacy", "keep_measures", "renditions")
 # What a Ray dataset row carries besides the bytes (the full manifest is one to_arrow() away).
 RAY_COLUMNS = ("sample_id", "sha256", "split", "label", "labels", "metadata", "flags", "format", "width",
                "height", "uri")  # fmt: skip
@@ -62,6 +70,10 @@ Filter = str | Collection[str] | None
 
 
 NotFound = UnknownVersion  # a dataset or version the store does not hold (a LookupError)
+
+
+class AccessWarning(UserWarning):
+    """Samples were withheld because their source's allowedUses exclude the use asked for."""
 
 
 def _decode(value: Any) -> Any:
@@ -106,6 +118,9 @@ class Sample:
     privacy: dict[str, Any] | None = None
     row: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the whole row
     store: ObjectStore | None = field(default=None, repr=False, compare=False)
+    # samples(rendition=NAME): the rendition read instead of the raw bytes; width, height and format
+    # are then the rendition's ({key, sha256, format, width, height, bytes})
+    rendition: Mapping[str, Any] | None = None
 
     @property
     def boxes(self) -> list[dict[str, Any]]:
@@ -115,14 +130,15 @@ class Sample:
 
     @property
     def blob_key(self) -> str:
-        return blob_key(self.sha256)
+        return str(self.rendition["key"]) if self.rendition else blob_key(self.sha256)
 
     def read_bytes(self, *, verify: bool = False) -> bytes:
-        """The stored bytes (as ingested, unchanged); ``verify`` checks them against the sha256."""
+        """The stored bytes (as ingested, unchanged, or the rendition's); ``verify`` checks their sha256."""
         if self.store is None:
             raise RuntimeError(f"sample {self.sample_id} is not attached to a store")
         data = self.store.get(self.blob_key)
-        if verify and hashlib.sha256(data).hexdigest() != self.sha256:
+        expected = str(self.rendition["sha256"]) if self.rendition else self.sha256
+        if verify and hashlib.sha256(data).hexdigest() != expected:
             raise ValueError(f"blob {self.blob_key} in {self.store.uri} does not match its sha256")
         return data
 
@@ -170,6 +186,22 @@ def _sample(row: Mapping[str, Any], store: ObjectStore) -> Sample:
     )
 
 
+def _with_rendition(sample: Sample, name: str, version: str) -> Sample:
+    """``sample`` reading its rendition ``name``; a one-line ValueError when the version has none."""
+    entries = sample.row.get("renditions") or {}
+    entry = entries.get(name) if isinstance(entries, dict) else None
+    if not isinstance(entry, dict):
+        have = ", ".join(sorted(entries)) if isinstance(entries, dict) and entries else "none"
+        raise ValueError(
+            f"{version}: sample {sample.sample_id} has no rendition {name!r} (it has: {have}); "
+            "add it to spec.renditions and run the dataset again"
+        )
+    return dataclasses.replace(
+        sample, rendition=entry, width=int(entry["width"]), height=int(entry["height"]),
+        format=str(entry["format"]),
+    )  # fmt: skip
+
+
 def _matches(
     sample: Sample,
     split: frozenset[str] | None,
@@ -195,10 +227,19 @@ def _matches(
 class Version:
     """One committed version: its record, its manifest, its samples."""
 
-    def __init__(self, store: ObjectStore, record: VersionRecord, *, allow_restricted: bool = False) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        record: VersionRecord,
+        *,
+        allow_restricted: bool = False,
+        use: Use | None = None,
+    ) -> None:
         self.store = store
         self.record = record
         self.allow_restricted = allow_restricted
+        self.use = use  # samples whose source's allowedUses exclude it are withheld (curation.access)
+        self.withheld: list[Withheld] = []  # filled when the manifest is read, with the reason
         self._table: pa.Table | None = None
 
     def __repr__(self) -> str:
@@ -214,6 +255,12 @@ class Version:
             # parts or one file, read without pyarrow's pool (it can abort short runs at exit)
             table = read_version_table(self.store, self.record)
             mask = served_mask(table, self.allow_restricted)
+            allowed, self.withheld = withheld_mask(
+                table.column("source").to_pylist(), self.record.stats.access, self.use
+            )
+            mask = [m and a for m, a in zip(mask, allowed, strict=True)]
+            for held in self.withheld:  # said once, as export says it
+                warnings.warn(held.message, AccessWarning, stacklevel=3)
             self._table = table.filter(pa.array(mask, pa.bool_())) if not all(mask) else table
         return self._table
 
@@ -259,13 +306,17 @@ class Version:
         *,
         metadata: Mapping[str, Any] | None = None,
         where: Callable[[Sample], bool] | None = None,
+        rendition: str | None = None,
     ) -> Iterator[Sample]:
         """Samples in manifest order. ``split``, ``label`` and ``flag`` take one value or several (a
         sample matches any of them; ``flag`` selects samples carrying one of the flags); ``metadata``
-        keeps samples whose fields equal these values; ``where`` is any predicate on a Sample."""
+        keeps samples whose fields equal these values; ``where`` is any predicate on a Sample.
+        ``rendition``: each sample reads that rendition (spec.renditions) instead of its raw bytes."""
         wanted = (_as_set(split), _as_set(label), _as_set(flag), metadata, where)
         for row in self._manifest().to_pylist():
             sample = _sample(row, self.store)
+            if rendition is not None:
+                sample = _with_rendition(sample, rendition, self.name)
             if _matches(sample, *wanted):
                 yield sample
 
@@ -469,10 +520,13 @@ def __getattr__(name: str) -> Any:
 class Dataset:
     """A dataset's committed versions in one store."""
 
-    def __init__(self, store: ObjectStore, name: str, *, allow_restricted: bool = False) -> None:
+    def __init__(
+        self, store: ObjectStore, name: str, *, allow_restricted: bool = False, use: Use | None = None
+    ) -> None:
         self.store = store
         self.name = name
         self.allow_restricted = allow_restricted
+        self.use = use
 
     def __repr__(self) -> str:
         return f"Dataset({self.name!r}, {self.store.uri})"
@@ -485,7 +539,11 @@ class Dataset:
         """A version by number ("1.2.0"), or the current (latest) one."""
         allow = self.allow_restricted if allow_restricted is None else allow_restricted
         # DatasetNotFound / VersionNotFound name the store and what it holds, with a near miss
-        return Version(self.store, resolve_version(self.store, self.name, version), allow_restricted=allow)
+        record = resolve_version(self.store, self.name, version)
+        from loupe_workers.versioning.tiers import ensure_readable
+
+        ensure_readable(self.store, self.name, record.version)  # VersionArchived says how to restore
+        return Version(self.store, record, allow_restricted=allow, use=self.use)
 
 
 def open_dataset(
@@ -495,6 +553,7 @@ def open_dataset(
     endpoint: str | None = None,
     region: str | None = None,
     allow_restricted: bool = False,
+    use: Use | None = None,
 ) -> Dataset:
     """A dataset in a folder store (the embedded default ``.loupe``) or ``s3://bucket/prefix`` (credentials
     from the AWS environment; ``endpoint`` for MinIO or another S3-compatible server, else
@@ -503,7 +562,7 @@ def open_dataset(
         opened = open_store(os.fspath(store), endpoint=endpoint, region=region)
     else:
         opened = store
-    dataset = Dataset(opened, name, allow_restricted=allow_restricted)
+    dataset = Dataset(opened, name, allow_restricted=allow_restricted, use=use)
     if not dataset.versions():
         raise DatasetNotFound(no_dataset_message(opened, name))
     return dataset

@@ -14,6 +14,7 @@ annotation without a ``bbox`` contributes its category only.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -70,6 +71,9 @@ class Sample:
     boxes: tuple[Box, ...] = ()
     classes: tuple[str, ...] = ()  # every class named by its annotations, boxes or not
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # a rendition's object and digest (export --rendition), read instead of the raw blob
+    data_key: str | None = None
+    data_sha256: str | None = None
 
     @property
     def file_name(self) -> str:
@@ -112,10 +116,17 @@ def pixel_boxes(labels: Mapping[str, Any], width: int, height: int) -> tuple[Box
     return tuple(out)
 
 
-def samples_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Sample]:
-    """Export samples of manifest rows, ordered by split, then sample id."""
+def samples_from_rows(
+    rows: Iterable[Mapping[str, Any]], rendition: str | None = None, store: ObjectStore | None = None
+) -> list[Sample]:
+    """Export samples of manifest rows, ordered by split, then sample id; with ``rendition``, each
+    sample's rendition of that name (spec.renditions) instead of its raw bytes, boxes moved onto it
+    (``store``: where the raw headers are read for the EXIF orientation of samples with boxes)."""
     out = []
     for row in rows:
+        if rendition is not None:
+            out.append(_rendition_sample(row, rendition, store))
+            continue
         labels = json.loads(row.get("labels") or "{}") or {}
         width, height = int(row.get("width") or 0), int(row.get("height") or 0)
         metadata = json.loads(row.get("metadata") or "{}") or {}
@@ -151,16 +162,15 @@ def categories(samples: Iterable[Sample]) -> list[str]:
 def read_blob(store: ObjectStore, sample: Sample) -> bytes:
     """The stored bytes of one sample, checked against its sha256; a one-line ExportError otherwise."""
     where = f"sample {sample.sample_id} ({sample.source_uri or 'no source URI'})"
+    key, expected = sample.data_key or blob_key(sample.sha256), sample.data_sha256 or sample.sha256
     try:
-        data = store.get(blob_key(sample.sha256))
+        data = store.get(key)
     except KeyError as exc:
-        raise ExportError(f"{where}: its blob {blob_key(sample.sha256)} is missing from {store.uri}") from exc
+        raise ExportError(f"{where}: its blob {key} is missing from {store.uri}") from exc
     except StoreError as exc:
         raise ExportError(f"{where}: {exc}") from exc
-    if hashlib.sha256(data).hexdigest() != sample.sha256:
-        raise ExportError(
-            f"{where}: its blob {blob_key(sample.sha256)} in {store.uri} is corrupt (sha256 differs)"
-        )
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ExportError(f"{where}: its blob {key} in {store.uri} is corrupt (sha256 differs)")
     return data
 
 
@@ -473,3 +483,69 @@ def export_samples(
         fmt
     ]
     return writer(store, samples, out_dir)
+
+
+# --- renditions -----------------------------------------------------------------------------------
+
+
+def _oriented_box(box: Box, orientation: int, width: int, height: int) -> Box:
+    """``box`` (stored pixels of a ``width`` x ``height`` image) after the EXIF ``orientation`` is
+    applied, as a rendition applies it."""
+    x, y, w, h = box.x, box.y, box.width, box.height
+    moved = {
+        2: (width - x - w, y, w, h),
+        3: (width - x - w, height - y - h, w, h),
+        4: (x, height - y - h, w, h),
+        5: (y, x, h, w),
+        6: (height - y - h, x, h, w),
+        7: (height - y - h, width - x - w, h, w),
+        8: (y, width - x - w, h, w),
+    }.get(orientation, (x, y, w, h))
+    return Box(box.category, *moved)
+
+
+def _orientation(store: ObjectStore | None, sha256: str) -> int:
+    """The EXIF orientation of a raw blob, from its header (the decode guard's lazy open, nothing decoded)."""
+    from PIL import ExifTags
+
+    from loupe_workers.media import decode
+
+    if store is None:
+        return 1
+    try:
+        header = decode.check_image(store.get(blob_key(sha256)), max_pixels=decode.DEFAULT_MAX_PIXELS)
+        return int(header.image.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+    except Exception:  # no readable EXIF: the pixels were not turned either
+        return 1
+
+
+def _rendition_sample(row: Mapping[str, Any], name: str, store: ObjectStore | None) -> Sample:
+    """The export sample of a row's rendition ``name``; a one-line ExportError when it has none."""
+    try:
+        entries = json.loads(row.get("renditions") or "{}") or {}
+    except ValueError:
+        entries = {}
+    entry = entries.get(name)
+    if not isinstance(entry, dict):
+        have = ", ".join(sorted(entries)) or "none"
+        raise ExportError(
+            f"sample {row['sample_id']} has no rendition {name!r} (it has: {have}); add it to "
+            "spec.renditions and run the dataset again"
+        )
+    (raw,) = samples_from_rows([row])
+    width, height = int(entry["width"]), int(entry["height"])
+    boxes = raw.boxes
+    if boxes:
+        orientation = _orientation(store, raw.sha256)
+        turned = orientation in (5, 6, 7, 8)
+        upright = (raw.height, raw.width) if turned else (raw.width, raw.height)
+        sx, sy = width / max(1, upright[0]), height / max(1, upright[1])
+        turned_boxes = (_oriented_box(box, orientation, raw.width, raw.height) for box in boxes)
+        boxes = tuple(
+            Box(b.category, *(round(v, 3) for v in (b.x * sx, b.y * sy, b.width * sx, b.height * sy)))
+            for b in turned_boxes
+        )
+    return dataclasses.replace(
+        raw, extension=extension_of(entry.get("format")), width=width, height=height, boxes=boxes,
+        data_key=str(entry["key"]), data_sha256=str(entry["sha256"]),
+    )  # fmt: skip
