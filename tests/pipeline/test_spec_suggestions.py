@@ -28,7 +28,7 @@ def dataset_document() -> dict[str, object]:
             "did you mean blur?",
         ),
         (lambda s: s["sources"][0].__setitem__("nmae", "x"), "spec.sources[0].nmae", "did you mean name?"),
-        (lambda s: s.__setitem__("zzzqq", 1), "spec.zzzqq", "the fields here are dedup, drift"),
+        (lambda s: s.__setitem__("zzzqq", 1), "spec.zzzqq", "the fields here are access, dedup, drift"),
     ],
 )
 def test_unknown_fields_get_a_suggestion(change: object, path: str, message: str) -> None:
