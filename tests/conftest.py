@@ -88,3 +88,19 @@ def operator_log(tmp_path: Path) -> Iterator[Path]:
     yield log
     if log.exists():
         print(log.read_text()[-6000:])
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """The session's Ray when one runs (ray_cluster), else a one-CPU local Ray started the way the
+    product starts it (compute.executor.ensure_ray: transient start-up failures retried)."""
+    import ray
+
+    from loupe_workers.compute.executor import ensure_ray
+
+    started = not ray.is_initialized()
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+    ensure_ray(num_cpus=1)
+    yield
+    if started:
+        ray.shutdown()

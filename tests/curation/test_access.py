@@ -32,7 +32,7 @@ from loupe_workers.storage import manifest
 from loupe_workers.storage.store import LocalStore
 from loupe_workers.use.client import AccessWarning, open_dataset
 from loupe_workers.versioning.versions import list_versions
-from support.cli import loupe
+from support.cli import link_folders, loupe, run_spec, show_json
 from support.photos import jpeg, photo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -227,21 +227,15 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def project(photos: Path, tmp_path: Path) -> Path:
-    for folder in ("cams", "vendor"):
-        (tmp_path / folder).symlink_to(photos / folder, target_is_directory=True)
-    return tmp_path
+    return link_folders(photos, tmp_path, ("cams", "vendor"))
 
 
 def run(project: Path, text: str) -> Any:
-    (project / "loupe.yaml").write_text(text, encoding="utf-8")
-    return loupe("run", "-f", "loupe.yaml", "--store", "store", "--executor", "inline", "--json", cwd=project)
+    return run_spec(project, text)
 
 
 def show(project: Path, ref: str = "parts") -> dict[str, Any]:
-    shown = loupe("show", ref, "--store", "store", "--json", cwd=project)
-    assert shown.returncode == 0, shown.stderr
-    result: dict[str, Any] = json.loads(shown.stdout)
-    return result
+    return show_json(project, ref)
 
 
 def store_files(project: Path) -> dict[str, bytes]:

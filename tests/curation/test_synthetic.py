@@ -28,7 +28,7 @@ from loupe_workers.curation.splits import SplitUnit, assign_splits
 from loupe_workers.storage import manifest
 from loupe_workers.storage.store import LocalStore
 from loupe_workers.versioning.versions import list_versions
-from support.cli import loupe
+from support.cli import link_folders, loupe, run_spec, show_json
 from support.photos import jpeg, photo
 
 # --- pure ----------------------------------------------------------------------------------------
@@ -292,21 +292,15 @@ def spec_file(sources: list[str], names: list[str], extra: str = "") -> str:
 
 @pytest.fixture
 def project(corpus: Path, tmp_path: Path) -> Path:
-    for folder in ("real", "renders", "control"):
-        (tmp_path / folder).symlink_to(corpus / folder, target_is_directory=True)
-    return tmp_path
+    return link_folders(corpus, tmp_path, ("real", "renders", "control"))
 
 
 def run(project: Path, text: str) -> Any:
-    (project / "loupe.yaml").write_text(text, encoding="utf-8")
-    return loupe("run", "-f", "loupe.yaml", "--store", "store", "--executor", "inline", "--json", cwd=project)
+    return run_spec(project, text)
 
 
 def show(project: Path, ref: str = "mixed") -> dict[str, Any]:
-    shown = loupe("show", ref, "--store", "store", "--json", cwd=project)
-    assert shown.returncode == 0, shown.stderr
-    result: dict[str, Any] = json.loads(shown.stdout)
-    return result
+    return show_json(project, ref)
 
 
 def accepted_rows(project: Path, version: str | None = None) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from loupe_workers.storage.store import LocalStore
 from loupe_workers.versioning.diffs import diff_rows
 from loupe_workers.versioning.semver import SampleState, decide
 from loupe_workers.versioning.versions import list_versions
-from support.cli import loupe
+from support.cli import link_folders, loupe, run_spec, show_json
 from support.photos import jpeg, photo
 
 
@@ -231,21 +231,15 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def project(photos: Path, tmp_path: Path) -> Path:
-    for folder in ("shelter", "vet"):
-        (tmp_path / folder).symlink_to(photos / folder, target_is_directory=True)
-    return tmp_path
+    return link_folders(photos, tmp_path, ("shelter", "vet"))
 
 
 def run(project: Path, labels: str) -> Any:
-    (project / "loupe.yaml").write_text(dataset(labels), encoding="utf-8")
-    return loupe("run", "-f", "loupe.yaml", "--store", "store", "--executor", "inline", "--json", cwd=project)
+    return run_spec(project, dataset(labels))
 
 
 def show(project: Path, ref: str = "pets") -> dict[str, Any]:
-    shown = loupe("show", ref, "--store", "store", "--json", cwd=project)
-    assert shown.returncode == 0, shown.stderr
-    result: dict[str, Any] = json.loads(shown.stdout)
-    return result
+    return show_json(project, ref)
 
 
 def test_two_sources_one_taxonomy_unmapped_dropped(project: Path) -> None:

@@ -8,7 +8,6 @@ import io
 import json
 import struct
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -443,31 +442,6 @@ def test_on_minio_renditions_are_identical_and_reused(
     assert (second.stats.renditions_computed, second.stats.renditions_reused) == (0, len(local))
     assert sorted((i.key, i.etag) for i in s3.list(RENDITIONS)) == listed
     assert entries(s3, "defects-copy") == entries(LocalStore(built))
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """The session's Ray when one runs, else a small one without a dashboard (retried: on a loaded
-    machine the raylet can miss Ray's fixed start window)."""
-    import logging
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
-    for attempt in range(3):
-        try:
-            ray.init(num_cpus=1, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-            break
-        except Exception:
-            ray.shutdown()
-            if attempt == 2:
-                raise
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.ray

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "01-quickstart" / "loupe.yaml"
@@ -37,3 +38,24 @@ def quickstart_project(root: Path, images: Path) -> Path:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["created"], done.stdout
     return root
+
+
+def link_folders(source: Path, project: Path, folders: tuple[str, ...]) -> Path:
+    """A project folder whose ``folders`` link to those of ``source`` (photos written once per module)."""
+    for folder in folders:
+        (project / folder).symlink_to(source / folder, target_is_directory=True)
+    return project
+
+
+def run_spec(project: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """`loupe run --json` inline of ``text`` written as the project's loupe.yaml, into its ``store``."""
+    (project / "loupe.yaml").write_text(text, encoding="utf-8")
+    return loupe("run", "-f", "loupe.yaml", "--store", "store", "--executor", "inline", "--json", cwd=project)
+
+
+def show_json(project: Path, ref: str) -> dict[str, Any]:
+    """`loupe show REF --json` of the project's ``store``; it must succeed."""
+    shown = loupe("show", ref, "--store", "store", "--json", cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    result: dict[str, Any] = json.loads(shown.stdout)
+    return result

@@ -6,8 +6,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import logging
-import os
 import pickle
 import re
 import shutil
@@ -326,27 +324,6 @@ def test_same_api_on_s3(store: Path, minio: Any, monkeypatch: pytest.MonkeyPatch
     assert got == {s.sample_id: s.read_bytes() for s in local.version().samples(split="train")}
     with pytest.raises(VersionNotFound, match=f"s3://{bucket}/team/store"):
         remote.version("3.0.0")
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """The session's Ray when one runs (the ray_cluster fixture), else a small one without a dashboard."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
-    for attempt in range(3):  # on a loaded machine the raylet can miss Ray's fixed 30 s start window
-        try:
-            ray.init(num_cpus=1, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-            break
-        except Exception:
-            ray.shutdown()
-            if attempt == 2:
-                raise
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.ray

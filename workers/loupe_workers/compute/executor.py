@@ -86,6 +86,39 @@ def _process_batch(
     return {"result": records}
 
 
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at ``address``, or start a local Ray without a dashboard (``num_cpus``: its
+    size, default every core); nothing when this process already has one. Transient refusals are
+    retried with bounds (retry_transient): a loaded machine can time a local Ray out during start-up,
+    a busy cluster refuse a driver."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    kwargs: dict[str, Any] = {
+        "ignore_reinit_error": True,
+        "logging_level": "WARNING",
+        "log_to_driver": False,
+    }
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["include_dashboard"] = False
+        kwargs["configure_logging"] = False
+        if num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+
+    def start() -> None:
+        try:
+            ray.init(**kwargs)
+        except Exception:
+            ray.shutdown()  # a half-started local Ray must go before the next try
+            raise
+
+    retry_transient(start, "start Ray" if not address else f"connect to Ray at {address}")
+
+
 class RayExecutor:
     """Ray Data map_batches over the listed objects; the same code on a laptop and on a cluster."""
 
@@ -97,31 +130,7 @@ class RayExecutor:
         self.batch_size = batch_size
 
     def _ensure_ray(self) -> None:
-        import ray
-
-        if ray.is_initialized():
-            return
-        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-        kwargs: dict[str, Any] = {
-            "ignore_reinit_error": True,
-            "logging_level": "WARNING",
-            "log_to_driver": False,
-        }
-        if self.address:
-            kwargs["address"] = self.address
-        else:
-            kwargs["include_dashboard"] = False
-            kwargs["configure_logging"] = False
-
-        def start() -> None:
-            try:
-                ray.init(**kwargs)
-            except Exception:
-                ray.shutdown()  # a half-started local Ray must go before the next try
-                raise
-
-        # a loaded machine can time a local Ray out during start-up, a busy cluster refuse a driver
-        retry_transient(start, "start Ray" if not self.address else f"connect to Ray at {self.address}")
+        ensure_ray(self.address)
 
     def process(
         self,
