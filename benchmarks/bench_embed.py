@@ -34,11 +34,11 @@ sys.path.insert(0, str(REPO / "tests"))
 from loupe_api.dataset import DatasetSpec, DedupSpec, EmbeddingDedup, SourceRef  # noqa: E402
 from loupe_api.ingest import IngestSourceSpec  # noqa: E402
 from loupe_api.jobs import RunRequest  # noqa: E402
+from loupe_storage.store import LocalStore, put_blob  # noqa: E402
+from loupe_storage.versions import latest_version  # noqa: E402
 from loupe_workers.embedding import embed  # noqa: E402
 from loupe_workers.pipeline.run import run_dataset  # noqa: E402
 from loupe_workers.storage import manifest  # noqa: E402
-from loupe_workers.storage.store import LocalStore, put_blob  # noqa: E402
-from loupe_workers.versioning.versions import latest_version  # noqa: E402
 from support.photos import TRANSFORMS, jpeg, photo  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "horse", "moon", "page",

@@ -59,6 +59,7 @@ SKIMAGE = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "immun
            "gravel", "text", "clock", "cell")  # fmt: skip
 
 Edit = Callable[[Image.Image, np.random.Generator], tuple[Image.Image, str, int]]
+_MIRROR_RNG = np.random.default_rng(1)
 
 
 def _resize(
@@ -129,6 +130,8 @@ EDITS: dict[str, Edit] = {
     "crop90": lambda i, r: (_crop_area(i, 0.9, r), "JPEG", 90),
     "crop75": lambda i, r: (_crop_area(i, 0.75, r), "JPEG", 90),
     "crop60": lambda i, r: (_crop_area(i, 0.6, r), "JPEG", 90),
+    # its own random places, so adding it left the other edits' crops where they were
+    "crop75_mirror": lambda i, r: (ImageOps.mirror(_crop_area(i, 0.75, _MIRROR_RNG)), "JPEG", 90),
     "chain_resize_flip_q70": lambda i, r: (ImageOps.mirror(_resize(i, 0.7)), "JPEG", 70),
     "chain_rot90_letterbox": lambda i, r: (_letterbox(i.transpose(Image.Transpose.ROTATE_90)), "JPEG", 85),
     "upscale_150": lambda i, r: (_resize(i, 1.5, method=Image.Resampling.BICUBIC), "JPEG", 90),
@@ -143,13 +146,14 @@ GROUPS = {
     "letterbox / pillarbox": ("letterbox", "pillarbox_white"),
     "crops 90 %": ("crop90",),
     "crops 75 / 60 %": ("crop75", "crop60"),
+    "mirrored crops 75 %": ("crop75_mirror",),
     "chains": ("chain_resize_flip_q70", "chain_rot90_letterbox"),
     "upscale / stretch / blur": ("upscale_150", "stretch_130", "blur"),
 }
 # a kept copy that is one of these is a processed variant, not the original
 PROCESSED = {"recompress_q50", "resize_50", "webp", "letterbox", "pillarbox_white", "crop90", "crop75",
-             "crop60", "chain_resize_flip_q70", "chain_rot90_letterbox", "upscale_150", "stretch_130", "blur",
-             "rot3", "rot7"}  # fmt: skip
+             "crop60", "crop75_mirror", "chain_resize_flip_q70", "chain_rot90_letterbox", "upscale_150",
+             "stretch_130", "blur", "rot3", "rot7"}  # fmt: skip
 
 
 def originals(long_side: int) -> list[tuple[str, Image.Image]]:
@@ -454,7 +458,7 @@ def report(
     }
     for group, edits in GROUPS.items():
         row[group] = float(np.mean([recall[e][0] for e in edits]))
-    core = [e for e in EDITS if e not in ("crop75", "crop60")]
+    core = [e for e in EDITS if e not in ("crop75", "crop60", "crop75_mirror")]
     row["recall (all but crops 75/60)"] = float(np.mean([recall[e][0] for e in core]))
     row["recall (all)"] = float(np.mean([recall[e][0] for e in EDITS]))
     r = row["recall (all)"]

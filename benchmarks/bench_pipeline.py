@@ -320,8 +320,8 @@ def warm_cache(paths: list[Path]) -> int:
 def _listed(folder: str, limit: int) -> tuple[Any, Any, list[Any]]:
     _ensure_import_path()
     from loupe_api.ingest import IngestSourceSpec
+    from loupe_storage.store import LocalStore
     from loupe_workers.ingest.sources import list_media
-    from loupe_workers.storage.store import LocalStore
 
     spec = IngestSourceSpec(filesystem={"path": folder})  # type: ignore[arg-type]
     store = LocalStore(folder)
@@ -330,9 +330,9 @@ def _listed(folder: str, limit: int) -> tuple[Any, Any, list[Any]]:
 
 
 def _run_pipeline(spec: Any, store: Any, objects: list[Any], blob_parent: str) -> tuple[list[Any], Path]:
+    from loupe_storage.store import LocalStore
     from loupe_workers.compute.executor import InlineExecutor
     from loupe_workers.compute.process import ProcessSettings
-    from loupe_workers.storage.store import LocalStore
 
     blob_dir = Path(tempfile.mkdtemp(prefix="loupe-bench-blobs-", dir=blob_parent))
     records = InlineExecutor().process(
@@ -385,8 +385,8 @@ def stages_child(folder: str, limit: int, blob_parent: str) -> Json:
     import hashlib
 
     _, store, objects = _listed(folder, limit)
+    from loupe_storage.store import LocalStore, put_blob
     from loupe_workers.media import decode as media
-    from loupe_workers.storage.store import LocalStore, put_blob
 
     media.analyze_image(store.get(objects[0].key), max_pixels=100_000_000, hash_kind="phash")
     totals = dict.fromkeys(("read", "sha256", "analyze_image", "put_blob"), 0.0)

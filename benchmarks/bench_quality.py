@@ -178,6 +178,71 @@ def build(cache: Path, sizes: list[str], seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+# The "blown-out" labelling of the exposure edits (printed beside the labelling by edit): a "+k stops"
+# edit counts as over-exposed only when its own pixels show it, measured with numpy on the written file,
+# independent of Loupe's measures: at least BLOWN_GAIN more of the frame has a channel at 250 or more than
+# the clean copy of the same size, or the median luma (Rec. 601, 0-1) is at least BLOWN_MEDIAN (about
+# 1.5 stops above middle grey). One stop more on a night scene or a dark forest clips nothing and leaves it
+# normally exposed: under this labelling it is a non-positive (flagging it is a false flag), not a miss.
+BLOWN_GAIN = 0.2
+BLOWN_MEDIAN = 0.75
+
+
+def _exposure_stats(path: Path) -> tuple[float, float]:
+    """(share of pixels with a channel at 250+, median Rec. 601 luma in 0-1) of a written file."""
+    with Image.open(path) as opened:
+        x = np.asarray(opened.convert("RGB"), dtype=np.float32)
+    luma = (0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]) / 255.0
+    return float((x.max(axis=-1) >= 250).mean()), float(np.median(luma))
+
+
+def blown_labels(rows: list[dict[str, Any]]) -> None:
+    """Set ``expect_blown`` on every row: ``expect`` except for the over-exposure edits, which are
+    "bright" only when they measurably blow highlights or push the mid-tones up (BLOWN_GAIN,
+    BLOWN_MEDIAN), else None."""
+    clean = {(r["photo"], r["size"]): r["path"] for r in rows if r["kind"] == "clean"}
+    blown_of_clean: dict[Path, float] = {}
+    for r in rows:
+        r["expect_blown"] = r["expect"]
+        if r["expect"] != "bright":
+            continue
+        blown, median = _exposure_stats(r["path"])
+        reference = clean[(r["photo"], r["size"])]
+        if reference not in blown_of_clean:
+            blown_of_clean[reference] = _exposure_stats(reference)[0]
+        blown_clean = blown_of_clean[reference]
+        r["blown"] = (blown - blown_clean, median)
+        r["expect_blown"] = "bright" if blown - blown_clean >= BLOWN_GAIN or median >= BLOWN_MEDIAN else None
+
+
+def bright_table(rows: list[dict[str, Any]], tools: list[str]) -> dict[str, Any]:
+    """The bright gate under both labellings (by edit, and blown-out), per size and half."""
+    out: dict[str, Any] = {}
+    print("\nBright gate under both labellings (precision / recall; flagged of positives):")
+    print(f"  labelling: by edit = every over_+k; blown-out = only edits that blow {BLOWN_GAIN:.0%} more of "
+          f"the frame or lift the median luma to {BLOWN_MEDIAN}")  # fmt: skip
+    for size, half, subset in _subsets(rows):
+        cells = []
+        for tool in tools:
+            for key in ("expect", "expect_blown"):
+                flagged = [r for r in subset if "bright" in r[tool]]
+                positives = [r for r in subset if r[key] == "bright"]
+                tp = sum(1 for r in flagged if r[key] == "bright")
+                p = tp / len(flagged) if flagged else float("nan")
+                rec = tp / len(positives) if positives else float("nan")
+                out.setdefault(tool, {}).setdefault(key, {})[f"{size}/{half}"] = {
+                    "precision": p,
+                    "recall": rec,
+                }
+                cells.append(f"{tool} {'edit' if key == 'expect' else 'blown'} P {p:4.2f} R {rec:4.2f} "
+                             f"({len(flagged):>3}/{len(positives):>3})")  # fmt: skip
+        print(f"  {size:<6}{half:<6}" + "  ".join(cells))
+    missed = sorted({f"{r['photo']}:{r['kind']}@{r['size']}" for r in rows
+                     if r["expect_blown"] == "bright" and "bright" not in r["loupe"]})  # fmt: skip
+    print(f"  loupe misses (blown-out labelling): {' '.join(missed) or 'none'}")
+    return out
+
+
 def loupe(rows: list[dict[str, Any]], spec: QualityGates) -> dict[str, float]:
     """Analyse every file (timed per size, bytes already in memory), then apply the gates."""
     seconds: dict[str, float] = defaultdict(float)
@@ -723,6 +788,8 @@ def main(argv: list[str] | None = None) -> int:
         metric_table(rows)
         sweep(rows)
     figures = report(rows, tools, speed, originals)
+    blown_labels(rows)
+    figures["bright_labellings"] = bright_table(rows, tools)
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2, default=str))
     return 0

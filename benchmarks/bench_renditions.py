@@ -20,10 +20,10 @@ from PIL import Image
 
 from corpus import photos
 from loupe_api.renditions import RenditionSpec
+from loupe_storage.store import LocalStore, put_blob
 from loupe_workers.compute.executor import InlineExecutor
 from loupe_workers.compute.renditions import Limits, ensure_renditions
 from loupe_workers.media.renditions import render
-from loupe_workers.storage.store import LocalStore, put_blob
 
 
 def main(argv: list[str] | None = None) -> int:

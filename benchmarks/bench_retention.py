@@ -1,7 +1,7 @@
 """Bytes before and after retention and garbage collection, for a realistic history of versions.
 
 Run:  .venv/bin/python benchmarks/bench_retention.py [--versions 10] [--start 12] [--churn 2] [--keep-last 3]
-      [--out results.json]
+      [--tiers] [--out results.json]
 
 The photos are the development corpus (benchmarks/corpus.py: real camera photographs from Debian's
 wallpaper packages, kept apart from the test fixtures). The first version holds ``--start`` photos; each
@@ -9,13 +9,15 @@ next one drops the ``--churn`` oldest and adds ``--churn`` new ones, as a camera
 version is built with the real CLI (`loupe run --executor inline`) on a folder store; then
 `loupe gc -f` applies ``keepLast`` (one version is tagged, as production would be) and collects. It
 prints the store's bytes (all, and blobs alone) before and after, what gc reports it freed, and how
-long gc took; it asserts nothing.
+long gc took; it asserts nothing. With ``--tiers`` it also copies the store to a local MinIO and times
+tiering passes (spec.retention.tiers), counting the manifest objects each reads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -46,6 +48,58 @@ def store_bytes(root: Path) -> tuple[int, int, int]:
     return sum(p.stat().st_size for p in files), blobs, len(files)
 
 
+def measure_tiers(root: Path, keep_last: int) -> dict[str, tuple[int, float]]:
+    """Tiering passes over a copy of the store on MinIO, every version but the newest ``keep_last``
+    backdated past the tier: (manifest objects read, seconds) of the pass that moves, of a settled pass,
+    and of a settled pass without the record of the last one (what every pass cost before it existed)."""
+    from datetime import UTC, datetime, timedelta
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from loupe_api.keys import dataset_prefix, manifest_part_key, run_prefix, tiers_pass_key, version_key_of
+    from loupe_api.retention import RetentionSpec
+    from loupe_storage.store import LocalStore, S3Store
+    from loupe_storage.versions import version_names
+    from loupe_workers.versioning.tiers import apply_tiers
+    from support.minio_server import MinioServer
+
+    local = LocalStore(root)
+    old = datetime.now(UTC) - timedelta(days=40)
+    for version in version_names(local, "defects")[:-keep_last]:
+        body = json.loads(local.get(version_key_of("defects", version)))
+        body["created"] = old.isoformat()
+        local.put(version_key_of("defects", version), json.dumps(body).encode())
+    spec = RetentionSpec.model_validate({"keepLast": keep_last,
+                                         "tiers": [{"after": "30d", "storageClass": "REDUCED_REDUNDANCY"}]})  # fmt: skip
+    found: dict[str, tuple[int, float]] = {}
+    with MinioServer() as server:
+        os.environ.update(AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=server.secret_key)
+        bucket = server.make_bucket("bench-tiers")
+        client = server.client()
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            client.upload_file(str(path), bucket, f"loupe/{path.relative_to(root).as_posix()}")
+        store = S3Store(bucket, "loupe", endpoint=server.endpoint)
+        real = store.get
+        reads = [0]
+        manifests = (
+            run_prefix("defects", ""),
+            manifest_part_key(dataset_prefix("defects"), "")[: -len(".parquet")],
+        )
+
+        def counted(key: str) -> bytes:
+            reads[0] += key.startswith(manifests)
+            return real(key)
+
+        store.get = counted  # type: ignore[method-assign]
+        for name in ("first (moves)", "settled", "settled, no record of the last pass (before)"):
+            if name.startswith("settled, no record"):
+                store.delete(tiers_pass_key("defects"))
+            reads[0] = 0
+            started = time.perf_counter()
+            apply_tiers(store, "defects", spec)
+            found[name] = (reads[0], round(time.perf_counter() - started, 3))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--versions", type=int, default=10)
@@ -55,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", type=int, default=-4,
                         help="index of the version tagged production (-4: just before the keepLast window)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--tiers", action="store_true",
+                        help="also time tiering passes on a local MinIO (tests/support/minio_server.py)")  # fmt: skip
     args = parser.parse_args(argv)
 
     from corpus import photos
@@ -92,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         loupe("tag", f"defects@{versions[args.tag]}", "production", cwd=project)  # a tagged version stays
         store = project / ".loupe"
         before = store_bytes(store)
+        tier_passes = measure_tiers(store, args.keep_last) if args.tiers else None
 
         for document in documents:
             if document["kind"] == "Dataset":
@@ -121,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{after[2]} objects ({after[1] / mb:.1f} MB of blobs); expired {', '.join(figures['expired'])}")  # fmt: skip
     print(f"gc reported {report['freedBytes'] / mb:.1f} MB freed in {report['deleted']} objects, "
           f"in {gc_seconds:.1f} s; building took {figures['buildSecondsPerVersion']} s per version")  # fmt: skip
+    if tier_passes is not None:
+        figures["tierPasses"] = tier_passes
+        for name, (reads, seconds) in tier_passes.items():
+            print(f"tiering pass on MinIO, {name}: {reads} manifest objects read, {seconds:.2f} s")
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2))
     return 0

@@ -124,8 +124,8 @@ def one_scale(rows: int, root: Path) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from loupe_storage.store import LocalStore
     from loupe_workers.storage import manifest
-    from loupe_workers.storage.store import LocalStore
 
     store = LocalStore(root)
     began = time.perf_counter()

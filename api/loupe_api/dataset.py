@@ -334,9 +334,11 @@ class PerceptualDedup(ApiModel):
     crops: bool = Field(
         default=True,
         description="Also match crops, re-framings and small rotations: hashes of sub-windows of each "
-        "sample (27 windows, 60-86 % of the area) are compared with other samples' hashes within "
+        "sample (27 windows, 60-86 % of the area) are compared with other samples' hashes, and (with "
+        "transforms) their left-right mirrored hashes, for crops of a mirrored copy, within "
         "crop_distance, and each such candidate pair merges only if keypoint matching (ORB features, "
-        "RANSAC similarity transform) on reduced decodes of both confirms it (pHash only).",
+        "RANSAC similarity transform, the candidate mirrored if it was found mirrored) on reduced "
+        "decodes of both confirms it (pHash only).",
     )
     crop_distance: int = Field(
         default=16,
@@ -735,9 +737,11 @@ class DatasetSpec(ApiModel):
                 f"labels.mapping names {', '.join(unknown)}, not a source of spec.sources "
                 f"({', '.join(sorted(names))}; * maps every source)"
             )
-        if self.labels.golden is not None and self.labels.golden not in names:
+        golden = self.labels.golden_source()  # a metadata tag names no source
+        if golden is not None and golden not in names:
             raise ValueError(
-                f"labels.golden names {self.labels.golden}, not a source of spec.sources ({', '.join(sorted(names))})"
+                f"labels.golden names {golden}, not a source of spec.sources ({', '.join(sorted(names))}; "
+                "or a tag metadata.NAME=VALUE)"
             )
         return self
 
@@ -759,7 +763,12 @@ class DatasetStats(ApiModel):
     """Counts of the latest run."""
 
     scanned: int = Field(default=0, description="Objects listed in the sources.")
-    processed: int = Field(default=0, description="Objects decoded in this run (new or changed).")
+    processed: int = Field(
+        default=0,
+        description="Objects read and decoded in this run (new or changed), whatever curation then did "
+        "with them; not those carried unchanged from the parent, nor those left unread (access rules, "
+        "maxFileSize, unreadable).",
+    )
     samples: int = Field(default=0, description="Samples in the version.")
     accepted: int = Field(default=0, description="Samples that passed every reject/quarantine gate.")
     flagged: int = Field(default=0, description="Accepted samples with at least one flag.")

@@ -7,6 +7,7 @@ does the operator; `tests/storage/test_storage_keys.py` checks that no other mod
     datasets/<dataset>/tags/<name>.json                        tags
     datasets/<dataset>/expired/<X.Y.Z>.json                    tombstones of expired versions
     datasets/<dataset>/tiers/<X.Y.Z>.json                      the storage tier of a version's bytes
+    datasets/<dataset>/tiers.pass.json                         what the last tiering pass settled
     datasets/<dataset>/gc/<job id>.json                        what a gc job did (read by the operator)
     datasets/<dataset>/parts/<sha256>.parquet                  manifest parts, content-addressed
     datasets/<dataset>/runs/<run id>/...                       a run's part lists, analysis, ANN index,
@@ -80,13 +81,22 @@ def tag_key(dataset: str, name: str) -> str:
     return f"{tags_prefix(dataset)}{name}.json"
 
 
+def expired_prefix(dataset: str) -> str:
+    return f"{dataset_prefix(dataset)}/expired/"
+
+
 def expired_key(dataset: str, version: str) -> str:
     """The tombstone of a version that retention expired."""
-    return f"{dataset_prefix(dataset)}/expired/{version}.json"
+    return f"{expired_prefix(dataset)}{version}.json"
 
 
 def tiers_prefix(dataset: str) -> str:
     return f"{dataset_prefix(dataset)}/tiers/"
+
+
+def tiers_pass_key(dataset: str) -> str:
+    """What the last tiering pass settled (a fingerprint of its inputs), so that the next one can skip."""
+    return f"{dataset_prefix(dataset)}/tiers.pass.json"
 
 
 def tier_key(dataset: str, version: str) -> str:

@@ -11,8 +11,9 @@ computes it):
   agreement = matched / (boxes of both - matched), summed over every pair of sets;
 - a consensus label per sample (majority vote; the golden set wins where it labels the sample), its
   support (share of the sets agreeing with it) and the samples in disagreement (review queue);
-- with ``spec.labels.golden``: accuracy, precision and recall per class of every other set against it
-  (the golden set is the reference: agreement leaves it out).
+- with ``spec.labels.golden`` (a source, or a metadata tag ``metadata.NAME=VALUE`` marking the samples
+  whose tagged copy's labels are truth): accuracy, precision and recall per class of every other set
+  against it (the golden set is the reference: agreement leaves it out).
 
 The full figures live in the version record (``labelQa``); the Dataset status carries counts only
 (``stats.labelQa``).
@@ -88,8 +89,8 @@ class SetAccuracy(ApiModel):
 class GoldenAccuracy(ApiModel):
     """Accuracy of every other label set against the golden one (spec.labels.golden)."""
 
-    golden: str = Field(description="The golden label set (a source name).")
-    samples: int = Field(default=0, description="Samples the golden set labels.")
+    golden: str = Field(description="spec.labels.golden: the golden source, or the metadata tag.")
+    samples: int = Field(default=0, description="Samples with a golden class (labelled by the golden set).")
     sets: dict[str, SetAccuracy] = Field(default_factory=dict, description="Per other label set.")
 
 

@@ -33,6 +33,10 @@ UNKNOWN_CLASS = "unknown"  # what unmapped: unknown labels an unmapped class wit
 UNMAPPED_REASON = "unmapped_label"  # rejection reason of a sample left out by unmapped: drop
 
 _ALIAS_NOISE = re.compile(r"[\s_\-]+")
+# spec.labels.golden as a metadata tag. A string, not a {source|tag} object: a CRD's structural schema
+# cannot say "string or object", and "=" cannot occur in a source (Kubernetes object) name.
+GOLDEN_TAG_PREFIX = "metadata."
+_GOLDEN_TAG = re.compile(r"^metadata\.([A-Za-z0-9_][A-Za-z0-9_.-]*)=(.*\S.*)$")
 
 
 def class_key(name: str) -> str:
@@ -106,9 +110,11 @@ class LabelsSpec(ApiModel):
     golden: str | None = Field(
         default=None,
         min_length=1,
-        description="The source whose labels are ground truth: its label wins the consensus where it "
-        "labels a sample, and every other source's accuracy (precision, recall per class) is measured "
-        "against it.",
+        description="Ground truth: a source name (its labels are truth wherever it labels a sample), or a "
+        "metadata tag metadata.NAME=VALUE (the samples whose metadata carries it are the golden set, and "
+        "the label of the source whose copy carries the tag is truth; VALUE compares ignoring case). The "
+        "golden label wins the consensus, and every other source's accuracy (precision, recall per class) "
+        "is measured against it.",
     )
     min_agreement: float | None = Field(
         default=None,
@@ -129,6 +135,25 @@ class LabelsSpec(ApiModel):
         default_factory=LabelErrorsSpec,
         description="Label-error candidates from embedding neighbours and imported predictions (off by default).",
     )
+
+    @field_validator("golden")
+    @classmethod
+    def _golden_tag_form(cls, golden: str | None) -> str | None:
+        if golden is not None and golden.startswith(GOLDEN_TAG_PREFIX) and not _GOLDEN_TAG.match(golden):
+            raise ValueError(
+                f"golden {golden!r} is neither a source name nor a tag metadata.NAME=VALUE "
+                "(e.g. metadata.reviewed=true)"
+            )
+        return golden
+
+    def golden_tag(self) -> tuple[str, str] | None:
+        """spec.labels.golden as a metadata tag: (field name, value in lower case), or None."""
+        found = _GOLDEN_TAG.match(self.golden or "")
+        return (found.group(1), found.group(2).strip().casefold()) if found else None
+
+    def golden_source(self) -> str | None:
+        """spec.labels.golden as a source name, or None (no golden set, or a metadata tag)."""
+        return None if self.golden is None or self.golden_tag() is not None else self.golden
 
     @field_validator("classes")
     @classmethod

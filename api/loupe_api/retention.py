@@ -124,7 +124,10 @@ class GcResult(ApiModel):
     dataset: str = Field(description="Dataset name.")
     job_id: str = Field(description="The gc job.")
     time: datetime = Field(description="When it finished.")
-    expired: list[str] = Field(default_factory=list, description="Versions expired by retention.")
+    expired: list[str] = Field(
+        default_factory=list,
+        description="Versions expired by retention: by this job, or by the runs before it whose bytes this job freed.",
+    )
     tiered: dict[str, str] = Field(default_factory=dict, description="Versions moved, to their class.")
     deleted: int = Field(default=0, description="Objects deleted by the collection.")
     freed_bytes: int = Field(default=0, description="Bytes the collection freed.")
@@ -145,7 +148,10 @@ class RetentionStatus(ApiModel):
         "one runs after each new version).",
     )
     last_gc_time: datetime | None = Field(default=None, description="When the last gc job finished.")
-    expired_versions: list[str] = Field(default_factory=list, description="Versions it expired.")
+    expired_versions: list[str] = Field(
+        default_factory=list,
+        description="Versions the last gc job expired or freed the bytes of (a run expires what its retention lets go; the gc job after it frees their bytes).",
+    )
     tiered: dict[str, str] = Field(default_factory=dict, description="Versions it moved, to their class.")
     freed_bytes: int = Field(default=0, description="Bytes it freed.")
     message: str = Field(default="", description="What it did, in words.")

@@ -19,6 +19,7 @@ TRANSIENT_MARKERS = (
     "no available agent",
     "please try again later",
     "timed out during startup",
+    "failed to connect to gcs",  # a loaded machine: the head's control store is still starting
     "failed to connect to ray",
     "connection refused",
     "connection reset",

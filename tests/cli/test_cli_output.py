@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from loupe_api.versions import VersionRecord
-from loupe_workers.storage.store import LocalStore
-from loupe_workers.versioning.versions import commit_version, list_versions
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import commit_version, list_versions
 
 REPO = Path(__file__).resolve().parents[2]
 LOUPE = REPO / ".venv" / "bin" / "loupe"

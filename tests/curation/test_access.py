@@ -25,13 +25,13 @@ from loupe_api.access import region_within
 from loupe_api.dataset import DatasetSpec
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import list_versions
 from loupe_workers.curation.access import AccessRules, digest_fields, withhold
 from loupe_workers.ingest.demo import DemoFile
 from loupe_workers.pipeline.run import RunError, run_dataset
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
 from loupe_workers.use.client import AccessWarning, open_dataset
-from loupe_workers.versioning.versions import list_versions
 from support.cli import link_folders, loupe, run_spec, show_json
 from support.photos import jpeg, photo
 
@@ -319,6 +319,42 @@ def test_use_not_allowed_excluded_with_reasons_in_rows_record_and_lineage(projec
     assert {rejected_by_id[e["sample_id"]]["reason"] for e in vendor_edges} == {"use_not_allowed"}
     shown = loupe("show", "parts", "--store", "store", cwd=project)
     assert "vendor-b: excluded (use_not_allowed), 2 samples" in " ".join(shown.stdout.split()), shown.stdout
+
+
+def test_lineage_edges_carry_the_access_decision_and_loupe_lineage_prints_it(project: Path) -> None:
+    rules = (
+        (spec_text(), "use_not_allowed", "source vendor-b allows training only"),
+        (spec_text(use="training", access="{maxClassification: internal}"), "classification_above_maximum",
+         "source vendor-b is confidential"),
+    )  # fmt: skip
+    for text, rule, says in rules:
+        assert run(project, text).returncode == 0
+        local = LocalStore(project / "store")
+        record = list_versions(local, "parts")[-1]
+        edges = manifest.read_version_rows(local, record, "lineage")
+        left_out = [e for e in edges if e["source"] == "vendor-b"]
+        assert len(left_out) == len(VENDOR) and all(e["disposition"] == "rejected" for e in left_out)
+        assert all(e["reason"] == rule and says in e["detail"] for e in left_out), left_out
+        assert all(e["reason"] is None and e["detail"] is None for e in edges if e["source"] == "cams")
+        listed = json.loads(loupe("lineage", f"parts@{record.version}", "--store", "store", "--json",
+                                  cwd=project).stdout)  # fmt: skip
+        assert {(e["reason"], says in e["detail"]) for e in listed["edges"] if e["source"] == "vendor-b"} == {
+            (rule, True)
+        }
+        shown = loupe(
+            "lineage", f"parts@{record.version}", "--store", "store", cwd=project, env={"COLUMNS": "300"}
+        )
+        assert shown.returncode == 0, shown.stderr
+        text_out = " ".join(shown.stdout.split())
+        assert f"{rule}: {says}" in text_out, shown.stdout
+    # forward from a raw object: each version that left it out, with the rule, and the one that used it
+    raw = str(left_out[0]["raw_sha256"])
+    traced = json.loads(loupe("lineage", "--raw", raw, "--store", "store", "--json", cwd=project).stdout)
+    assert traced["versions"] == [] and [e["version"] for e in traced["leftOut"]] == [
+        "parts@1.0.0",
+        "parts@1.0.1",
+    ]
+    assert [e["reason"] for e in traced["leftOut"]] == [r[1] for r in rules]
 
 
 def test_classification_above_maximum_is_excluded(project: Path) -> None:

@@ -14,13 +14,13 @@ import pytest
 from PIL import ExifTags, Image, ImageEnhance, ImageOps
 
 from loupe_api.dataset import DedupSpec
+from loupe_storage.store import LocalStore, blob_key
 from loupe_workers.compute.process import ProcessSettings, process_image
 from loupe_workers.curation import hamming
 from loupe_workers.curation.dedup import DuplicateInfo, find_duplicates
 from loupe_workers.curation.hamming import band_layout, connected_groups, hamming_pairs
 from loupe_workers.ingest.sources import ListedObject
 from loupe_workers.media import decode as media
-from loupe_workers.storage.store import LocalStore, blob_key
 
 Pairs = set[tuple[int, int]]
 

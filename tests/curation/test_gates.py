@@ -21,12 +21,12 @@ import pytest
 from PIL import ExifTags, Image, ImageFilter
 
 from loupe_api.dataset import QualityGates
+from loupe_storage.store import LocalStore, blob_key
 from loupe_workers.compute.process import ProcessSettings, process_image
 from loupe_workers.curation import gates
 from loupe_workers.ingest.sources import ListedObject
 from loupe_workers.media import decode as media
 from loupe_workers.media import metrics
-from loupe_workers.storage.store import LocalStore, blob_key
 
 SETTINGS = ProcessSettings(hash_kind="phash", max_pixels=100_000_000)
 DEFAULT = QualityGates()
@@ -642,7 +642,7 @@ def _metrics_of(working: Image.Image, detail: Image.Image, width: int, height: i
     values = {
         "brightness_p99": p99,
         "brightness_p5": p5,
-        "clipped": metrics.clipped_highlights(rgb),
+        "clipped": metrics.clipped_highlights(np.asarray(detail.convert("RGB"), dtype=np.uint8)),
         "contrast": metrics.contrast(rgb),
         "black_level": metrics.tones(rgb)[1],
         "tonal_range": metrics.tones(rgb)[2],

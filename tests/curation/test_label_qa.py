@@ -300,6 +300,61 @@ def test_golden_must_name_a_source_of_the_dataset() -> None:
         DatasetSpec.model_validate({"sources": [{"name": "a"}], "labels": {"minAgreement": 1.5}})
 
 
+def test_golden_as_a_metadata_tag_is_validated_naming_the_field() -> None:
+    spec = DatasetSpec.model_validate(
+        {"sources": [{"name": "a"}], "labels": {"golden": "metadata.Reviewed=TRUE"}}
+    )
+    assert spec.labels.golden_tag() == ("Reviewed", "true") and spec.labels.golden_source() is None
+    assert (
+        DatasetSpec.model_validate(
+            {"sources": [{"name": "a"}], "labels": {"golden": "a"}}
+        ).labels.golden_source()
+        == "a"
+    )
+    for bad in ("metadata.reviewed", "metadata.=x", "metadata.reviewed= "):
+        with pytest.raises(
+            ValueError, match=r"labels\.golden[\s\S]*neither a source name nor a tag metadata\.NAME=VALUE"
+        ):
+            DatasetSpec.model_validate({"sources": [{"name": "a"}], "labels": {"golden": bad}})
+
+
+def test_a_golden_tag_makes_the_tagged_copy_truth_and_its_source_an_annotator_elsewhere() -> None:
+    def row(source: str, sha: str, label: str, reviewed: bool = False) -> dict[str, Any]:
+        metadata = json.dumps({"status": "reviewed"} if reviewed else {})
+        return {"source": source, "sha256": sha, "key": f"{source}/{sha}.jpg", "disposition": "accepted",
+                "labels": json.dumps({"label": label, "boxes": []}), "metadata": metadata}  # fmt: skip
+
+    rows = [
+        row("a", "s1", "nut"), row("qa", "s1", "bolt", reviewed=True), row("b", "s1", "nut"),
+        row("a", "s2", "nut"), row("qa", "s2", "nut", reviewed=True), row("b", "s2", "bolt"),
+        row("a", "s3", "bolt"), row("qa", "s3", "nut"), row("b", "s3", "bolt"),
+    ]  # fmt: skip
+    done = label_qa.reconcile(rows, LabelsSpec(golden="metadata.status=Reviewed"))
+    assert done.stats is not None and done.stats.golden is not None
+    golden = done.stats.golden
+    assert (
+        golden.golden == "metadata.status=Reviewed" and golden.samples == 2 and set(golden.sets) == {"a", "b"}
+    )
+    assert (golden.sets["a"].accuracy, golden.sets["b"].accuracy) == (0.5, 0.0)
+    assert (
+        golden.sets["a"].per_class["bolt"].recall == 0.0 and golden.sets["a"].per_class["nut"].recall == 1.0
+    )
+    by_sha = {r["sha256"]: r for r in rows}
+    assert (by_sha["s1"]["label"], by_sha["s1"]["label_consensus"]) == (
+        "bolt",
+        "golden",
+    )  # against the majority
+    assert (by_sha["s3"]["label"], by_sha["s3"]["label_consensus"]) == (
+        "bolt",
+        "majority",
+    )  # untagged: qa votes
+    # agreement leaves the golden copies out but counts qa where it is not tagged (s3: three sets)
+    assert (
+        done.stats.judged == 3 and done.stats.pairs[0].sets == ["a", "b"] and done.stats.pairs[0].samples == 3
+    )
+    assert {tuple(p.sets): p.samples for p in done.stats.pairs}[("a", "qa")] == 1
+
+
 # ---- real runs: three annotators and a golden reviewer on real photos -----------------------------------
 
 TILE = 72  # px: tiles of the scikit-image photos, each a distinct real picture
@@ -428,9 +483,9 @@ def test_three_annotators_on_real_photos_agreement_golden_consensus_and_queue(
 
 
 def _all_rows(project: Path) -> list[dict[str, Any]]:
+    from loupe_storage.store import LocalStore
+    from loupe_storage.versions import list_versions
     from loupe_workers.storage import manifest
-    from loupe_workers.storage.store import LocalStore
-    from loupe_workers.versioning.versions import list_versions
 
     store = LocalStore(project / "store")
     record = list_versions(store, "parts")[-1]
@@ -508,3 +563,65 @@ def test_example_two_vendors_reconciled_into_one_version(tmp_path: Path) -> None
     page = (project / "report.html").read_text()
     assert '<section class="wide" id="label-qa" data-kappa="0.777">' in page
     assert "1 disagreements in the review queue" in page and "kappa per class" in page
+
+
+def test_golden_by_metadata_tag_on_real_photos_measures_every_other_set(tmp_path: Path) -> None:
+    """Two annotators label every tile; an in-house team labels them all too, and its reviewed folder
+    (the tiles of three photos, checked: the truth) is tagged by its path. The tagged tiles are the golden
+    set; in-house labels elsewhere (30 % error) are one more annotator."""
+    project = tmp_path / "project"
+    keys = tiles(project / "tiles")
+    truth_index, given = simulate(len(keys), seed=33)
+    truth = {k: CLASSES[t] for k, t in zip(keys, truth_index, strict=True)}
+    write_csv(project / "tiles" / "ann-a.csv", dict(zip(keys, given["ann-a"], strict=True)))
+    write_csv(project / "tiles" / "ann-b.csv", dict(zip(keys, given["ann-b"], strict=True)))
+    inhouse: dict[str, str] = {}
+    for key, draft in zip(keys, given["ann-c"], strict=True):
+        reviewed = key.split("/")[1].split("-")[0] in GOLDEN_PHOTOS
+        target = f"{'reviewed' if reviewed else 'draft'}/{key.split('/')[1]}"
+        (project / "inhouse" / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(project / "tiles" / key, project / "inhouse" / target)
+        inhouse[target] = truth[key] if reviewed else draft
+    write_csv(project / "inhouse" / "labels.csv", inhouse)
+    source = {"filesystem": {"path": "./tiles"}, "include": ["images/**"]}
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "loupe.dev/v1alpha1", "kind": "IngestSource", "metadata": {"name": name},
+         "spec": {**source, "labels": {"format": "csv", "path": f"{name}.csv"}}}
+        for name in ("ann-a", "ann-b")
+    ]  # fmt: skip
+    docs.append({"apiVersion": "loupe.dev/v1alpha1", "kind": "IngestSource", "metadata": {"name": "inhouse"},
+                 "spec": {"filesystem": {"path": "./inhouse"}, "include": ["*/*.jpg"],
+                          "metadata": {"pathPattern": "{status}/*"},
+                          "labels": {"format": "csv", "path": "labels.csv"}}})  # fmt: skip
+    labels = {"classes": list(CLASSES), "golden": "metadata.status=reviewed"}
+    docs.append({"apiVersion": "loupe.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": "parts"},
+                 "spec": {"sources": [{"name": n} for n in ("ann-a", "ann-b", "inhouse")], "labels": labels}})  # fmt: skip
+    (project / "loupe.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    done = run(project)
+    assert done.returncode == 0, done.stderr
+    shown = loupe("show", "parts", "--store", "store", "--json", cwd=project)
+    qa = json.loads(shown.stdout)["labelQa"]
+    assert qa["sets"] == ["ann-a", "ann-b", "inhouse"] and qa["method"] == "fleiss"
+    golden = qa["golden"]
+    reviewed = {k for k in keys if k.split("/")[1].split("-")[0] in GOLDEN_PHOTOS}
+    contents = {hashlib.sha256((project / "tiles" / k).read_bytes()).digest() for k in reviewed}
+    assert golden["golden"] == "metadata.status=reviewed" and golden["samples"] == len(contents) > 80
+    assert set(golden["sets"]) == {"ann-a", "ann-b"}  # in-house is the reference there, not measured
+    for name in ("ann-a", "ann-b"):  # accuracy against the tagged labels: 1 - error, binomial tolerance
+        error = ERRORS[name]
+        tolerance = 3 * (error * (1 - error) / golden["samples"]) ** 0.5 + 0.01
+        found = golden["sets"][name]
+        assert abs(found["accuracy"] - (1 - error)) < tolerance, (name, found)
+        assert (
+            set(found["perClass"]) <= set(CLASSES)
+            and sum(c["support"] for c in found["perClass"].values()) == found["samples"]
+        )
+    # agreement: three annotators on the untagged tiles (in-house counts there), two on the tagged ones
+    untagged = {hashlib.sha256((project / "tiles" / k).read_bytes()).digest() for k in keys} - contents
+    pairs = {tuple(p["sets"]): p["samples"] for p in qa["pairs"]}
+    assert pairs[("ann-a", "inhouse")] == len(untagged) and pairs[("ann-a", "ann-b")] == qa["judged"]
+    assert qa["consensus"]["golden"] > 0  # tagged tiles where the annotators disagree: the truth decides
+    rows = {r["key"]: r for r in _all_rows(project) if r["source"] == "ann-a"}
+    assert all(rows[k]["label"] == truth[k] for k in reviewed if k in rows)
+    text = " ".join(loupe("show", "parts", "--store", "store", cwd=project).stdout.split())
+    assert "accuracy against golden metadata.status=reviewed" in text

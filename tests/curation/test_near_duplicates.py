@@ -16,16 +16,22 @@ from PIL import Image, ImageFilter, ImageOps
 from loupe_api.dataset import DatasetSpec, DedupSpec
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
+from loupe_storage.store import LocalStore, blob_key
+from loupe_storage.versions import list_versions
 from loupe_workers.compute.process import ProcessSettings, process_image
 from loupe_workers.curation import geometry
-from loupe_workers.curation.dedup import DuplicateInfo, crop_candidates, find_duplicates, split_variants
+from loupe_workers.curation.dedup import (
+    DuplicateInfo,
+    crop_candidates,
+    find_duplicates,
+    split_variants,
+    window_candidates,
+)
 from loupe_workers.ingest.sources import ListedObject
 from loupe_workers.media import decode as media
 from loupe_workers.media import metrics
 from loupe_workers.pipeline.run import run_dataset
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore, blob_key
-from loupe_workers.versioning.versions import list_versions
 from support.photos import PHOTO_NAMES, jpeg, photo
 
 SETTINGS = ProcessSettings(hash_kind="phash", max_pixels=100_000_000)
@@ -505,3 +511,46 @@ def test_a_crop_joins_a_kept_copy_only_if_it_verifies_against_it() -> None:
     assert ("q", "n") in asked and ("p", "n") in asked
     alone = run({"q"})  # verified against the copy only: it stays a sample of its own
     assert alone[2].of is None and alone[2].kept and alone[0].kept and alone[1].of == keeper["sample_id"]
+
+
+MIRRORED_NAMES = ("chelsea", "astronaut", "coffee", "rocket")
+
+
+def mirrored_crop(image: Image.Image) -> Image.Image:
+    """A 75 % off-centre crop of the left-right mirrored photo."""
+    return ImageOps.mirror(crop_area(image, 0.75, 0.2, 0.7))
+
+
+@pytest.fixture(scope="module")
+def mirrored(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    f = Files(tmp_path_factory.mktemp("mirrored"))
+    for name in MIRRORED_NAMES:
+        f.add(f"{name}/original.jpg", encode(base(name)))
+        f.add(f"{name}/crop75_mirror.jpg", encode(mirrored_crop(base(name)), quality=88))
+    return f
+
+
+@pytest.mark.parametrize("name", MIRRORED_NAMES)
+def test_a_mirrored_crop_joins_its_original(mirrored: Files, name: str) -> None:
+    keys = [f"{name}/original.jpg", f"{name}/crop75_mirror.jpg"]
+    first, crop = (mirrored.records[k] for k in keys)
+    original = first["sample_id"]
+    result = mirrored.run(keys)
+    assert result[keys[1]] == DuplicateInfo(original[:16], False, "near_duplicate", original)
+    # the candidate comes from the mirrored hash, and only the mirrored keypoints confirm it
+    found = window_candidates([first, crop], np.ones(2, dtype=bool), 16, 8, lambda a, b: False)
+    assert any(flip for *_, flip in found)
+    verifier = mirrored.verifier()
+    assert verifier(first, crop) is None
+    scale = verifier(first, {**crop, "mirror": True})
+    assert scale is not None and scale > 1.03  # the crop shows a part of the original
+
+
+def test_mirrored_crops_of_different_photos_are_not_grouped(mirrored: Files) -> None:
+    keys = [f"{name}/{edit}.jpg" for name in MIRRORED_NAMES for edit in ("original", "crop75_mirror")]
+    result = mirrored.run(keys, DedupSpec.model_validate({"action": "flag"}))
+    photo_of_group: dict[str, str] = {}
+    for key, info in result.items():
+        assert info.group, key  # every photo has its crop, in a group of its own photo
+        assert photo_of_group.setdefault(info.group, key.split("/")[0]) == key.split("/")[0], key
+    assert len(photo_of_group) == len(MIRRORED_NAMES)

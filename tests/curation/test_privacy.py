@@ -20,12 +20,12 @@ from PIL import Image, ImageDraw, ImageFont
 from loupe_api.dataset import DatasetSpec, PrivacySpec
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest, RunResult
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import list_versions
 from loupe_workers.curation import privacy
 from loupe_workers.curation.gates import GateOutcome
 from loupe_workers.pipeline.run import run_dataset
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
-from loupe_workers.versioning.versions import list_versions
 from support.photos import photo
 
 FACES = PrivacySpec.model_validate({"faces": {"enabled": True}})

@@ -20,13 +20,13 @@ from pydantic import ValidationError
 
 from loupe_api.dataset import DatasetSpec
 from loupe_api.sampling import SAMPLING_REASON, SamplingSpec
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import latest_version
 from loupe_workers.curation import sampling
 from loupe_workers.curation.review import parse_predictions
 from loupe_workers.embedding.embed import EmbedConfig, Embedder, decode_for_model
 from loupe_workers.pipeline.run import RunError, run_dataset
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
-from loupe_workers.versioning.versions import latest_version
 from support.cli import loupe
 from support.photos import PHOTO_NAMES, crop, jpeg, photo
 from support.runs import request
@@ -431,3 +431,56 @@ def test_the_sampler_keeps_the_parent_selection_only_under_the_same_spec() -> No
     assert {g[0]["sample_id"] for g in groups} != set(parent) and summary.kept_from_parent == 0
     with pytest.raises(sampling.SamplingError, match=r"needs spec\.embedding\.enabled"):
         sampling.Sampler(SamplingSpec(max_samples=3, strategy="kCenter")).apply([[r] for r in rows], {}, {})
+
+
+def test_newcomers_left_out_by_a_full_budget_make_a_patch_and_are_processed_once(tmp_path: Path) -> None:
+    """A full budget leaves newcomers out (selection is sticky): the content stays, but the "to label
+    next" list grows, so a PATCH version records it. ``processed`` counts the objects decoded in a run:
+    the sampled-out ones (decoded, then left out), never those carried unchanged or left unread by an
+    access rule."""
+    project = tmp_path / "project"
+    keys = write_photos(project / "images", PIPELINE_PHOTOS[:8])
+    write_photos(project / "vendor", PIPELINE_PHOTOS[10:12])
+    vendor = "---\napiVersion: loupe.dev/v1alpha1\nkind: IngestSource\nmetadata: {name: vendor}\n" + (
+        "spec: {filesystem: {path: ./vendor}, labels: {format: folder}, allowedUses: [training]}\n"
+    )
+    text = PROJECT.format(sampling="{maxSamples: 5, seed: 3}", extra="  use: evaluation\n")
+    (project / "loupe.yaml").write_text(
+        text.replace("sources: [{name: cams}]", "sources: [{name: cams}, {name: vendor}]") + vendor
+    )
+    store = LocalStore(project / "store")
+    first = run_cli(project, "run", "-f", "loupe.yaml", "--executor", "inline")
+    assert first.returncode == 0, first.stderr
+    v1 = latest_version(store, "pets")
+    assert v1 is not None and v1.version == "1.0.0"
+    assert (v1.stats.scanned, v1.stats.processed) == (10, 8)  # vendor's 2: excluded unread (use_not_allowed)
+    assert v1.stats.rejected == {"sampling": 3, "use_not_allowed": 2}
+
+    more = write_photos(project / "more", PIPELINE_PHOTOS[8:10])
+    for key in more:
+        (project / "images" / f"new-{key}").parent.mkdir(parents=True, exist_ok=True)
+        (project / "more" / key).rename(project / "images" / f"new-{key}")
+    second = run_cli(project, "run", "-f", "loupe.yaml", "--executor", "inline")
+    assert second.returncode == 0, second.stderr
+    v2 = latest_version(store, "pets")
+    assert v2 is not None and v2.version == "1.0.1" and v2.change is not None and v2.change.bump == "patch"
+    assert v2.change.reasons == ["to-label list changed: 2 more samples left out by sampling"]
+    assert (v2.stats.scanned, v2.stats.processed) == (12, 2)  # only the newcomers were decoded
+    assert {r["sample_id"] for r in manifest.read_version_rows(store, v2)} == {
+        r["sample_id"] for r in manifest.read_version_rows(store, v1)
+    }
+    left = {
+        r["sample_id"]
+        for r in manifest.read_version_rows(store, v2, "rejected")
+        if r["reason"] == SAMPLING_REASON
+    }
+    assert len(left) == 5 and set(more.values()) <= left and left <= set(keys.values()) | set(more.values())
+    exported = run_cli(project, "export", "pets", "--to-label", "--out", str(tmp_path / "to-label"))
+    assert exported.returncode == 0 and "exported 5 samples" in exported.stdout, exported.stderr
+
+    third = loupe(
+        "run", "-f", "loupe.yaml", "--store", "store", "--executor", "inline", "--json", cwd=project
+    )
+    assert third.returncode == 0, third.stderr
+    result = json.loads(third.stdout)[0]
+    assert "no change since 1.0.1" in result["message"] and result["stats"]["processed"] == 0, result

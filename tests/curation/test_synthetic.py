@@ -23,11 +23,11 @@ from loupe_api.dataset import DatasetSpec, DatasetStatus
 from loupe_api.synthetic import CAP_REASON, EVAL_REASON, SyntheticSpec, SyntheticSummary
 from loupe_api.versions import VersionRecord
 from loupe_operator.reconcile.dataset import Observed, reconcile_dataset
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import list_versions
 from loupe_workers.curation import synthetic
 from loupe_workers.curation.splits import SplitUnit, assign_splits
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
-from loupe_workers.versioning.versions import list_versions
 from support.cli import link_folders, loupe, run_spec, show_json
 from support.photos import jpeg, photo
 

@@ -21,14 +21,14 @@ from loupe_api.dataset import DatasetSpec
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
 from loupe_api.labels import LabelsSpec, class_key
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import list_versions
 from loupe_workers.curation.taxonomy import Tally, Taxonomy
 from loupe_workers.ingest.annotate import LabelSet
 from loupe_workers.pipeline.run import RunError, run_dataset
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
 from loupe_workers.versioning.diffs import diff_rows
 from loupe_workers.versioning.semver import SampleState, decide
-from loupe_workers.versioning.versions import list_versions
 from support.cli import link_folders, loupe, run_spec, show_json
 from support.photos import jpeg, photo
 

@@ -12,11 +12,11 @@ import pytest
 from loupe_api.dataset import DatasetSpec, DedupSpec, EmbeddingDedup, SourceRef
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import list_versions
 from loupe_workers.embedding import ann
 from loupe_workers.pipeline.run import run_dataset
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
-from loupe_workers.versioning.versions import list_versions
 from support.photos import TRANSFORMS, jpeg, photo
 
 

@@ -13,6 +13,8 @@ from PIL import Image
 from loupe_api.dataset import DatasetSpec, EmbeddingSpec, SourceRef
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
+from loupe_storage.store import LocalStore, put_blob
+from loupe_storage.versions import latest_version
 from loupe_workers.embedding import embed, models
 from loupe_workers.embedding.embed import (
     EmbedConfig,
@@ -23,9 +25,7 @@ from loupe_workers.embedding.embed import (
 )
 from loupe_workers.pipeline.run import run_dataset
 from loupe_workers.storage import packaged
-from loupe_workers.storage.store import LocalStore, put_blob
 from loupe_workers.use.search import version_embeddings
-from loupe_workers.versioning.versions import latest_version
 from support.photos import jpeg, photo
 
 CATS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat

@@ -24,9 +24,9 @@ from tokenizers.models import WordLevel
 from loupe_api.dataset import DatasetSpec, EmbeddingSpec, SourceRef
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
+from loupe_storage.store import LocalStore
 from loupe_workers.embedding.models import ModelError, model_spec, text_encoder_of
 from loupe_workers.pipeline.run import run_dataset
-from loupe_workers.storage.store import LocalStore
 from loupe_workers.use.search import search
 from support.photos import jpeg, photo
 

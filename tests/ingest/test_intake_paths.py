@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 
 from loupe_api.ingest import IngestSourceSpec
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import list_versions
 from loupe_workers.compute.process import ProcessSettings, process_object
 from loupe_workers.ingest.sources import FolderSource, list_media
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
-from loupe_workers.versioning.versions import list_versions
 from support.photos import jpeg, photo
 
 LOUPE = [str(Path(sys.executable).with_name("loupe"))]

@@ -15,6 +15,7 @@ from PIL import Image
 
 from loupe_api.ingest import IngestSourceSpec, LabelImport
 from loupe_api.listing import glob_regex, matches_any, media_kind
+from loupe_storage.store import LocalStore
 from loupe_workers.ingest.annotate import (
     LabelError,
     LabelSet,
@@ -23,7 +24,6 @@ from loupe_workers.ingest.annotate import (
     sample_metadata,
 )
 from loupe_workers.ingest.sources import list_media, listing_digest
-from loupe_workers.storage.store import LocalStore
 
 
 @cache

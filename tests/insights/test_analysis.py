@@ -17,13 +17,13 @@ from skimage import data as skdata
 from loupe_api.dataset import DatasetSpec, DriftSpec, HealthSpec
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import list_versions
 from loupe_workers.ingest.demo import DemoFile
 from loupe_workers.insights import analysis
 from loupe_workers.insights.report import build_report
 from loupe_workers.pipeline.run import run_dataset
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
-from loupe_workers.versioning.versions import list_versions
 from support.cli import loupe
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "text", "horse")

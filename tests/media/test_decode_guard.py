@@ -21,14 +21,14 @@ from skimage import data as skdata
 from loupe_api.dataset import DatasetSpec
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import list_versions
 from loupe_workers.compute.process import ProcessSettings
 from loupe_workers.curation import privacy
 from loupe_workers.embedding import embed
 from loupe_workers.media import decode as media
 from loupe_workers.pipeline.run import run_dataset
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
-from loupe_workers.versioning.versions import list_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
@@ -331,7 +331,7 @@ def test_report_on_a_quarantined_bomb_stays_small(tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     code = textwrap.dedent(f"""
         from loupe_workers.insights.report import build_report
-        from loupe_workers.storage.store import LocalStore
+        from loupe_storage.store import LocalStore
         page = build_report(LocalStore({str(store)!r}), "guard", "1.0.0")
         open({str(out)!r}, "w").write(page)
     """)

@@ -18,11 +18,11 @@ from skimage import data as skdata
 from loupe_api.dataset import DatasetSpec
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import list_versions
 from loupe_workers.media import decode as media
 from loupe_workers.pipeline.run import run_dataset
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
-from loupe_workers.versioning.versions import list_versions
 
 
 def encoded(image: Image.Image, fmt: str, **options: Any) -> bytes:

@@ -361,9 +361,9 @@ def test_video_bomb_is_refused_before_decoding(tmp_path: Path, capsys: pytest.Ca
 def test_video_frame_budget(tmp_path: Path) -> None:
     """Sampling stops after a bounded number of decoded frames, whatever the stream's timestamps do."""
     from loupe_api.ingest import IngestSourceSpec
+    from loupe_storage.store import open_store
     from loupe_workers.compute.process import ProcessSettings, process_video
     from loupe_workers.ingest.sources import ListedObject
-    from loupe_workers.storage.store import open_store
     from support.hostile import encode_video
 
     data = encode_video("matroska", "ffv1", size=(32, 32), frames=60, rate=10)

@@ -18,12 +18,12 @@ from PIL import ExifTags, Image
 
 from loupe_api.keys import RENDITIONS
 from loupe_api.renditions import RenditionSpec
+from loupe_storage.store import LocalStore, ObjectStore, S3Store, put_blob
+from loupe_storage.versions import latest_version, list_versions
 from loupe_workers.media import decode
 from loupe_workers.media.renditions import render
 from loupe_workers.pipeline.run import run_dataset
-from loupe_workers.storage.store import LocalStore, ObjectStore, S3Store, put_blob
 from loupe_workers.use.client import open_dataset
-from loupe_workers.versioning.versions import latest_version, list_versions
 from support.cli import loupe
 from support.photos import jpeg, photo
 from support.runs import request, rows_of

@@ -20,7 +20,7 @@ import yaml
 from loupe_api.dataset import DatasetSpec, DatasetStats, DatasetStatus, JobStatus
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RESULT_PREFIX, RunRequest, RunResult
-from loupe_api.keys import gc_result_key, model_key
+from loupe_api.keys import gc_result_key, model_key, run_prefix
 from loupe_api.retention import GcResult, RetentionSpec, RetentionStatus
 from loupe_api.retrain import ModelRecord
 from loupe_api.versions import VersionChange, VersionRecord
@@ -33,10 +33,11 @@ from loupe_operator.reconcile.dataset import (
     gc_due,
     reconcile_retention,
 )
+from loupe_storage.store import LocalStore, blob_key
+from loupe_storage.versions import list_versions
 from loupe_workers.ingest.demo import DemoFile
-from loupe_workers.storage.store import LocalStore, blob_key
 from loupe_workers.versioning.tags import set_tag
-from loupe_workers.versioning.versions import list_versions, read_expired
+from loupe_workers.versioning.versions import read_expired
 from support.cli import QUICKSTART
 from support.photos import jpeg, photo
 
@@ -188,7 +189,11 @@ def test_the_operator_runs_the_gc_job_which_keeps_current_tagged_and_trained_on_
     assert finished.status.to_wire()["retention"]["freedBytes"] == done.freed_bytes  # what kubectl shows
 
     assert [r.version for r in list_versions(store, DATASET)] == [v1, v2, v4]  # tagged, trained, current
-    assert read_expired(store, DATASET, v3) is not None
+    tombstone = read_expired(store, DATASET, v3)
+    assert tombstone is not None
+    # the operator's dataset names hold a slash (namespace/name): v3's run folder goes too, kept ones stay
+    assert not list(store.list(run_prefix(DATASET, tombstone.run_id)))
+    assert all(list(store.list(run_prefix(DATASET, r.run_id))) for r in list_versions(store, DATASET))
     assert not store.exists(blob_key(hashlib.sha256(rocket).hexdigest()))  # collected with v3
     result = GcResult.model_validate_json(location.read_optional(gc_result_key(DATASET, state.job_id)) or b"")
     assert result.expired == [v3] and result.deleted > 0 and result.skipped == ""

@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from loupe_storage.store import LocalStore
 from loupe_workers.ingest.demo import DemoFile
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore
 from support.chart import argocd_health
 from support.operator_process import E2E_NAMESPACE as NAMESPACE
 from support.operator_process import condition, get_object, start_operator, stop_operator, wait_for

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from loupe_storage.store import LocalStore
+from loupe_storage.versions import list_versions
 from loupe_workers.compute import executor as executors
 from loupe_workers.compute.executor import (
     AutoExecutor,
@@ -18,8 +20,6 @@ from loupe_workers.compute.executor import (
 )
 from loupe_workers.ingest.demo import DemoFile
 from loupe_workers.pipeline.run import run_dataset
-from loupe_workers.storage.store import LocalStore
-from loupe_workers.versioning.versions import list_versions
 from support.runs import request, rows_of
 
 

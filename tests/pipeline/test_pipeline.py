@@ -11,11 +11,11 @@ from PIL import Image
 from skimage import data as skdata
 
 from loupe_api.ingest import IngestSourceSpec
+from loupe_storage.store import LocalStore, ObjectInfo, ObjectStore, blob_key
+from loupe_storage.versions import list_versions
 from loupe_workers.ingest.demo import DemoFile
 from loupe_workers.pipeline.run import run_dataset
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore, ObjectInfo, ObjectStore, blob_key
-from loupe_workers.versioning.versions import list_versions
 from support.runs import request, rows_of
 
 
@@ -312,7 +312,7 @@ def test_s3_source_and_store_match_folder(
     on_disk = run_dataset(request(images, str(tmp_path / "store")))
     assert on_s3.version == on_disk.version == "1.0.0"
     assert on_s3.stats == on_disk.stats
-    from loupe_workers.storage.store import S3Store
+    from loupe_storage.store import S3Store
 
     s3_store = S3Store("loupe-store", "prod", endpoint=minio.endpoint)
     local = LocalStore(tmp_path / "store")

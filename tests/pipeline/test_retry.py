@@ -37,10 +37,14 @@ def scripted(*outcomes: Any) -> Any:
 def test_transient_refusals_are_retried_with_growing_bounded_waits() -> None:
     waits: list[float] = []
     action = scripted(
-        AGENT, ConnectionError("refused"), RuntimeError("The current node timed out during startup"), 7
+        AGENT,
+        ConnectionError("refused"),
+        RuntimeError("The current node timed out during startup"),
+        Exception("Failed to connect to GCS within 60 seconds. GCS may have been killed."),
+        7,
     )
     assert retry_transient(action, "submit", sleep=waits.append) == 7
-    assert action.calls == 4 and waits == [1.0, 2.0, 4.0]
+    assert action.calls == 5 and waits == [1.0, 2.0, 4.0, 8.0]
 
 
 def test_every_try_refused_gives_one_clear_error() -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from loupe_workers.storage.store import LocalStore, StoreError
+from loupe_storage.store import LocalStore, StoreError
 
 REPO = Path(__file__).resolve().parents[2]
 LOUPE = REPO / ".venv" / "bin" / "loupe"

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from loupe_api.dataset import DatasetStats
+from loupe_api.keys import version_key_of
 from loupe_api.listing import prefix_folder
-from loupe_operator.adapters import storage as operator_storage
-from loupe_workers.storage.store import LocalStore
+from loupe_api.versions import VersionRecord
+from loupe_operator.adapters.storage import StoreLocation
+from loupe_storage.store import LocalStore
 
 
 @pytest.mark.parametrize(
@@ -64,8 +68,12 @@ def test_local_store_lists_a_prefix_without_walking_the_blobs(store: Path, walke
 
 
 def test_operator_reads_versions_without_walking_the_blobs(store: Path, walked: list[str]) -> None:
-    names = [
-        key for key, _, _ in operator_storage._objects(str(store), "datasets/a/versions/", None, None, None)
-    ]
-    assert names == ["datasets/a/versions/1.0.0.json", "datasets/a/versions/1.1.0.json"]
+    for v in ("1.0.0", "1.1.0"):
+        record = VersionRecord(dataset="a", version=v, created=datetime(2026, 1, 5, tzinfo=UTC), run_id="r",
+                               spec_digest="s", source_digest="s", content_digest="c", code_version="0",
+                               manifest_uri="m", rejected_uri="r", lineage_uri="l", samples=1,
+                               stats=DatasetStats())  # fmt: skip
+        (store / version_key_of("a", v)).write_text(record.model_dump_json(by_alias=True))
+    versions = StoreLocation(str(store)).read_versions("a")  # the operator's read, through loupe_storage
+    assert [r.version for r in versions] == ["1.0.0", "1.1.0"]
     assert walked and not any("blobs" in folder for folder in walked), walked

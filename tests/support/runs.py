@@ -9,8 +9,8 @@ from loupe_api.dataset import DatasetSpec
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
 from loupe_api.versions import VersionRecord
+from loupe_storage.store import ObjectStore
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import ObjectStore
 
 
 def request(images: Path, store: str, **dataset: Any) -> RunRequest:

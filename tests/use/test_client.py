@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from loupe_storage.store import LocalStore, blob_key
 from loupe_workers.ingest.demo import DemoFile
-from loupe_workers.storage.store import LocalStore, blob_key
 from loupe_workers.use import client
 from loupe_workers.use.client import (
     DatasetNotFound,

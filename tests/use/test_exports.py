@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import yaml
 
+from loupe_storage.store import LocalStore, blob_key
+from loupe_storage.versions import list_versions
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore, blob_key
 from loupe_workers.use.exports import ExportError, parse_shard_size
-from loupe_workers.versioning.versions import list_versions
 from support.cli import loupe
 from support.photos import photo
 

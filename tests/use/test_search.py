@@ -10,8 +10,8 @@ import pytest
 from loupe_api.dataset import DatasetSpec, EmbeddingSpec, SourceRef
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest
+from loupe_storage.store import LocalStore
 from loupe_workers.pipeline.run import run_dataset
-from loupe_workers.storage.store import LocalStore
 from loupe_workers.use.search import SearchError, compile_filter, search
 from support.cli import loupe
 from support.photos import TRANSFORMS, jpeg, photo

@@ -26,13 +26,13 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
+from loupe_storage.store import LocalStore, blob_key
+from loupe_storage.versions import list_versions
 from loupe_workers.ingest.demo import DemoFile
 from loupe_workers.serve.catalog import row_ref
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore, blob_key
 from loupe_workers.use.client import open_dataset
 from loupe_workers.versioning.tags import set_tag
-from loupe_workers.versioning.versions import list_versions
 from support.cli import loupe
 from support.photos import photo
 

@@ -16,13 +16,13 @@ from loupe_api.dataset import DatasetStats
 from loupe_api.jobs import RunRequest
 from loupe_api.retention import RetentionSpec
 from loupe_api.versions import VersionChange, VersionRecord
+from loupe_storage.store import LocalStore, blob_key
+from loupe_storage.versions import list_versions
 from loupe_workers.ingest.demo import DemoFile
 from loupe_workers.storage import manifest
 from loupe_workers.storage.leases import CollectionInProgress, gc_lock, run_lease
-from loupe_workers.storage.store import LocalStore, blob_key
 from loupe_workers.use.client import open_dataset
 from loupe_workers.versioning.retention import collect_garbage, plan_expiry
-from loupe_workers.versioning.versions import list_versions
 from support.cli import loupe, quickstart_project
 from support.photos import jpeg, photo
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from loupe_storage.store import LocalStore
 from loupe_workers.ingest.demo import DemoFile
-from loupe_workers.storage.store import LocalStore
 from loupe_workers.use.client import open_dataset
 from loupe_workers.versioning.tags import TagError, TagExists, set_tag
 from loupe_workers.versioning.versions import VersionNotFound, resolve_version

@@ -17,8 +17,9 @@ from loupe_api.dataset import DatasetStats
 from loupe_api.keys import version_key_of
 from loupe_api.retention import RetentionSpec, TierRecord, TierRule
 from loupe_api.versions import VersionChange, VersionRecord
+from loupe_storage.store import LocalStore, blob_key
+from loupe_storage.versions import list_versions
 from loupe_workers.ingest.demo import DemoFile
-from loupe_workers.storage.store import LocalStore, blob_key
 from loupe_workers.use.client import open_dataset
 from loupe_workers.versioning.tiers import (
     VersionArchived,
@@ -27,7 +28,6 @@ from loupe_workers.versioning.tiers import (
     describe,
     plan_levels,
 )
-from loupe_workers.versioning.versions import list_versions
 from support.cli import loupe, quickstart_project
 from support.photos import jpeg, photo
 

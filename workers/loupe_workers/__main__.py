@@ -12,11 +12,11 @@ from pathlib import Path
 
 from loupe_api.dataset import DatasetStats
 from loupe_api.jobs import FAILURE_PREFIX, RESULT_PREFIX, RunFailure, RunRequest, RunResult
+from loupe_storage.store import open_store
+from loupe_storage.versions import list_versions
 from loupe_workers.compute.executor import make_executor
 from loupe_workers.pipeline.run import RunError, run_dataset
-from loupe_workers.storage.store import open_store
 from loupe_workers.versioning.tiers import gc_summary, run_gc_job
-from loupe_workers.versioning.versions import list_versions
 
 
 def main(argv: list[str]) -> int:

@@ -40,6 +40,8 @@ from loupe_api.resources import SpecError
 from loupe_api.sampling import SamplingSummary
 from loupe_api.synthetic import SyntheticSummary
 from loupe_api.versions import VersionRecord
+from loupe_storage.store import LocalStore, ObjectStore, StoreError, open_store, os_reason
+from loupe_storage.versions import CommitConflict, list_versions
 from loupe_workers.compute.executor import make_executor
 from loupe_workers.curation import access, label_qa, sampling, synthetic
 from loupe_workers.curation.privacy import exportable
@@ -56,18 +58,10 @@ from loupe_workers.pipeline.retraining import run_policy
 from loupe_workers.pipeline.run import RunError, RunEvents, run_dataset
 from loupe_workers.pipeline.specs import check_local, load_specs, run_request
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import LocalStore, ObjectStore, StoreError, open_store, os_reason
 from loupe_workers.use import exports
 from loupe_workers.versioning.diffs import diff_rows
 from loupe_workers.versioning.trace import TraceError, trace_model, trace_raw
-from loupe_workers.versioning.versions import (
-    CommitConflict,
-    list_tags,
-    list_versions,
-    no_dataset_message,
-    read_version,
-    resolve_version,
-)
+from loupe_workers.versioning.versions import list_tags, no_dataset_message, read_version, resolve_version
 
 app = typer.Typer(
     name="loupe",
@@ -628,6 +622,10 @@ def lineage(
                 f"[bold]{escape(str(raw))}[/bold] " + escape(f"-> versions: {', '.join(found['versions'])}")
             )
             out.print(escape(f"-> models: {', '.join(found['models']) or '(none)'}"))
+            for left in found["leftOut"]:  # versions that left it out, and why (the edge's reason)
+                out.print(
+                    escape(f"-> left out of {left['version']}: {left['reason']}: {left['detail'] or ''}")
+                )
         return
     assert ref is not None
     record = _version(object_store, ref)
@@ -654,14 +652,16 @@ def lineage(
         f"[bold]{escape(record.dataset)}@{escape(record.version)}[/bold] <- "
         + escape(" <- ".join(c["version"] + (" (expired)" if "expired" in c else "") for c in chain[1:]))
     )
-    table = Table("raw object", "raw sha256", "sample", "disposition")
+    table = Table("raw object", "raw sha256", "sample", "disposition", "why left out")
     for edge in edges:
+        why = ": ".join(str(edge[k]) for k in ("reason", "detail") if edge.get(k))  # null on accepted edges
         _add_row(
             table,
             str(edge["uri"]),
             str(edge["raw_sha256"])[:12],
             str(edge["sample_id"])[:12],
             str(edge["disposition"]),
+            why,
         )
     out.print(table)
 

@@ -11,9 +11,9 @@ from typing import Any, Protocol
 
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.retry import retry_transient
+from loupe_storage.store import ObjectStore
 from loupe_workers.compute.process import ProcessSettings, Record, process_object
 from loupe_workers.ingest.sources import ListedObject
-from loupe_workers.storage.store import ObjectStore
 
 Progress = Callable[[int], None]
 RECORD_BYTES = 64 << 10  # a processed record as JSON, with its privacy findings

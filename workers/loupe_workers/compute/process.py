@@ -11,16 +11,17 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from loupe_api.ingest import IngestSourceSpec
+from loupe_storage.store import ObjectStore, put_blob
 from loupe_workers.curation.privacy import Detectors, record_fields
 from loupe_workers.ingest.sources import UNREADABLE, ListedObject, SourceReadError
 from loupe_workers.media import decode as media
-from loupe_workers.storage.store import ObjectStore, put_blob
 
-PROCESSING_VERSION = "6"  # bump when per-object results change, so stored results are recomputed
+PROCESSING_VERSION = "7"  # bump when per-object results change, so stored results are recomputed
 # 2: decode before EXIF (undecodable PNGs were accepted), PNG chunk CRCs, 16-bit images shifted to 8 bits
 # 3: hashes taken without uniform borders, plus the hashes of the 7 flips and quarter turns
 # 4: blur, noise and over-exposure measured anew (sharpness, noise, clipped), contrast added
 # 6: black_level and tonal_range added (the low-contrast gate reads them)
+# 7: clipped read on the detail image; noise of texture that does not halve when halved taken out
 Record = dict[str, Any]
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from loupe_api.dataset import DatasetStats
 from loupe_api.keys import blob_key, rendition_key
 from loupe_api.renditions import RenditionSpec
+from loupe_storage.store import ObjectStore
 from loupe_workers.compute.executor import (
     POOL_MIN_CPUS,
     POOL_MIN_OBJECTS,
@@ -33,13 +34,13 @@ from loupe_workers.compute.executor import (
     Executor,
     PoolExecutor,
     RayExecutor,
+    ensure_ray,
     pool_workers,
     ray_task_memory,
 )
 from loupe_workers.compute.process import Record
 from loupe_workers.media import decode
 from loupe_workers.media.renditions import render
-from loupe_workers.storage.store import ObjectStore
 from loupe_workers.versioning.semver import SampleState
 
 Entry = dict[str, Any]  # {key, sha256, format, width, height, bytes}
@@ -127,7 +128,7 @@ def _ray_batch(batch: dict[str, Any], blobs: ObjectStore, limits: Limits) -> dic
 def _on_ray(tasks: list[Task], blobs: ObjectStore, limits: Limits, ray_executor: RayExecutor) -> list[str]:
     import ray
 
-    ray_executor._ensure_ray()
+    ensure_ray(ray_executor.address)
     items = [
         {"sha256": sha, "specs": json.dumps({n: s.model_dump_json() for n, s in specs.items()})}
         for sha, specs in tasks

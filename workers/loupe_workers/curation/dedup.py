@@ -280,11 +280,31 @@ def crop_candidates(
     record within ``max_distance`` of the other's (``inner``, the likely crop) whole hash, one of them
     a query record, the pair not ``skip``-ped (already linked). Each query record keeps only its
     ``per_record`` closest candidates (by distance, then index), so at most per_record
-    verifications are asked per new record."""
+    verifications are asked per new record. (window_candidates adds crops of mirrored copies.)"""
+    found = window_candidates(records, query, max_distance, per_record, skip, mirrored=False)
+    return [(a, b, distance, inner) for a, b, distance, inner, _ in found]
+
+
+MIRRORED = 0  # index, among split_variants' 7 orientations, of the left-right mirrored hash
+
+
+def window_candidates(
+    records: Sequence[Record],
+    query: BoolArray,
+    max_distance: int,
+    per_record: int,
+    skip: Callable[[int, int], bool],
+    *,
+    mirrored: bool = True,
+) -> list[tuple[int, int, int, int, bool]]:
+    """crop_candidates' pairs (a < b, distance, inner, mirrored), with ``mirrored`` also those where a
+    sub-window hash of one record is close to the other's left-right mirrored hash: the inner record is
+    a crop of a mirrored copy (the window set is symmetric, so a mirrored crop's place is covered). Its
+    verification mirrors the inner image. Direct and mirrored candidates share one ranking per query
+    record, so the per_record bound holds for both together."""
     n = len(records)
     if n < 2 or max_distance < 0 or per_record <= 0:
         return []
-    whole = hex_to_u64([r["hash"] for r in records])
     owners: list[int] = []
     windows: list[str] = []
     for i, record in enumerate(records):
@@ -295,31 +315,48 @@ def crop_candidates(
         return []
     owner = np.array(owners, dtype=np.int64)
     hashes = hex_to_u64(windows)
-    best: dict[tuple[int, int], tuple[int, int]] = {}  # pair -> (distance, inner)
+    # whole hashes to search: every identity hash, then (mirrored) the mirrored hash of each record with one
+    whole_owner = list(range(n))
+    whole_hex = [r["hash"] for r in records]
+    if mirrored:
+        for i, record in enumerate(records):
+            turned = split_variants(record)[0]
+            if len(turned) > MIRRORED:
+                whole_owner.append(i)
+                whole_hex.append(turned[MIRRORED])
+    whole = hex_to_u64(whole_hex)
+    of_whole = np.array(whole_owner, dtype=np.int64)
+    flipped = np.arange(len(whole_owner)) >= n
+    best: dict[tuple[int, int], tuple[int, int, bool]] = {}  # pair -> (distance, inner, mirrored)
 
-    def add(outer: IntArray, inner: IntArray, d: npt.NDArray[np.uint8]) -> None:
-        for a, b, distance in zip(outer.tolist(), inner.tolist(), d.tolist(), strict=True):
+    def add(outer: IntArray, inner: IntArray, d: npt.NDArray[np.uint8], flips: npt.NDArray[np.bool_]) -> None:
+        for a, b, distance, flip in zip(
+            outer.tolist(), inner.tolist(), d.tolist(), flips.tolist(), strict=True
+        ):
             if a == b:
                 continue
             pair = (min(a, b), max(a, b))
-            if (distance, b) < best.get(pair, (max_distance + 1, 0)) and not skip(*pair):
-                best[pair] = (distance, b)
+            # a direct candidate is preferred at equal distance (its verification needs no mirrored decode)
+            if (distance, flip, b) < best.get(pair, (max_distance + 1, True, 0)) and not skip(*pair):
+                best[pair] = (distance, b, flip)
 
-    queried = np.flatnonzero(query)
+    queried = np.flatnonzero(query[of_whole])
     mine = np.flatnonzero(query[owner])  # windows of query records against every whole hash
     qi, ti, d = cross_pairs(hashes[mine], whole, max_distance)
-    add(owner[mine[qi]], ti, d)
+    add(owner[mine[qi]], of_whole[ti], d, flipped[ti])
     qi, ti, d = cross_pairs(whole[queried], hashes, max_distance)  # query whole hashes against windows
-    add(queried[qi], owner[ti], d)
-    per: dict[int, list[tuple[int, int, int, int]]] = {}
-    for (a, b), (distance, inner) in best.items():
+    add(of_whole[queried[qi]], owner[ti], d, flipped[queried[qi]])
+    per: dict[int, list[tuple[int, bool, int, int, int]]] = {}
+    for (a, b), (distance, inner, flip) in best.items():
         for end in (a, b):
             if query[end]:
-                per.setdefault(end, []).append((distance, a, b, inner))
-    chosen: set[tuple[int, int, int, int]] = set()
+                per.setdefault(end, []).append((distance, flip, a, b, inner))
+    chosen: set[tuple[int, int, int, int, bool]] = set()
     for found in per.values():
-        chosen.update((a, b, distance, inner) for distance, a, b, inner in sorted(found)[:per_record])
-    return sorted(chosen, key=lambda c: (c[2], c[0], c[1]))
+        chosen.update(
+            (a, b, distance, inner, flip) for distance, flip, a, b, inner in sorted(found)[:per_record]
+        )
+    return sorted(chosen, key=lambda c: (c[2], c[4], c[0], c[1]))
 
 
 def find_duplicates(
@@ -432,15 +469,17 @@ def find_duplicates(
         link(a, b, max(near, 0) + 0.5, False)
     crop_linked: dict[int, set[int]] = {}  # verified crop pairs
     if spec.perceptual.enabled and spec.perceptual.crops and verify is not None:
-        candidates = crop_candidates(
+        candidates = window_candidates(
             records,
             query,
             spec.perceptual.crop_distance,
             spec.perceptual.max_candidates,
             lambda a, b: b in edges.get(a, {}),
+            mirrored=spec.perceptual.transforms,  # the mirrored hash is one of the transforms
         )
-        for a, b, d, _ in candidates:
-            scale = verify(records[a], records[b])
+        for a, b, d, _, flip in candidates:
+            # a crop of a mirrored copy: the keypoints of b's mirror image must agree with a's
+            scale = verify(records[a], {**records[b], "mirror": True} if flip else records[b])
             if scale is not None:  # after every hash match: a crop joins behind them
                 link(a, b, max(near, 0) + 1 + d / 64, False)
                 crop_linked.setdefault(a, set()).add(b)

@@ -56,7 +56,8 @@ class LabelErrorCandidate:
         )  # fmt: skip
 
 
-def _unit(vectors: npt.NDArray[Any]) -> FloatArray:
+def unit_rows(vectors: npt.ArrayLike) -> FloatArray:
+    """The rows L2-normalised as contiguous float32 (cosine similarity is then a dot product)."""
     matrix = np.ascontiguousarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.ascontiguousarray(matrix / np.maximum(norms, 1e-12), dtype=np.float32)
@@ -73,13 +74,22 @@ def nearest(vectors: FloatArray, k: int) -> tuple[FloatArray, npt.NDArray[np.int
     k = min(k, n - 1)
     if n < 2 or k < 1:
         return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-    unit = _unit(vectors)
+    unit = unit_rows(vectors)
     if n > EXACT_LIMIT:
         return _nearest_hnsw(unit, k)
+    return exact_nearest(unit, k)
+
+
+def exact_nearest(
+    unit: FloatArray, k: int, block_rows: int = QUERY_CHUNK
+) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """``nearest`` by exact search over unit rows (1 <= k < rows), ``block_rows`` queries per matrix
+    product (the memory bound: block_rows x n floats)."""
+    n = len(unit)
     sims = np.empty((n, k), np.float32)
     rows = np.empty((n, k), np.int64)
-    for start in range(0, n, QUERY_CHUNK):
-        stop = min(n, start + QUERY_CHUNK)
+    for start in range(0, n, block_rows):
+        stop = min(n, start + block_rows)
         block = unit[start:stop] @ unit.T
         block[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not its own neighbour
         top = np.argpartition(-block, k - 1, axis=1)[:, :k]

@@ -16,7 +16,9 @@ sets are ``{set name: {"label": class or None, "boxes": [...]}}`` in the dataset
   the sets giving the consensus class. Consensus boxes: the golden set's, else each cluster of
   same-class boxes (IoU >= ``iou``, one box per set) given by more than half of the sets with boxes.
 - Golden: accuracy of every other set against the golden one, precision and recall per golden class.
-  The golden set is the reference, not one more annotator: agreement (and the gate) leaves it out.
+  The golden set is the reference, not one more annotator: agreement (and the gate) leaves it out. It
+  is a source, or with a metadata tag (``metadata.NAME=VALUE``) per content the set of the source whose
+  copy carries the tag (the first by name when several do): that source is an annotator elsewhere.
 """
 
 from __future__ import annotations
@@ -399,53 +401,94 @@ def _empty(labels: LabelDict) -> bool:
     return labels.get("label") is None and not labels.get("boxes")
 
 
-def reconcile(rows: list[dict[str, Any]], spec: LabelsSpec) -> Reconciled:
-    """Give every row whose bytes two or more sources label the consensus of their label sets.
+def _row_labels(row: Mapping[str, Any]) -> LabelDict:
+    return json.loads(row["labels"]) if row.get("labels") else {"label": None, "boxes": []}
 
-    ``rows``: a run's manifest rows (``source``, ``sha256``, ``key``, ``labels`` JSON in the dataset's
-    classes, ``width``, ``height``, ``disposition``). Such rows get ``label_sets`` (JSON: set name ->
-    labels), ``label_support``, ``label_consensus`` (how it was reached) and the consensus as ``label``
-    / ``labels``; other rows are left as they are. Disagreements count the samples not left out by a
-    gate and not settled by the golden set (``Reconciled.settle`` counts them again among the rows
-    curation finally accepts: those the review queue lists). With ``spec.minAgreement`` the
-    refusal says why the version must not be committed.
-    """
-    by_content: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_content.setdefault(str(row["sha256"]), []).append(row)
-    golden, threshold = spec.golden, spec.box_iou or DEFAULT_IOU
-    boxes = BoxTally(threshold)
-    class_votes: list[dict[str, str]] = []
-    tally = ConsensusCounts()
-    names: set[str] = set()
-    labelled = disagreements = 0
-    disputed: set[str] = set()
-    for members in by_content.values():
-        sets: dict[str, LabelDict] = {}
-        for row in sorted(members, key=lambda r: (str(r["source"]), str(r["key"]))):
-            labels = json.loads(row["labels"]) if row.get("labels") else {"label": None, "boxes": []}
-            if not _empty(labels):
-                sets.setdefault(str(row["source"]), labels)  # one set per source: its first copy's
+
+def _label_sets(members: list[dict[str, Any]]) -> dict[str, LabelDict]:
+    """The label sets of one content: one per source, its first copy's (by key), empty ones left out."""
+    sets: dict[str, LabelDict] = {}
+    for row in sorted(members, key=lambda r: (str(r["source"]), str(r["key"]))):
+        labels = _row_labels(row)
+        if not _empty(labels):
+            sets.setdefault(str(row["source"]), labels)
+    return sets
+
+
+@dataclass(frozen=True)
+class Golden:
+    """spec.labels.golden as reconcile applies it: a source, or a metadata tag on a source's copy."""
+
+    name: str  # what the version records: the source name, or the tag as written
+    source: str | None = None
+    tag: tuple[str, str] | None = None  # (metadata field, value in lower case)
+
+    @classmethod
+    def of(cls, spec: LabelsSpec) -> Golden | None:
+        """The golden set of ``spec``, or None when it names none."""
+        if spec.golden is None:
+            return None
+        return cls(spec.golden, source=spec.golden_source(), tag=spec.golden_tag())
+
+    def set_of(self, members: Sequence[Mapping[str, Any]], sets: Sets) -> str | None:
+        """The label set that is truth on this content: the golden source's, or that of the first source
+        (by name) whose copy carries the tag; None when the content has no golden label."""
+        if self.tag is None:
+            return self.source if self.source in sets else None
+        name, value = self.tag
+        tagged = sorted(
+            str(r["source"])
+            for r in members
+            if str(json.loads(r.get("metadata") or "{}").get(name, "")).strip().casefold() == value
+        )
+        return next((source for source in tagged if source in sets), None)
+
+
+@dataclass
+class _Gathered:
+    """What reconciling gathers over a run's contents, one content (rows of the same bytes) at a time."""
+
+    golden: Golden | None
+    threshold: float
+    boxes: BoxTally = field(init=False)
+    class_votes: list[dict[str, str]] = field(default_factory=list)  # per labelled content, but golden's
+    truth_votes: list[dict[str, str]] = field(default_factory=list)  # per golden content: golden.name first
+    tally: ConsensusCounts = field(default_factory=ConsensusCounts)
+    names: set[str] = field(default_factory=set)
+    labelled: int = 0
+    disagreements: int = 0  # not left out by a gate
+    disputed: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.boxes = BoxTally(self.threshold)
+
+    def add(self, members: list[dict[str, Any]]) -> None:
+        """Count one content and give its rows the consensus of its label sets (two or more)."""
+        sets = _label_sets(members)
         if not sets:
-            continue
-        labelled += 1
-        names.update(sets)
+            return
+        self.labelled += 1
+        self.names.update(sets)
+        truth = self.golden.set_of(members, sets) if self.golden is not None else None
         votes = {n: str(s["label"]) for n, s in sets.items() if s.get("label") is not None}
-        class_votes.append(votes)
+        # the golden set is the reference the others are measured against, not one more annotator
+        self.class_votes.append({n: c for n, c in votes.items() if n != truth})
+        if self.golden is not None and truth in votes:
+            self.truth_votes.append({self.golden.name: votes[truth], **self.class_votes[-1]})
         if len(sets) < 2:
-            tally.single += 1
-            continue
+            self.tally.single += 1
+            return
         first = members[0]
-        boxes.add(sets, first.get("width"), first.get("height"))
+        self.boxes.add(sets, first.get("width"), first.get("height"))
         result = consensus(
-            sets, golden, threshold=threshold, width=first.get("width"), height=first.get("height")
+            sets, truth, threshold=self.threshold, width=first.get("width"), height=first.get("height")
         )
         field_name = "ties" if result.kind == "tie" else result.kind
-        setattr(tally, field_name, getattr(tally, field_name) + 1)
+        setattr(self.tally, field_name, getattr(self.tally, field_name) + 1)
         left_out = all(r.get("disposition") in ("rejected", "quarantined") for r in members)
         if result.disagree and result.kind != "golden":  # golden settled it: no review
-            disputed.add(str(first["sha256"]))
-            disagreements += 0 if left_out else 1
+            self.disputed.add(str(first["sha256"]))
+            self.disagreements += 0 if left_out else 1
         sets_json = json.dumps(dict(sorted(sets.items())), sort_keys=True)
         for row in members:
             row["label_sets"] = sets_json
@@ -453,26 +496,49 @@ def reconcile(rows: list[dict[str, Any]], spec: LabelsSpec) -> Reconciled:
             row["label_consensus"] = result.kind
             row["label"] = result.labels["label"]
             row["labels"] = json.dumps(result.labels, sort_keys=True)
-    if len(names) < 2:  # one label set: nothing to compare (the rows are untouched)
+
+    def stats(self, min_agreement: float | None) -> LabelQaStats:
+        """The version's figures over every content added."""
+        figures = class_agreement(self.class_votes)
+        golden = self.golden
+        return LabelQaStats(
+            sets=sorted(self.names),
+            samples=self.labelled,
+            judged=figures.judged,
+            method=figures.method,
+            kappa=figures.kappa,
+            agreement=figures.agreement,
+            per_class=figures.per_class,
+            pairs=figures.pairs,
+            boxes=self.boxes.figures(),
+            consensus=self.tally,
+            disagreements=self.disagreements,
+            golden=golden_accuracy(self.truth_votes, golden.name) if golden is not None else None,
+            min_agreement=min_agreement,
+        )
+
+
+def reconcile(rows: list[dict[str, Any]], spec: LabelsSpec) -> Reconciled:
+    """Give every row whose bytes two or more sources label the consensus of their label sets.
+
+    ``rows``: a run's manifest rows (``source``, ``sha256``, ``key``, ``labels`` JSON in the dataset's
+    classes, ``metadata`` JSON, ``width``, ``height``, ``disposition``). Such rows get ``label_sets``
+    (JSON: set name -> labels), ``label_support``, ``label_consensus`` (how it was reached) and the
+    consensus as ``label`` / ``labels``; other rows are left as they are. Disagreements count the
+    samples not left out by a gate and not settled by the golden set (``Reconciled.settle`` counts them
+    again among the rows curation finally accepts: those the review queue lists). With
+    ``spec.minAgreement`` the refusal says why the version must not be committed.
+    """
+    by_content: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_content.setdefault(str(row["sha256"]), []).append(row)
+    gathered = _Gathered(Golden.of(spec), spec.box_iou or DEFAULT_IOU)
+    for members in by_content.values():
+        gathered.add(members)
+    if len(gathered.names) < 2:  # one label set: nothing to compare (the rows are untouched)
         return Reconciled(None)
-    # agreement is between the sets that label; the golden set is the reference they are measured against
-    figures = class_agreement([{n: c for n, c in v.items() if n != golden} for v in class_votes])
-    stats = LabelQaStats(
-        sets=sorted(names),
-        samples=labelled,
-        judged=figures.judged,
-        method=figures.method,
-        kappa=figures.kappa,
-        agreement=figures.agreement,
-        per_class=figures.per_class,
-        pairs=figures.pairs,
-        boxes=boxes.figures(),
-        consensus=tally,
-        disagreements=disagreements,
-        golden=golden_accuracy(class_votes, golden) if golden is not None else None,
-        min_agreement=spec.min_agreement,
-    )
-    return Reconciled(stats, _refusal(stats, spec.min_agreement), disputed)
+    stats = gathered.stats(spec.min_agreement)
+    return Reconciled(stats, _refusal(stats, spec.min_agreement), gathered.disputed)
 
 
 def _refusal(stats: LabelQaStats, floor: float | None) -> str | None:
@@ -549,6 +615,7 @@ __all__ = [
     "AGREEMENT_REASON",
     "BoxTally",
     "Consensus",
+    "Golden",
     "Reconciled",
     "class_agreement",
     "cohen_kappa",

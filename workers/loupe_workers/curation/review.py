@@ -17,9 +17,9 @@ import pyarrow as pa
 from loupe_api import keys
 from loupe_api.label_qa import DISAGREEMENT
 from loupe_api.versions import VersionRecord
+from loupe_storage.store import ObjectStore
 from loupe_workers.curation import label_errors, label_qa
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import ObjectStore
 from loupe_workers.versioning.versions import read_version
 
 WEIGHTS = {"uncertainty": 0.4, "disagreement": 0.4, "uniqueness": 0.2}
@@ -104,12 +104,9 @@ def _uniqueness(
 ) -> dict[str, float]:
     """1 - similarity to the nearest other sample: embeddings when there are some, else the perceptual hash."""
     if vectors and all(r["sha256"] in vectors for r in rows) and len(rows) > 1:
-        matrix = np.stack([vectors[r["sha256"]] for r in rows]).astype(np.float32)
-        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True) + 1e-12
-        similarity = matrix @ matrix.T
-        np.fill_diagonal(similarity, -1.0)
-        nearest = similarity.max(axis=1)
-        return {r["sample_id"]: float(np.clip(1 - nearest[i], 0, 1)) for i, r in enumerate(rows)}
+        # the label-error neighbour search: blocked, not an n x n similarity matrix in memory
+        sims, _ = label_errors.nearest(np.stack([vectors[r["sha256"]] for r in rows]), 1)
+        return {r["sample_id"]: float(np.clip(1 - sims[i, 0], 0, 1)) for i, r in enumerate(rows)}
     hashes = [int(r["hash"], 16) if r.get("hash") else None for r in rows]
     out = {}
     for i, r in enumerate(rows):

@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from loupe_api.sampling import GROUPS_REPORTED, SAMPLING_REASON, SamplingGroup, SamplingSpec, SamplingSummary
+from loupe_workers.curation import label_errors
 from loupe_workers.curation.outliers import stratum_key
 
 Row = Mapping[str, Any]
@@ -107,11 +108,7 @@ def hardness(rows: Sequence[Row], predictions: Iterable[Predicted]) -> dict[str,
     return out
 
 
-def normalised(vectors: npt.ArrayLike) -> Vectors:
-    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    out: Vectors = (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-    return out
+normalised = label_errors.unit_rows  # one L2 normalisation for every cosine in curation
 
 
 def uniqueness(vectors: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -123,14 +120,9 @@ def uniqueness(vectors: npt.ArrayLike) -> npt.NDArray[np.float64]:
     if n < 2:
         return np.ones(n)
     k = min(len(UNIQUENESS_WEIGHTS), n - 1)
-    rows = max(1, BLOCK_ELEMENTS // n)
-    distances = np.empty((n, k), dtype=np.float64)
-    for start in range(0, n, rows):
-        similarity = matrix[start : start + rows] @ matrix.T
-        own = np.arange(len(similarity))
-        similarity[own, start + own] = -np.inf  # a row is not its own neighbour (an exact copy is)
-        nearest = np.partition(-similarity, k - 1, axis=1)[:, :k]
-        distances[start : start + len(similarity)] = np.sort(np.clip(1.0 + nearest, 0.0, 2.0), axis=1)
+    # exact at any size (HNSW's approximate neighbours would make the order depend on the index build)
+    sims, _ = label_errors.exact_nearest(matrix, k, block_rows=max(1, BLOCK_ELEMENTS // n))
+    distances = np.clip(1.0 - sims, 0.0, 2.0).astype(np.float64)  # nearest first: ascending distances
     weights = np.asarray(UNIQUENESS_WEIGHTS[:k]) / sum(UNIQUENESS_WEIGHTS[:k])
     score = distances @ weights
     top = float(score.max())
@@ -401,6 +393,19 @@ def describe(summary: SamplingSummary, groups: int = 10) -> list[str]:
 def left_out_ids(rejected: Iterable[Row]) -> set[str]:
     """Sample ids a version left out by sampling."""
     return {str(r["sample_id"]) for r in rejected if r.get("reason") == SAMPLING_REASON}
+
+
+def to_label_change(before: Iterable[Row], after: Iterable[Row]) -> str | None:
+    """Why the samples left out by sampling (the "to label next" list) differ between the parent's rows
+    and a run's, in words, or None when they do not. A full budget leaves newcomers out: the version's
+    content stays, but this list is what ``loupe export --to-label`` gives, so it makes a PATCH."""
+    old, new = left_out_ids(before), left_out_ids(after)
+    if old == new:
+        return None
+    parts = [f"{len(new - old)} more samples left out by sampling"] if new - old else []
+    if old - new:
+        parts.append(f"{len(old - new)} no longer left out")
+    return f"to-label list changed: {', '.join(parts)}"
 
 
 @dataclass

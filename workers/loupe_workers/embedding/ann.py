@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from loupe_api import keys
+from loupe_storage.store import ObjectStore
 from loupe_workers.embedding.models import FloatArray
-from loupe_workers.storage.store import ObjectStore
 
 HNSW_NEIGHBOURS = 32  # graph degree: recall above 0.99 at these sizes, memory 256 B per vector
 EF_CONSTRUCTION = 80

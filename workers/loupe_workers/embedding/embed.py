@@ -31,10 +31,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from loupe_api.keys import embedding_parts_prefix
+from loupe_storage.store import ObjectStore, blob_key
 from loupe_workers.embedding.models import Device, FloatArray, ImageModel, model_id, model_spec
 from loupe_workers.media import decode as media
 from loupe_workers.storage.manifest import table_bytes
-from loupe_workers.storage.store import ObjectStore, blob_key
 
 log = logging.getLogger(__name__)
 TOP_CLASSES = 10  # class probabilities kept per sample (text search reads them)

@@ -367,7 +367,7 @@ def _beside(ref: str, name: str) -> str:
 
 def _read_uri(uri: str) -> bytes:
     if uri.startswith("s3://"):
-        from loupe_workers.storage.store import S3Store
+        from loupe_storage.store import S3Store
 
         bucket, _, key = uri[len("s3://") :].partition("/")
         return S3Store(bucket, endpoint=os.environ.get("AWS_ENDPOINT_URL")).get(key)

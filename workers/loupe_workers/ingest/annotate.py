@@ -13,7 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from loupe_api.ingest import IngestSourceSpec, LabelImport
-from loupe_workers.storage.store import ObjectStore
+from loupe_storage.store import ObjectStore
 
 
 @lru_cache(maxsize=64)

@@ -22,7 +22,7 @@ from typing import Literal
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.listing import listing_digest as _digest
 from loupe_api.listing import matches_any, media_kind, selected
-from loupe_workers.storage.store import ObjectInfo, ObjectStore, S3Store, StoreError
+from loupe_storage.store import ObjectInfo, ObjectStore, S3Store, StoreError
 
 # Reasons of entries that are listed but never read; both are gate names (``gates.failed_gates``).
 UNREADABLE = "unreadable"

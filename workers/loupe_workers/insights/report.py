@@ -17,12 +17,12 @@ import numpy.typing as npt
 
 from loupe_api.dataset import DatasetSpec, DriftSummary
 from loupe_api.versions import VersionRecord
+from loupe_storage.store import ObjectStore, blob_key
 from loupe_workers.curation import label_qa, sampling, synthetic
 from loupe_workers.curation.review import read_label_errors
 from loupe_workers.insights import analysis
 from loupe_workers.media import decode as media
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import ObjectStore, blob_key
 from loupe_workers.versioning.versions import read_version
 
 PALETTE = (

@@ -402,7 +402,8 @@ def analyze_image(
     values = {
         "brightness_p99": p99,
         "brightness_p5": p5,
-        "clipped": metrics.clipped_highlights(rgb),
+        # on the detail image: reducing averages small blown patches away
+        "clipped": metrics.clipped_highlights(rgb if decoded.detail is None else np.asarray(decoded.detail)),
         "contrast": contrast,
         "black_level": black_level,
         "tonal_range": tonal_range,
@@ -582,8 +583,8 @@ def _spectrum_layout(rows: int, cols: int) -> tuple[npt.NDArray[np.float64], npt
 
 def _keep_values(header: Header) -> dict[str, float]:
     """keep_measures of a loaded image (see there); raises ImageRejected."""
+    import cv2
     from scipy.fft import rfft2
-    from scipy.ndimage import gaussian_filter1d
 
     try:
         grey = _reduced_rgb(header.image, 1).convert("L")
@@ -604,7 +605,19 @@ def _keep_values(header: Header) -> dict[str, float]:
         ) from exc  # fmt: skip
 
     def ratio(fine: npt.NDArray[np.float32], coarse: npt.NDArray[np.float32]) -> float:
-        return float(np.mean((g - fine) ** 2) / (np.mean((fine - coarse) ** 2) + 1e-6))
+        # sums of squares in double, as np.mean of the float32 squares was (within float rounding)
+        finest = cv2.norm(g, fine, cv2.NORM_L2SQR) / g.size
+        return float(finest / (cv2.norm(fine, coarse, cv2.NORM_L2SQR) / g.size + 1e-6))
+
+    def gaussian_filter1d(
+        values: npt.NDArray[np.float32], sigma: float, axis: int
+    ) -> npt.NDArray[np.float32]:
+        # scipy's gaussian_filter1d (radius 4 sigma, mirrored border) in OpenCV's float32 filter: 7x
+        # faster, within 5e-5 grey levels of it
+        kernel = _gaussian_kernel(sigma)
+        kx, ky = (_UNIT, kernel) if axis == 0 else (kernel, _UNIT)
+        out = cv2.sepFilter2D(values, cv2.CV_32F, kx, ky, borderType=cv2.BORDER_REFLECT)
+        return np.asarray(out, dtype=np.float32)
 
     if g.shape[0] < 8 or g.shape[1] < 8:
         return {"detail": 0.0, "detail_x": 0.0, "detail_y": 0.0, "padded": round(padded, 4)}
@@ -626,6 +639,19 @@ def _keep_values(header: Header) -> dict[str, float]:
     total = float(energy.sum()) or 1.0
     values.update({f"band{k}": float(e) / total for k, e in enumerate(energy)})
     return {k: round(v, 6) for k, v in values.items()}
+
+
+_UNIT = np.ones(1, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _gaussian_kernel(sigma: float) -> npt.NDArray[np.float32]:
+    """scipy.ndimage's 1-D Gaussian: radius int(4 sigma + 0.5), weights normalised to sum 1."""
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * x * x / (sigma * sigma))
+    kernel: npt.NDArray[np.float32] = (weights / weights.sum()).astype(np.float32)
+    return kernel
 
 
 SPECTRUM_BANDS = 18  # third-octave bands from 0.5 down to 0.5 / 64 cycles per pixel

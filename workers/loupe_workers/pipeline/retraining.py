@@ -21,9 +21,10 @@ from loupe_api.retrain import (
     TrainingResult,
 )
 from loupe_api.triggers import cooldown_left, evaluate, promote, run_environment
+from loupe_storage.store import ObjectStore
+from loupe_storage.versions import list_versions
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import ObjectStore
-from loupe_workers.versioning.versions import list_versions, utcnow
+from loupe_workers.versioning.versions import utcnow
 
 LOCAL_NAMESPACE = "local"  # embedded mode has no namespaces; keys keep the operator's layout
 

@@ -23,6 +23,8 @@ from loupe_api.outliers import RelativeGateStats
 from loupe_api.sampling import SamplingSummary
 from loupe_api.synthetic import SyntheticSpec, SyntheticSummary
 from loupe_api.versions import VersionChange, VersionRecord
+from loupe_storage.store import ObjectStore, StoreError, blob_key, open_store
+from loupe_storage.versions import commit_version, latest_version
 from loupe_workers.compute import renditions
 from loupe_workers.compute.executor import AutoExecutor, Executor, InlineExecutor, RayExecutor
 from loupe_workers.compute.process import ProcessSettings, Record
@@ -38,7 +40,7 @@ from loupe_workers.curation import (
 )
 from loupe_workers.curation.dedup import DuplicateInfo, KeepMeasures, Verify, find_duplicates
 from loupe_workers.curation.review import PredictionError, label_errors_bytes, parse_predictions
-from loupe_workers.curation.sampling import Sampler, SamplingError
+from loupe_workers.curation.sampling import Sampler, SamplingError, to_label_change
 from loupe_workers.curation.splits import SplitUnit
 from loupe_workers.curation.taxonomy import UNMAPPED_REASON, Tally, Taxonomy, drop_detail
 from loupe_workers.embedding import ann, embed
@@ -54,11 +56,10 @@ from loupe_workers.insights import analysis
 from loupe_workers.media import decode as media
 from loupe_workers.storage import manifest
 from loupe_workers.storage.leases import CollectionInProgress, run_lease
-from loupe_workers.storage.store import ObjectStore, StoreError, blob_key, open_store
 from loupe_workers.versioning.retention import expire, retention_plan
 from loupe_workers.versioning.semver import SampleState, decide, next_version
 from loupe_workers.versioning.tiers import apply_tiers
-from loupe_workers.versioning.versions import commit_version, latest_version, read_version, utcnow
+from loupe_workers.versioning.versions import read_version, utcnow
 
 
 def code_version() -> str:
@@ -499,7 +500,10 @@ def _build_version(
         ),
         sampler=_sampler(spec, previous.record, stage, predictions),
     )
-    _count(curated, stage, near, scanned=len(listing.listed), processed=len(to_process))
+    # processed: objects read and decoded now; those carried unchanged or marked unread (access rules,
+    # listing gates) are not, while those decoded and then left out (sampling, a dropped class) are
+    read = sum(1 for obj in to_process if obj.problem is None)
+    _count(curated, stage, near, scanned=len(listing.listed), processed=read)
     renditions.run_stage(  # derived forms of the accepted samples, made where missing (spec.renditions)
         store, spec.renditions, curated.rows, curated.stats, curated.states, executor=executor,
         limits=renditions.Limits(settings.max_pixels, settings.memory_limit), previous_rows=previous.rows,
@@ -792,12 +796,16 @@ def _decide_change(
     mapping_changed = parent is not None and (parent_mapping.mapping_digest if parent_mapping else "") != (
         spec.labels.digest()
     )
-    return decide(
+    change = decide(
         previous.states,
         curated.states,
         spec_changed=parent is not None and parent.spec_digest != digest,
         mapping_changed=mapping_changed,
     )
+    if change is None and (moved := to_label_change(previous.rows, curated.rows)) is not None:
+        # same content, but what export --to-label gives (newcomers left out by a full budget) is not
+        change = VersionChange(bump="patch", reasons=[moved])
+    return change
 
 
 def _why_no_version(

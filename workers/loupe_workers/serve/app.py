@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from loupe_storage.store import ObjectStore, StoreError, blob_key
 from loupe_workers.serve import catalog as cat
 from loupe_workers.serve import images
-from loupe_workers.storage.store import ObjectStore, StoreError, blob_key
 
 log = logging.getLogger("loupe.serve")
 STATIC = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}

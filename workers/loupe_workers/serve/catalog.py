@@ -28,11 +28,12 @@ import pyarrow.compute as pc
 
 from loupe_api.tags import TAG_NAME
 from loupe_api.versions import VersionRecord
+from loupe_storage.store import ObjectStore, blob_key
+from loupe_storage.versions import known_datasets, list_versions
 from loupe_workers.curation.dedup import split_variants
-from loupe_workers.storage.store import ObjectStore, blob_key
 from loupe_workers.use.exports import Box, pixel_boxes
 from loupe_workers.versioning.diffs import diff_rows
-from loupe_workers.versioning.versions import known_datasets, list_versions, read_tag, read_version
+from loupe_workers.versioning.versions import read_tag, read_version
 
 DISPOSITIONS = ("accepted", "rejected", "quarantined", "duplicate")
 # numeric columns a range filter may bound (min.NAME / max.NAME) and the sample page lists

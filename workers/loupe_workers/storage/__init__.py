@@ -1,2 +1,2 @@
-"""Object storage and the bytes Loupe writes there: the store interface (folder or S3), Parquet manifests
-and their parts, and the leases that keep runs and garbage collection apart."""
+"""The bytes Loupe writes to object storage (through ``loupe_storage.store``): Parquet manifests and
+their parts, and the leases that keep runs and garbage collection apart."""

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from loupe_api.keys import GC_LOCK, LEASES, lease_key
-from loupe_workers.storage.store import ObjectStore
+from loupe_storage.store import ObjectStore
 
 STALE_SECONDS = 24 * 3600.0
 GC_WAIT_SECONDS = 120.0  # how long a run waits for a collection to finish

@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 
 from loupe_api.keys import blob_prefix, dataset_prefix, manifest_part_key
 from loupe_api.versions import PARTS_SUFFIX, ManifestPart, PartKind, PartList, VersionRecord, is_part_list
-from loupe_workers.storage.store import ObjectStore
+from loupe_storage.store import ObjectStore
 
 SCHEMA = pa.schema(
     [
@@ -205,6 +205,10 @@ LINEAGE_SCHEMA = pa.schema(
         ("raw_sha256", pa.string()),
         ("blob", pa.string()),
         ("frame_index", pa.int64()),
+        # why a sample was left out (its rejected row's reason and detail: an access rule names its
+        # source and rule); null on accepted edges and in older lineage parts
+        ("reason", pa.string()),
+        ("detail", pa.string()),
     ]
 )
 ORDER: dict[str, list[str]] = {
@@ -387,6 +391,8 @@ def _edges(part: pa.Table) -> pa.Table:
             "raw_sha256": pc.if_else(has_video, video, sha),
             "blob": blob,
             "frame_index": part.column("frame_index"),
+            "reason": part.column("reason"),
+            "detail": part.column("detail"),
         },
         schema=LINEAGE_SCHEMA,
     )

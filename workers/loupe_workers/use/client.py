@@ -33,14 +33,14 @@ import pyarrow as pa
 
 from loupe_api.access import Use
 from loupe_api.versions import VersionRecord
+from loupe_storage.store import ObjectStore, blob_key, open_store
+from loupe_storage.versions import list_versions
 from loupe_workers.curation.access import Withheld, withheld_mask
 from loupe_workers.storage.manifest import read_version_table
-from loupe_workers.storage.store import ObjectStore, blob_key, open_store
 from loupe_workers.versioning.versions import (
     DatasetNotFound,
     UnknownVersion,
     VersionNotFound,
-    list_versions,
     no_dataset_message,
     resolve_version,
 )

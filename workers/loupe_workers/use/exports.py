@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from loupe_workers.storage.store import ObjectStore, StoreError, blob_key
+from loupe_storage.store import ObjectStore, StoreError, blob_key
 
 FORMATS = ("imagefolder", "coco", "yolo", "hf", "webdataset")
 # real format (as the manifest stores it, lower-case) -> file extension

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from loupe_api.versions import VersionRecord
+from loupe_storage.store import ObjectStore
 from loupe_workers.curation.privacy import is_restricted
 from loupe_workers.storage.manifest import read_version_table
-from loupe_workers.storage.store import ObjectStore
 from loupe_workers.use.client import JSON_COLUMNS, Version, decode_json_columns
 
 TABLES = {

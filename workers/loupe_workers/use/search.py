@@ -23,6 +23,7 @@ import numpy as np
 
 from loupe_api.common import camel_keys
 from loupe_api.versions import VersionRecord
+from loupe_storage.store import ObjectStore
 from loupe_workers.embedding.embed import (
     EmbedConfig,
     Embedder,
@@ -40,7 +41,6 @@ from loupe_workers.embedding.models import (
 from loupe_workers.media import decode as media
 from loupe_workers.storage import manifest
 from loupe_workers.storage.packaged import cache_dir
-from loupe_workers.storage.store import ObjectStore
 from loupe_workers.versioning.versions import resolve_version
 
 Record = dict[str, Any]

@@ -5,9 +5,10 @@ version, a tagged one, or one a model was trained on. ``expire`` writes a tombst
 (datasets/<d>/expired/<v>.json) before it removes the version record, so a crash leaves either the
 version or its tombstone. ``collect_garbage`` is a mark and sweep over the whole store: it marks what
 every remaining version of every dataset references (its record, part lists and parts, its run folder,
-the blobs of its samples, accepted or not, and its review files) and deletes the rest of the blobs,
-parts, run folders and reviews, but only under the collection lock and only when no run holds a
-lease (leases.py): a blob or part an in-flight run relies on is never collected.
+the blobs of its samples, accepted or not, the renditions its manifest names, and its review files) and
+deletes the rest of the blobs, renditions, parts, run folders and reviews, but only under the collection
+lock and only when no run holds a lease (leases.py): a blob, rendition or part an in-flight run relies on
+is never collected.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from loupe_api.keys import (
     BLOBS,
     DATASETS,
     MODELS,
+    RENDITIONS,
+    dataset_prefix,
     expired_key,
     reviews_prefix,
     run_prefix,
@@ -31,10 +34,11 @@ from loupe_api.retention import ExpiredVersion, RetentionSpec
 from loupe_api.retrain import ModelRecord
 from loupe_api.tags import TagRecord
 from loupe_api.versions import VersionRecord
+from loupe_storage.store import ObjectStore, blob_key
+from loupe_storage.versions import known_datasets, list_versions
 from loupe_workers.storage import manifest
 from loupe_workers.storage.leases import gc_lock
-from loupe_workers.storage.store import ObjectStore, blob_key
-from loupe_workers.versioning.versions import known_datasets, list_tags, list_versions, utcnow
+from loupe_workers.versioning.versions import list_tags, utcnow
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ def expire(store: ObjectStore, dataset: str, plan: Sequence[Expiry]) -> list[Exp
 # What the sweep may delete: content and run outputs. Records, tags, tombstones, embeddings (a cache
 # shared by datasets, keyed by content), models and retraining state are never swept.
 SWEPT = (BLOBS, "parts/", "runs/", "reviews/")  # blobs, and these folders of each dataset
+# Renditions are swept like blobs: shared by content across datasets, written only by a run (inside its
+# lease, so a collection never sees one a run is about to name), kept while any kept version names one.
 
 
 @dataclass
@@ -128,8 +134,8 @@ class GcReport:
 
 
 def referenced_keys(store: ObjectStore, record: VersionRecord) -> tuple[set[str], set[str]]:
-    """(keys, prefixes) a version needs: its record, part lists, parts and blobs; its run folder and
-    reviews as prefixes."""
+    """(keys, prefixes) a version needs: its record, part lists, parts, blobs and renditions; its run
+    folder and reviews as prefixes."""
     keys = {version_key_of(record.dataset, record.version)}
     kinds: tuple[manifest.Which, ...] = ("accepted", "rejected", "lineage")
     for which in kinds:
@@ -139,9 +145,15 @@ def referenced_keys(store: ObjectStore, record: VersionRecord) -> tuple[set[str]
         # Quarantined samples keep their bytes for review; lineage edges name the raw objects' blobs
         # (a video, whose frames are blobs of their own).
         column, raw = ("blob", "raw_sha256") if which == "lineage" else ("blob_uri", "video_sha256")
-        table = manifest.read_version_table(store, record, which, columns=[column, raw])
+        try:  # manifests name their renditions; parts older than spec.renditions lack the column
+            wanted = [column, raw] if which == "lineage" else [column, raw, "renditions"]
+            table = manifest.read_version_table(store, record, which, columns=wanted)
+        except ValueError:
+            table = manifest.read_version_table(store, record, which, columns=[column, raw])
         keys.update(str(k) for k in table.column(column).to_pylist() if k)
         keys.update(blob_key(str(sha)) for sha in table.column(raw).to_pylist() if sha)
+        if "renditions" in table.column_names:
+            keys.update(rendition_keys(table.column("renditions").to_pylist()))
     prefixes = {
         f"{run_prefix(record.dataset, record.run_id)}/",
         reviews_prefix(record.dataset, record.version),
@@ -149,15 +161,35 @@ def referenced_keys(store: ObjectStore, record: VersionRecord) -> tuple[set[str]
     return keys, prefixes
 
 
-def _sweepable(key: str) -> bool:
-    if key.startswith(BLOBS):
+def rendition_keys(cells: Iterable[str | None]) -> set[str]:
+    """The rendition objects named by a manifest's ``renditions`` cells ({name: {key, ...}} as JSON)."""
+    found = set()
+    for cell in cells:
+        for entry in (json.loads(cell) if cell else {}).values():
+            if isinstance(entry, dict) and entry.get("key"):
+                found.add(str(entry["key"]))
+    return found
+
+
+def _sweepable(key: str, folders: Sequence[str]) -> bool:
+    """Whether the sweep may delete ``key``. ``folders``: the dataset folders with versions, longest
+    first. A dataset name may hold a slash (the operator's namespace/name), so the folder is found by
+    name; a folder no version names (a first run that failed) is read as datasets/<one or more
+    segments>/<swept folder>/..."""
+    if key.startswith((BLOBS, RENDITIONS)):
         return True
+    if not key.startswith(DATASETS):
+        return False
+    owner = next((f for f in folders if key.startswith(f)), None)
+    if owner is not None:
+        head, _, rest = key[len(owner) :].partition("/")
+        return bool(rest) and f"{head}/" in SWEPT[1:]
     parts = key.split("/")
-    return len(parts) >= 4 and f"{parts[0]}/" == DATASETS and f"{parts[2]}/" in SWEPT[1:]
+    return any(f"{p}/" in SWEPT[1:] for p in parts[2:-1])
 
 
 def collect_garbage(store: ObjectStore, *, dry_run: bool = False) -> GcReport:
-    """Delete blobs, parts, run folders and reviews that no version of any dataset references."""
+    """Delete blobs, renditions, parts, run folders and reviews that no version of any dataset references."""
     report = GcReport()
     with gc_lock(store) as may_sweep:
         if not may_sweep:
@@ -173,8 +205,13 @@ def collect_garbage(store: ObjectStore, *, dry_run: bool = False) -> GcReport:
                 keys |= found
                 prefixes |= folders
                 report.versions += 1
+        owners = sorted((f"{dataset_prefix(d)}/" for d in known_datasets(store)), key=len, reverse=True)
         for info in list(store.list("")):
-            if not _sweepable(info.key) or info.key in keys or any(info.key.startswith(p) for p in prefixes):
+            if (
+                not _sweepable(info.key, owners)
+                or info.key in keys
+                or any(info.key.startswith(p) for p in prefixes)
+            ):
                 continue
             report.deleted.append(info.key)
             report.freed_bytes += info.size

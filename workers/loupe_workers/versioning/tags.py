@@ -8,7 +8,7 @@ import json
 
 from loupe_api.keys import tag_key
 from loupe_api.tags import TagMove, TagRecord, tag_name_problem
-from loupe_workers.storage.store import ObjectStore
+from loupe_storage.store import ObjectStore
 from loupe_workers.versioning.versions import read_tag, read_version, utcnow
 
 

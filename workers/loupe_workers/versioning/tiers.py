@@ -20,31 +20,41 @@ classes (STANDARD_IA, GLACIER_IR, ...) read at once and are only shown.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import get_args
 
 from loupe_api.common import parse_duration
-from loupe_api.keys import BLOBS, blob_key, gc_result_key, tier_key, tiers_prefix
+from loupe_api.keys import (
+    BLOBS,
+    DATASETS,
+    VERSION_RECORD,
+    blob_key,
+    expired_prefix,
+    gc_result_key,
+    run_prefix,
+    tier_key,
+    tiers_pass_key,
+    tiers_prefix,
+)
 from loupe_api.retention import (
     ARCHIVE_CLASSES,
     TIER_TAG,
+    ExpiredVersion,
     GcResult,
     RetentionSpec,
     StorageClass,
     TierRecord,
 )
 from loupe_api.versions import VersionRecord
-from loupe_workers.storage.store import ObjectStore, S3Store
+from loupe_storage.store import ObjectStore, S3Store
+from loupe_storage.versions import known_datasets, list_versions
 from loupe_workers.versioning.retention import collect_garbage, expire, referenced_keys, retention_plan
-from loupe_workers.versioning.versions import (
-    known_datasets,
-    list_tags,
-    list_versions,
-    read_version,
-    utcnow,
-)
+from loupe_workers.versioning.semver import version_key
+from loupe_workers.versioning.versions import list_tags, read_version, utcnow
 
 RESTORE_DAYS = 7  # how long S3 keeps the temporary copy of an archived object while it is copied back
 
@@ -173,6 +183,9 @@ def apply_tiers(
     tracked = any(t.moved for v, t in tiers.items() if v in present and t.applied != "restored")
     if not todo and not tracked:
         return report
+    settled = _fingerprint(store, spec, levels)
+    if not todo and _last_pass(store, dataset) == settled:
+        return report  # no version due, and nothing a rewarm depends on changed: read no manifest
     references = {r.version: _blobs(store, r) for r in versions}
     elsewhere: set[str] = set()  # blobs another dataset needs: their tier is not ours to decide
     for other in known_datasets(store):
@@ -205,7 +218,28 @@ def apply_tiers(
             tier.bytes += sizes.get(blob, 0)
         store.put(tier_key(dataset, record.version), tier.model_dump_json(by_alias=True, indent=2).encode())
         report.moved.append(tier)
+    if report.restoring:  # archived blobs wait for S3: the next pass must look again
+        store.delete(tiers_pass_key(dataset))
+    else:
+        store.put(tiers_pass_key(dataset), json.dumps({"fingerprint": settled}).encode())
     return report
+
+
+def _fingerprint(store: ObjectStore, spec: RetentionSpec, levels: dict[str, int]) -> str:
+    """What a pass's outcome depends on besides the versions' contents (immutable): the tier rules, the
+    level of each version (age, tags, keepLast) and which versions exist in every dataset of the store
+    (a new one may hold a tiered blob again). One listing; no manifest is read."""
+    records = sorted(info.key for info in store.list(DATASETS) if VERSION_RECORD.fullmatch(info.key))
+    rules = [t.model_dump(mode="json") for t in spec.tiers]
+    text = json.dumps({"rules": rules, "levels": levels, "records": records}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _last_pass(store: ObjectStore, dataset: str) -> str | None:
+    try:
+        return str(json.loads(store.get(tiers_pass_key(dataset)))["fingerprint"])
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _rewarm(store: S3Store, dataset: str, spec: RetentionSpec, tiers: dict[str, TierRecord],
@@ -298,10 +332,28 @@ def run_gc_job(store: ObjectStore, dataset: str, spec: RetentionSpec, job_id: st
     result.tiered = {t.version: t.storage_class for t in tiered.moved}
     collected = collect_garbage(store)
     result.deleted, result.freed_bytes = len(collected.deleted), collected.freed_bytes
+    # A run expires what its own retention lets go (pipeline.run); the job that frees those versions'
+    # bytes reports them too, or status would say "expired none" after every run-and-gc pair.
+    freed = freed_versions(store, dataset, collected.deleted)
+    result.expired += sorted(set(freed) - set(result.expired), key=version_key)
     result.skipped = collected.skipped
     result.time = utcnow()
     store.put(gc_result_key(dataset, job_id), result.model_dump_json(by_alias=True, indent=2).encode())
     return result
+
+
+def freed_versions(store: ObjectStore, dataset: str, deleted: Iterable[str]) -> list[str]:
+    """Expired versions of ``dataset`` whose run folder a collection just deleted: each version has a
+    folder of its own (its part lists), so this is the collection that freed that version's bytes."""
+    runs = [key for key in deleted if key.startswith(run_prefix(dataset, ""))]
+    found = []
+    for info in store.list(expired_prefix(dataset)) if runs else ():
+        if info.key.endswith(".json"):
+            tombstone = ExpiredVersion.model_validate_json(store.get(info.key))
+            folder = f"{run_prefix(dataset, tombstone.run_id)}/"
+            if any(key.startswith(folder) for key in runs):
+                found.append(tombstone.version)
+    return found
 
 
 def gc_summary(result: GcResult) -> str:

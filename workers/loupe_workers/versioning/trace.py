@@ -8,8 +8,8 @@ from typing import Any
 from loupe_api.keys import DATASETS, MODELS, model_key
 from loupe_api.retrain import ModelRecord
 from loupe_api.versions import VersionRecord
+from loupe_storage.store import ObjectStore
 from loupe_workers.storage import manifest
-from loupe_workers.storage.store import ObjectStore
 from loupe_workers.versioning.versions import read_version
 
 
@@ -61,14 +61,26 @@ def trace_model(store: ObjectStore, model_uri: str) -> dict[str, Any]:
 
 
 def trace_raw(store: ObjectStore, raw_sha256: str) -> dict[str, Any]:
-    """Every version whose samples came from this raw object, and every model trained on one of them."""
-    versions = []
+    """Every version whose samples came from this raw object, and every model trained on one of them;
+    and the versions that left it out, with the reason their lineage edge records (an access rule names
+    its source and rule there)."""
+    versions, left_out = [], []
     for record in _all_versions(store):
-        edges = manifest.read_version_rows(store, record, "lineage")
-        if any(e.get("raw_sha256") == raw_sha256 and e.get("disposition") == "accepted" for e in edges):
-            versions.append(f"{record.dataset}@{record.version}")
-    if not versions:
+        edges = [
+            e
+            for e in manifest.read_version_rows(store, record, "lineage")
+            if e.get("raw_sha256") == raw_sha256
+        ]
+        ref = f"{record.dataset}@{record.version}"
+        if any(e.get("disposition") == "accepted" for e in edges):
+            versions.append(ref)
+        elif edges:  # every sample of it rejected, quarantined or a duplicate in this version
+            edge = edges[0]
+            left_out.append({"version": ref, "disposition": edge.get("disposition"), "reason": edge.get("reason"),
+                             "detail": edge.get("detail")})  # fmt: skip
+    if not versions and not left_out:
         raise TraceError(f"no version in {store.uri} holds a sample of raw object {raw_sha256}")
     used = set(versions)
     models = sorted(m.model_uri for m in _models(store) if f"{m.dataset}@{m.dataset_version}" in used)
-    return {"rawSha256": raw_sha256, "versions": sorted(versions), "models": models}
+    return {"rawSha256": raw_sha256, "versions": sorted(versions), "models": models,
+            "leftOut": sorted(left_out, key=lambda e: str(e["version"]))}  # fmt: skip

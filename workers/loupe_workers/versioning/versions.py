@@ -1,43 +1,17 @@
-"""Version records in storage: listing, reading, and the atomic, idempotent commit."""
+"""Friendly lookups over the version records ``loupe_storage.versions`` reads and writes: by number or
+tag, with one-line errors that say what the store does hold; tags and expiry markers."""
 
 from __future__ import annotations
 
 import difflib
-import json
 from datetime import UTC, datetime
 
-from loupe_api.keys import (  # re-exported: the workers' modules import them from here
-    DATASETS,
-    VERSION_RECORD,
-    expired_key,
-    tag_key,
-    tags_prefix,
-    version_key_of,
-    versions_prefix,
-)
+from loupe_api.keys import expired_key, tag_key, tags_prefix
 from loupe_api.retention import ExpiredVersion
 from loupe_api.tags import SEMVER, TagRecord
 from loupe_api.versions import VersionRecord
-from loupe_workers.storage.store import ObjectStore
-from loupe_workers.versioning.semver import version_key
-
-
-def list_versions(store: ObjectStore, dataset: str) -> list[VersionRecord]:
-    """Committed versions, oldest first."""
-    prefix = versions_prefix(dataset)
-    names = []
-    for info in store.list(prefix):
-        name = info.key[len(prefix) :]
-        if name.endswith(".json") and name.count(".") == 3:
-            names.append(name[: -len(".json")])
-    names.sort(key=version_key)
-    return [read_version(store, dataset, v) for v in names]
-
-
-def known_datasets(store: ObjectStore) -> list[str]:
-    """The datasets with at least one committed version in ``store``, sorted."""
-    found = {m["dataset"] for info in store.list(DATASETS) if (m := VERSION_RECORD.fullmatch(info.key))}
-    return sorted(found)
+from loupe_storage.store import ObjectStore
+from loupe_storage.versions import known_datasets, latest_version, read_record, version_names
 
 
 def suggestion(name: str, choices: list[str], what: str) -> str:
@@ -66,7 +40,7 @@ class VersionNotFound(UnknownVersion):
 
 def read_version(store: ObjectStore, dataset: str, version: str) -> VersionRecord:
     try:
-        data = store.get(version_key_of(dataset, version))
+        return read_record(store, dataset, version)
     except KeyError as exc:
         gone = read_expired(store, dataset, version)
         if gone is not None:
@@ -74,13 +48,12 @@ def read_version(store: ObjectStore, dataset: str, version: str) -> VersionRecor
                 f"version {version} of {dataset} expired on {gone.expired.date().isoformat()} "
                 f"({gone.reason}); its data is gone from {store.uri}"
             ) from exc
-        versions = [r.version for r in list_versions(store, dataset)]
+        versions = version_names(store, dataset)
         if not versions:
             raise DatasetNotFound(no_dataset_message(store, dataset)) from exc
         raise VersionNotFound(
             f"dataset {dataset} has no version {version} in {store.uri}{suggestion(version, versions, 'versions')}"
         ) from exc
-    return VersionRecord.model_validate_json(data)
 
 
 def no_dataset_message(store: ObjectStore, dataset: str) -> str:
@@ -94,7 +67,7 @@ def resolve_version(store: ObjectStore, dataset: str, version: str | None = None
         tag = read_tag(store, dataset, version)
         if tag is not None:
             return read_version(store, dataset, tag.version)
-        versions = [r.version for r in list_versions(store, dataset)]
+        versions = version_names(store, dataset)
         if not versions:
             raise DatasetNotFound(no_dataset_message(store, dataset))
         choices = versions + list_tag_names(store, dataset)
@@ -130,32 +103,6 @@ def list_tag_names(store: ObjectStore, dataset: str) -> list[str]:
 def list_tags(store: ObjectStore, dataset: str) -> list[TagRecord]:
     """Every tag of a dataset, by name."""
     return [t for name in list_tag_names(store, dataset) if (t := read_tag(store, dataset, name)) is not None]
-
-
-def latest_version(store: ObjectStore, dataset: str) -> VersionRecord | None:
-    versions = list_versions(store, dataset)
-    return versions[-1] if versions else None
-
-
-class CommitConflict(RuntimeError):
-    """Another run committed the same version number first."""
-
-
-def commit_version(store: ObjectStore, record: VersionRecord) -> tuple[VersionRecord, bool]:
-    """Write the version record if absent. Returns the committed record and whether this call wrote it:
-    (ours, True), or (the one another attempt of the same run committed, False): a retried run, or two
-    identical runs at once, which share the deterministic run id. Raises CommitConflict otherwise."""
-    key = version_key_of(record.dataset, record.version)
-    body = json.dumps(record.to_wire(), indent=2, sort_keys=True).encode()
-    if store.put_if_absent(key, body):
-        return record, True
-    existing = VersionRecord.model_validate_json(store.get(key))
-    if existing.run_id == record.run_id:
-        return existing, False
-    raise CommitConflict(
-        f"{record.dataset} {record.version} was committed by run {existing.run_id} while run {record.run_id} "
-        "was computing it; run again to build on it"
-    )
 
 
 def utcnow() -> datetime:

@@ -1,4 +1,6 @@
-"""Object storage behind one small interface: a local folder or any S3-compatible store."""
+"""Object storage behind one small interface: a local folder or any S3-compatible store.
+
+The one client both the operator and the workers use; keys are built by ``loupe_api.keys``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import stat as stat_module
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
@@ -239,13 +241,24 @@ def _raise_list_error(exc: OSError) -> None:
     raise _os_error("list", exc.filename, exc) from exc
 
 
+@dataclass(frozen=True)
+class AccessKeys:
+    """An S3 key pair held in memory (the operator reads it from a Secret); never printed."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
 S3_MAX_ATTEMPTS = 3  # AWS_MAX_ATTEMPTS overrides; a server that refuses connections fails in seconds
 _S3_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
               "403", "Forbidden"}  # fmt: skip
 
 
 class S3Store:
-    """A bucket and prefix on S3 or any S3-compatible server; credentials from the environment.
+    """A bucket and prefix on S3 or any S3-compatible server.
+
+    Credentials: ``access_keys`` when given (the operator's, from a Secret), else the pair the launcher
+    put in the environment for ``credentials_secret``, else boto3's own chain (AWS_*, IRSA, ...).
 
     Connection, credential and permission failures become a one-line StoreError naming the endpoint and
     the bucket.
@@ -259,12 +272,14 @@ class S3Store:
         endpoint: str | None = None,
         region: str | None = None,
         credentials_secret: str | None = None,
+        access_keys: AccessKeys | None = None,
     ):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
         self.region = region
         self.credentials_secret = credentials_secret  # a name only: the keys come from the environment
+        self.access_keys = access_keys
         self._client: S3Client | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # clients are not picklable; Ray ships stores to workers
@@ -278,10 +293,7 @@ class S3Store:
             import boto3
             from botocore.config import Config
 
-            # this Secret's pair when the launcher passed one, else boto3's own chain (AWS_*, IRSA, ...)
-            key_id, secret = credential_env_names(self.credentials_secret or "")
-            if not (self.credentials_secret and key_id in os.environ and secret in os.environ):
-                key_id = secret = ""
+            access_key_id, secret_access_key = self._credentials()
             self._client = boto3.client(
                 "s3",
                 endpoint_url=self.endpoint or None,
@@ -292,10 +304,20 @@ class S3Store:
                     connect_timeout=5,
                     read_timeout=60,
                 ),
-                aws_access_key_id=os.environ.get(key_id) if key_id else None,
-                aws_secret_access_key=os.environ.get(secret) if secret else None,
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
             )
         return self._client
+
+    def _credentials(self) -> tuple[str | None, str | None]:
+        """The explicit pair, else this Secret's pair when the launcher passed one, else (None, None):
+        boto3's own chain (AWS_*, IRSA, ...)."""
+        if self.access_keys is not None:
+            return self.access_keys.access_key_id, self.access_keys.secret_access_key
+        key_id, secret = credential_env_names(self.credentials_secret or "")
+        if self.credentials_secret and key_id in os.environ and secret in os.environ:
+            return os.environ[key_id], os.environ[secret]
+        return None, None
 
     @property
     def uri(self) -> str:
@@ -489,8 +511,10 @@ def open_store(
     endpoint: str | None = None,
     region: str | None = None,
     credentials_secret: str | None = None,
+    access_keys: AccessKeys | None = None,
 ) -> ObjectStore:
-    """A store from s3://bucket/prefix or a folder path (file:// accepted)."""
+    """A store from s3://bucket/prefix or a folder path (file:// accepted); ``access_keys`` (S3 only)
+    override the environment's."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         return S3Store(
@@ -499,6 +523,7 @@ def open_store(
             endpoint=endpoint,
             region=region,
             credentials_secret=credentials_secret,
+            access_keys=access_keys,
         )
     if parsed.scheme == "file":
         return LocalStore(parsed.path)
