@@ -232,7 +232,7 @@ def test_strips_match_whole_image_conversions() -> None:
     rng = np.random.default_rng(0)
     base = Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8))
     for orientation in range(1, 9):
-        method = media._TRANSPOSE.get(orientation)
+        method = media.EXIF_TRANSPOSE.get(orientation)
         whole = base.transpose(method) if method is not None else base
         exif = Image.Exif()
         exif[0x0112] = orientation

@@ -129,7 +129,8 @@ class RayExecutor:
         self.parallelism = parallelism
         self.batch_size = batch_size
 
-    def _ensure_ray(self) -> None:
+    def ensure_ray(self) -> None:
+        """This executor's Ray, joined or started once (stages other than processing run on it too)."""
         ensure_ray(self.address)
 
     def process(
@@ -142,7 +143,7 @@ class RayExecutor:
     ) -> list[Record]:
         if not objects:
             return []
-        self._ensure_ray()
+        self.ensure_ray()
         import ray
         from ray.data import DataContext
 

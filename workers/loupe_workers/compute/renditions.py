@@ -34,7 +34,6 @@ from loupe_workers.compute.executor import (
     Executor,
     PoolExecutor,
     RayExecutor,
-    ensure_ray,
     pool_workers,
     ray_task_memory,
 )
@@ -128,7 +127,7 @@ def _ray_batch(batch: dict[str, Any], blobs: ObjectStore, limits: Limits) -> dic
 def _on_ray(tasks: list[Task], blobs: ObjectStore, limits: Limits, ray_executor: RayExecutor) -> list[str]:
     import ray
 
-    ensure_ray(ray_executor.address)
+    ray_executor.ensure_ray()
     items = [
         {"sha256": sha, "specs": json.dumps({n: s.model_dump_json() for n, s in specs.items()})}
         for sha, specs in tasks

@@ -317,7 +317,7 @@ def open_image(data: bytes, *, max_pixels: int, memory_limit: int = DEFAULT_MEMO
     return check_image(data, max_pixels=max_pixels, memory_limit=memory_limit).image
 
 
-def _load(header: Header) -> tuple[dict[str, Any], int]:
+def load_frame(header: Header) -> tuple[dict[str, Any], int]:
     """Decode (the first frame, at the drafted scale), then read EXIF from the loaded image: reading it
     first would run the decode inside the EXIF error handling, and a second load() does nothing."""
     try:
@@ -356,7 +356,7 @@ def decode_reduced(
         data, max_pixels=max_pixels, memory_limit=memory_limit, draft_side=draft_side or detail or side,
         short=short,
     )  # fmt: skip
-    exif, orientation = _load(header)
+    exif, orientation = load_frame(header)
     image = header.image
     try:
         reference = min(image.size) if short else max(image.size)
@@ -367,7 +367,7 @@ def decode_reduced(
             if detail and image.mode not in _PALETTE
             else None
         )
-        method = _TRANSPOSE.get(orientation)
+        method = EXIF_TRANSPOSE.get(orientation)
         if method is not None:
             working = working.transpose(method)
     except Exception as exc:
@@ -428,7 +428,7 @@ def analyze_image(
     )
 
 
-_TRANSPOSE = {
+EXIF_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -492,7 +492,7 @@ def _oriented_strips(image: Image.Image, orientation: int) -> Iterator[Image.Ima
     """Horizontal strips of ``image`` with the EXIF orientation applied, top to bottom, each made from
     the matching band of the stored image: no full-size transposed copy."""
     width, height = image.size
-    method = _TRANSPOSE.get(orientation)
+    method = EXIF_TRANSPOSE.get(orientation)
     swap = orientation in _ROTATING_ORIENTATIONS
     out_width, out_height = (height, width) if swap else (width, height)
     rows = _strip_rows(out_width)
@@ -544,7 +544,7 @@ def pixel_digest(
     first, so one full decode serves both; it stays empty when they cannot be measured, and is
     filled even when the digest then fails."""
     header = check_image(data, max_pixels=max_pixels, memory_limit=memory_limit)
-    _, orientation = _load(header)
+    _, orientation = load_frame(header)
     if keep is not None:
         with contextlib.suppress(Exception):  # not measurable: compared by its stored fields only
             keep.update(_keep_values(header))
@@ -566,7 +566,7 @@ def keep_measures(
     ``detail_x`` / ``detail_y`` (the same along one axis: a stretch lowers one of them) and ``padded``
     (the share of the area in uniform letterbox or pillarbox bars). Raises ImageRejected."""
     header = check_image(data, max_pixels=max_pixels, memory_limit=memory_limit)
-    _load(header)
+    load_frame(header)
     return _keep_values(header)
 
 

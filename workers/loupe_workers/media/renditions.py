@@ -130,7 +130,7 @@ def render(
     header = decode.check_image(
         data, max_pixels=max_pixels, memory_limit=memory_limit, draft_side=spec.max_side
     )
-    _, orientation = decode._load(header)  # the one guarded decode (shared with the analysis)
+    _, orientation = decode.load_frame(header)  # the one guarded decode (shared with the analysis)
     image = header.image
     try:
         exif = None if spec.strip_exif else _exif_bytes(image)
@@ -138,7 +138,7 @@ def render(
         colour, alpha = _split_alpha(_eight_bit(image))
         rgb = _to_srgb(colour, icc if isinstance(icc, bytes) else None)
         out = rgb if alpha is None else Image.merge("RGBA", (*rgb.split(), alpha))
-        method = decode._TRANSPOSE.get(orientation)
+        method = decode.EXIF_TRANSPOSE.get(orientation)
         if method is not None:
             out = out.transpose(method)
         size = _target_size(*out.size, spec.max_side)

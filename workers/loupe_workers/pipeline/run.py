@@ -1015,7 +1015,7 @@ def _embedding_stage(
     runner: embed.Runner = embed.embed_inline
     on_ray = executor.ray if isinstance(executor, AutoExecutor) else executor  # auto: Ray when given one
     if isinstance(on_ray, RayExecutor):
-        on_ray._ensure_ray()
+        on_ray.ensure_ray()
         runner = embed.embed_with_ray
     stage: EmbeddingStage | None = None
     for model in models:
