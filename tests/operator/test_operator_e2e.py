@@ -18,7 +18,7 @@ from loupe_workers.ingest.demo import DemoFile
 from support.chart import argocd_health
 from support.operator_process import E2E_NAMESPACE as NAMESPACE
 from support.operator_process import condition as condition_of
-from support.operator_process import get_object, start_operator, wait_for
+from support.operator_process import dataset_spec, get_object, source_spec, start_operator, wait_for
 from support.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,24 +30,6 @@ def _operator(cluster: Any, tmp_path: Path, log_name: str, **settings: str) -> s
 
 def get(cluster: Any, kind: str, name: str) -> dict[str, Any]:
     return get_object(cluster, kind, name, NAMESPACE)
-
-
-def source_spec(name: str, images: Path) -> dict[str, Any]:
-    return {
-        "apiVersion": "loupe.dev/v1alpha1",
-        "kind": "IngestSource",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"filesystem": {"path": str(images)}},
-    }
-
-
-def dataset_spec(name: str, source: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "loupe.dev/v1alpha1",
-        "kind": "Dataset",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"sources": [{"name": source}], **spec},
-    }
 
 
 def test_local_mode_versions_in_status(
@@ -63,18 +45,8 @@ def test_local_mode_versions_in_status(
         LOUPE_METRICS_PORT=str(metrics_port),
     )
     try:
-        source = {
-            "apiVersion": "loupe.dev/v1alpha1",
-            "kind": "IngestSource",
-            "metadata": {"name": "line-a-cameras", "namespace": NAMESPACE},
-            "spec": {"filesystem": {"path": str(images)}, "labels": {"format": "folder"}},
-        }
-        dataset = {
-            "apiVersion": "loupe.dev/v1alpha1",
-            "kind": "Dataset",
-            "metadata": {"name": "defects", "namespace": NAMESPACE},
-            "spec": {"sources": [{"name": "line-a-cameras"}]},
-        }
+        source = source_spec("line-a-cameras", images, labels={"format": "folder"})
+        dataset = dataset_spec("defects", "line-a-cameras")
         manifest = tmp_path / "specs.json"
         manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [source, dataset]}))
         cluster.kubectl("apply", "-f", str(manifest), check=True)

@@ -12,7 +12,14 @@ from loupe_api.keys import blob_key
 from loupe_workers.ingest.demo import DemoFile
 from support.cli import loupe
 from support.operator_process import E2E_NAMESPACE as NAMESPACE
-from support.operator_process import get_object, start_operator, stop_operator, wait_for
+from support.operator_process import (
+    dataset_spec,
+    get_object,
+    source_spec,
+    start_operator,
+    stop_operator,
+    wait_for,
+)
 from support.photos import jpeg, photo
 
 NAME = "retained"
@@ -20,18 +27,8 @@ DATASET = f"{NAMESPACE}/{NAME}"  # how the operator names the dataset in storage
 
 
 def specs(images: Path) -> dict[str, Any]:
-    source = {
-        "apiVersion": "loupe.dev/v1alpha1",
-        "kind": "IngestSource",
-        "metadata": {"name": "retained-source", "namespace": NAMESPACE},
-        "spec": {"filesystem": {"path": str(images)}, "labels": {"format": "folder"}},
-    }
-    dataset = {
-        "apiVersion": "loupe.dev/v1alpha1",
-        "kind": "Dataset",
-        "metadata": {"name": NAME, "namespace": NAMESPACE},
-        "spec": {"sources": [{"name": "retained-source"}], "retention": {"keepLast": 1}},
-    }
+    source = source_spec("retained-source", images, labels={"format": "folder"})
+    dataset = dataset_spec(NAME, "retained-source", retention={"keepLast": 1})
     return {"apiVersion": "v1", "kind": "List", "items": [source, dataset]}
 
 

@@ -71,3 +71,23 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     """The condition of ``type_`` in an object's status, or ``{}``."""
     conditions = (obj.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == type_), {})
+
+
+def source_spec(name: str, images: Path, **spec: Any) -> dict[str, Any]:
+    """An IngestSource over a folder, in the e2e namespace (``spec``: more fields, e.g. labels)."""
+    return {
+        "apiVersion": "loupe.dev/v1alpha1",
+        "kind": "IngestSource",
+        "metadata": {"name": name, "namespace": E2E_NAMESPACE},
+        "spec": {"filesystem": {"path": str(images)}, **spec},
+    }
+
+
+def dataset_spec(name: str, source: str, **spec: Any) -> dict[str, Any]:
+    """A Dataset over one source, in the e2e namespace (``spec``: more fields, e.g. retention)."""
+    return {
+        "apiVersion": "loupe.dev/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": name, "namespace": E2E_NAMESPACE},
+        "spec": {"sources": [{"name": source}], **spec},
+    }
