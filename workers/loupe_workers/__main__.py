@@ -16,7 +16,7 @@ from loupe_storage.store import open_store
 from loupe_storage.versions import list_versions
 from loupe_workers.compute.executor import make_executor
 from loupe_workers.pipeline.run import RunError, run_dataset
-from loupe_workers.versioning.tiers import gc_summary, run_gc_job
+from loupe_workers.versioning.gc_job import gc_summary, run_gc_job
 
 
 def main(argv: list[str]) -> int:

@@ -33,9 +33,6 @@ from loupe_api.keys import (
     DATASETS,
     VERSION_RECORD,
     blob_key,
-    expired_prefix,
-    gc_result_key,
-    run_prefix,
     tier_key,
     tiers_pass_key,
     tiers_prefix,
@@ -43,8 +40,6 @@ from loupe_api.keys import (
 from loupe_api.retention import (
     ARCHIVE_CLASSES,
     TIER_TAG,
-    ExpiredVersion,
-    GcResult,
     RetentionSpec,
     StorageClass,
     TierRecord,
@@ -52,8 +47,7 @@ from loupe_api.retention import (
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore, S3Store
 from loupe_storage.versions import known_datasets, list_versions
-from loupe_workers.versioning.retention import collect_garbage, expire, referenced_keys, retention_plan
-from loupe_workers.versioning.semver import version_key
+from loupe_workers.versioning.retention import referenced_keys
 from loupe_workers.versioning.versions import list_tags, read_version, utcnow
 
 RESTORE_DAYS = 7  # how long S3 keeps the temporary copy of an archived object while it is copied back
@@ -316,53 +310,3 @@ def restore(store: ObjectStore, dataset: str, version: str, *, days: int = RESTO
         store.put(tier_key(dataset, record.version), back.model_dump_json(by_alias=True, indent=2).encode())
         report.done = True
     return report
-
-
-# --- the gc job (the operator launches it on spec.retention.schedule) ----------------------------------
-
-
-def run_gc_job(store: ObjectStore, dataset: str, spec: RetentionSpec, job_id: str) -> GcResult:
-    """Expire what spec.retention lets go, move what its tiers reach, collect what no version needs, and
-    record it all at gc_result_key for the operator. Never the current, a tagged or a trained-on version:
-    plan_expiry keeps them whatever the rules say."""
-    result = GcResult(dataset=dataset, job_id=job_id, time=utcnow())
-    if spec.active():
-        result.expired = [t.version for t in expire(store, dataset, retention_plan(store, dataset, spec))]
-    tiered = apply_tiers(store, dataset, spec)
-    result.tiered = {t.version: t.storage_class for t in tiered.moved}
-    collected = collect_garbage(store)
-    result.deleted, result.freed_bytes = len(collected.deleted), collected.freed_bytes
-    # A run expires what its own retention lets go (pipeline.run); the job that frees those versions'
-    # bytes reports them too, or status would say "expired none" after every run-and-gc pair.
-    freed = freed_versions(store, dataset, collected.deleted)
-    result.expired += sorted(set(freed) - set(result.expired), key=version_key)
-    result.skipped = collected.skipped
-    result.time = utcnow()
-    store.put(gc_result_key(dataset, job_id), result.model_dump_json(by_alias=True, indent=2).encode())
-    return result
-
-
-def freed_versions(store: ObjectStore, dataset: str, deleted: Iterable[str]) -> list[str]:
-    """Expired versions of ``dataset`` whose run folder a collection just deleted: each version has a
-    folder of its own (its part lists), so this is the collection that freed that version's bytes."""
-    runs = [key for key in deleted if key.startswith(run_prefix(dataset, ""))]
-    found = []
-    for info in store.list(expired_prefix(dataset)) if runs else ():
-        if info.key.endswith(".json"):
-            tombstone = ExpiredVersion.model_validate_json(store.get(info.key))
-            folder = f"{run_prefix(dataset, tombstone.run_id)}/"
-            if any(key.startswith(folder) for key in runs):
-                found.append(tombstone.version)
-    return found
-
-
-def gc_summary(result: GcResult) -> str:
-    """The gc job in words, for its RunResult and the operator's Event."""
-    expired = ", ".join(result.expired) or "none"
-    moved = ", ".join(f"{v} to {c}" for v, c in sorted(result.tiered.items()))
-    parts = [f"expired {expired}", f"freed {result.freed_bytes} bytes in {result.deleted} objects"]
-    if moved:
-        parts.append(f"moved {moved}")
-    if result.skipped:
-        parts.append(f"nothing collected: {result.skipped}")
-    return "; ".join(parts)
