@@ -48,9 +48,18 @@ def matches_any(key: str, patterns: list[str]) -> bool:
     return any(glob_regex(p).match(key) for p in patterns)
 
 
+def _suffix(key: str) -> str:
+    """``PurePosixPath(key).suffix`` without building a path: a listing asks for millions of them."""
+    name = key.rpartition("/")[2]
+    if name in ("", "."):  # a trailing slash or dot component: pathlib's own rules decide
+        return PurePosixPath(key).suffix
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
+
+
 def media_kind(key: str) -> str | None:
     """'video' for video extensions, None for sidecar files, else 'image' (the content decides later)."""
-    suffix = PurePosixPath(key).suffix.lower()
+    suffix = _suffix(key).lower()
     if suffix in VIDEO_EXTENSIONS:
         return "video"
     if suffix in SIDECAR_EXTENSIONS:

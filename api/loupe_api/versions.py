@@ -42,6 +42,21 @@ class ManifestPart(ApiModel):
     rows: int = Field(description="Rows in the part.")
     bytes: int = Field(description="Size of the Parquet file.")
     sha256: str = Field(description="sha256 of the Parquet file (also its name).")
+    # kept in the list, not in the Parquet metadata, so that the part's bytes stay a function of its rows
+    first_id: str | None = Field(
+        default=None,
+        description="Smallest sample id in the part (None in lists written before: may hold any id).",
+    )
+    last_id: str | None = Field(
+        default=None,
+        description="Largest sample id in the part (None in lists written before: may hold any id).",
+    )
+
+    def may_hold(self, sample_id: str) -> bool:
+        """Whether ``sample_id`` can be one of the part's rows (always, for a part without statistics)."""
+        if self.first_id is None or self.last_id is None:
+            return True
+        return self.first_id <= sample_id <= self.last_id
 
 
 class PartList(ApiModel):
@@ -107,6 +122,12 @@ class VersionRecord(ApiModel):
     synthetic: SyntheticSummary | None = Field(
         default=None,
         description="Real and synthetic counts and the synthetic-to-real gap (when there are synthetic samples).",
+    )
+    inputs_digest: str | None = Field(
+        default=None,
+        description="Digest of everything the run that built it read (spec, source listings, label files, "
+        "predictions, code and processing settings): a later run with the same digest commits nothing and "
+        "reads no manifest. None in records written before it existed.",
     )
 
 

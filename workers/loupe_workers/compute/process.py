@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from loupe_api.ingest import IngestSourceSpec
+from loupe_api.samples import Status
 from loupe_storage.store import ObjectStore, put_blob
 from loupe_workers.curation.privacy import Detectors, record_fields
 from loupe_workers.ingest.sources import UNREADABLE, ListedObject, SourceReadError
@@ -58,7 +59,7 @@ def _base(obj: ListedObject, settings: ProcessSettings) -> Record:
 
 def _analysis_fields(analysis: media.ImageAnalysis, settings: ProcessSettings) -> Record:
     return {
-        "status": "ok",
+        "status": Status.OK,
         "fail_reason": None,
         "fail_detail": None,
         "format": analysis.format,
@@ -74,7 +75,7 @@ def _analysis_fields(analysis: media.ImageAnalysis, settings: ProcessSettings) -
 
 def _failure(error: media.ImageRejected) -> Record:
     return {
-        "status": "failed",
+        "status": Status.FAILED,
         "fail_reason": error.reason,
         "fail_detail": error.detail,
         "format": error.format,

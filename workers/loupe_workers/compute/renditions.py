@@ -26,6 +26,7 @@ from typing import Any
 from loupe_api.dataset import DatasetStats
 from loupe_api.keys import blob_key, rendition_key
 from loupe_api.renditions import RenditionSpec
+from loupe_api.samples import Disposition
 from loupe_storage.store import ObjectStore
 from loupe_workers.compute.executor import (
     POOL_MIN_CPUS,
@@ -239,12 +240,12 @@ def attach(rows: list[Record], result: RenditionResult, stats: DatasetStats) -> 
     (counted in ``stats``). Returns the sample ids no longer accepted."""
     removed: list[str] = []
     for row in rows:
-        if row.get("disposition") != "accepted":
+        if row.get("disposition") != Disposition.ACCEPTED:
             continue
         sha = str(row["sha256"])
         if sha in result.failed:
             row["disposition"], row["reason"], row["detail"] = (
-                "quarantined",
+                Disposition.QUARANTINED,
                 QUARANTINE_REASON,
                 result.failed[sha],
             )
@@ -282,7 +283,7 @@ def run_stage(
     """The pipeline's rendition stage, after curation: the accepted rows get their ``renditions``,
     those whose renditions failed are quarantined, and ``states`` (what the semver decision compares)
     follow, so a rendition change is a change of derived data (PATCH)."""
-    accepted = [r for r in rows if r.get("disposition") == "accepted"]
+    accepted = [r for r in rows if r.get("disposition") == Disposition.ACCEPTED]
     if specs:
         phase(f"renditions of {len(accepted)} samples ({', '.join(sorted(specs))})")
     result = ensure_renditions(
@@ -292,7 +293,7 @@ def run_stage(
     for sample_id in attach(rows, result, stats):
         states.pop(sample_id, None)
     for row in accepted:
-        if row.get("disposition") == "accepted" and row["sample_id"] in states:
+        if row.get("disposition") == Disposition.ACCEPTED and row["sample_id"] in states:
             states[row["sample_id"]] = state_of(row)
     stats.renditions_computed = result.computed
     stats.renditions_reused = result.found

@@ -33,6 +33,7 @@ from loupe_api.access import (
 )
 from loupe_api.dataset import DatasetSpec
 from loupe_api.ingest import IngestSourceSpec
+from loupe_api.samples import Disposition
 
 ACCESS_RULES: frozenset[str] = frozenset({USE_NOT_ALLOWED, CLASSIFICATION_ABOVE_MAXIMUM})
 
@@ -181,7 +182,7 @@ class AccessRules:
         for row in rows:
             if row.get("reason") in ACCESS_RULES:
                 excluded[str(row["source"])] += 1
-            elif row.get("disposition") == "accepted":
+            elif row.get("disposition") == Disposition.ACCEPTED:
                 accepted[str(row["source"])] += 1
         entries = []
         for name, source in self.sources.items():

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from loupe_api.dataset import DedupSpec
+from loupe_api.samples import DupKind
 from loupe_workers.curation.hamming import HashArray, connected_groups, cross_pairs, hamming_pairs, hex_to_u64
 from loupe_workers.media.decode import energy_above
 
@@ -28,7 +29,7 @@ CROP_SCALE = 1.03  # a verified pair whose scale is beyond 1.03 (either way): on
 ORIENTATIONS = 7  # hash_variants: the 7 other flips and quarter turns first, then sub-window hashes
 
 
-def split_variants(record: Record) -> tuple[list[str], list[str]]:
+def split_variants(record: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """A record's stored hash variants: (its 7 flipped and turned hashes, its sub-window hashes)."""
     values = list(record.get("hash_variants") or ())
     return values[:ORIENTATIONS], values[ORIENTATIONS:]
@@ -411,9 +412,7 @@ def find_duplicates(
             if i != keeper:
                 keeper_of[i] = keeper
                 same_bytes = records[i]["sha256"] == records[keeper]["sha256"]  # a byte copy shares its id
-                kind_of[i] = (
-                    "exact_duplicate" if same_bytes else records[i].get("dup_kind") or "near_duplicate"
-                )
+                kind_of[i] = DupKind.EXACT if same_bytes else records[i].get("dup_kind") or DupKind.NEAR
     centres = {i for i in range(n) if not query[i] and i not in keeper_of}
 
     # edges of the query records: (distance, exact)
@@ -530,7 +529,7 @@ def find_duplicates(
         if near_centres:
             _, inexact, _, centre = min(near_centres)
             keeper_of[i] = centre
-            kind_of[i] = "near_duplicate" if inexact else "exact_duplicate"
+            kind_of[i] = DupKind.NEAR if inexact else DupKind.EXACT
         else:
             pool.append(i)
     # the rest: stars among themselves
@@ -567,7 +566,7 @@ def find_duplicates(
                             joined.append(i)
                 for i in joined:
                     keeper_of[i] = keeper
-                    kind_of[i] = "exact_duplicate" if edges[keeper][i][1] else "near_duplicate"
+                    kind_of[i] = DupKind.EXACT if edges[keeper][i][1] else DupKind.NEAR
                 if joined:
                     reason_of[keeper] = why
                 taken = {keeper, *joined}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loupe_api.dataset import LowContrastGate, QualityGates
+from loupe_api.samples import Disposition, Gate, Status
 from loupe_workers.media.decode import extension_matches
 
 
@@ -13,7 +14,7 @@ from loupe_workers.media.decode import extension_matches
 class GateOutcome:
     """Which gates fired, and the resulting disposition of the sample."""
 
-    disposition: str  # accepted, rejected or quarantined
+    disposition: Disposition  # accepted, rejected or quarantined
     reason: str | None = None  # the gate that decided a rejection or quarantine
     detail: str | None = None
     flags: list[str] = field(default_factory=list)
@@ -48,7 +49,7 @@ def low_contrast(record: dict[str, Any], gate: LowContrastGate) -> bool:
 
 def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str, str, str]]:
     """(gate, action, detail) for every gate the record fails, in a fixed order."""
-    if record["status"] == "failed":
+    if record["status"] == Status.FAILED:
         reason = record["fail_reason"]
         actions = {
             "corrupt": gates.corrupt.action,
@@ -68,7 +69,7 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
     out: list[tuple[str, str, str]] = []
     fmt, width, height = record["format"], int(record["width"]), int(record["height"])
     if fmt not in gates.format.allowed:
-        out.append(("format", gates.format.action, f"format {fmt} is not allowed"))
+        out.append((Gate.FORMAT, gates.format.action, f"format {fmt} is not allowed"))
     if (
         gates.extension.enabled
         and record["media"] == "image"
@@ -76,7 +77,7 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
     ):
         out.append(
             (
-                "extension",
+                Gate.EXTENSION,
                 gates.extension.action,
                 f"{fmt} data named {record['extension'] or '(no extension)'}",
             )
@@ -85,11 +86,11 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
     if res.enabled:
         if width < res.min_width or height < res.min_height:
             out.append(
-                ("resolution", res.action, f"{width}x{height} is below {res.min_width}x{res.min_height}")
+                (Gate.RESOLUTION, res.action, f"{width}x{height} is below {res.min_width}x{res.min_height}")
             )
         elif (res.max_width and width > res.max_width) or (res.max_height and height > res.max_height):
             out.append(
-                ("resolution", res.action, f"{width}x{height} is above {res.max_width}x{res.max_height}")
+                (Gate.RESOLUTION, res.action, f"{width}x{height} is above {res.max_width}x{res.max_height}")
             )
     flat = gates.low_contrast
     squeezed = low_contrast(record, flat)
@@ -99,13 +100,13 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
         ("contrast", record.get("contrast")) if by_ratio else ("tonal range", record.get("tonal_range"))
     )
     checks = [
-        (gates.aspect_ratio.enabled, "aspect_ratio", gates.aspect_ratio.action, record["aspect_ratio"] < gates.aspect_ratio.min_ratio, "aspect ratio", record["aspect_ratio"]),
-        (gates.low_information.enabled, "low_information", gates.low_information.action, record["entropy"] < gates.low_information.threshold, "entropy", record["entropy"]),
-        (gates.dark.enabled, "dark", gates.dark.action, record["brightness_p99"] < gates.dark.threshold, "brightness p99", record["brightness_p99"]),
-        (gates.bright.enabled, "bright", gates.bright.action, _above(record, "clipped", gates.bright.threshold), "blown-out share", record.get("clipped")),
-        (gates.low_contrast.enabled, "low_contrast", gates.low_contrast.action, squeezed, flat_label, flat_value),
-        (gates.blur.enabled, "blur", gates.blur.action, _below(record, "sharpness", gates.blur.threshold), "sharpness", record.get("sharpness")),
-        (gates.noise.enabled, "noise", gates.noise.action, _above(record, "noise", gates.noise.threshold), "noise sigma", record.get("noise")),
+        (gates.aspect_ratio.enabled, Gate.ASPECT_RATIO, gates.aspect_ratio.action, record["aspect_ratio"] < gates.aspect_ratio.min_ratio, "aspect ratio", record["aspect_ratio"]),
+        (gates.low_information.enabled, Gate.LOW_INFORMATION, gates.low_information.action, record["entropy"] < gates.low_information.threshold, "entropy", record["entropy"]),
+        (gates.dark.enabled, Gate.DARK, gates.dark.action, record["brightness_p99"] < gates.dark.threshold, "brightness p99", record["brightness_p99"]),
+        (gates.bright.enabled, Gate.BRIGHT, gates.bright.action, _above(record, "clipped", gates.bright.threshold), "blown-out share", record.get("clipped")),
+        (gates.low_contrast.enabled, Gate.LOW_CONTRAST, gates.low_contrast.action, squeezed, flat_label, flat_value),
+        (gates.blur.enabled, Gate.BLUR, gates.blur.action, _below(record, "sharpness", gates.blur.threshold), "sharpness", record.get("sharpness")),
+        (gates.noise.enabled, Gate.NOISE, gates.noise.action, _above(record, "noise", gates.noise.threshold), "noise sigma", record.get("noise")),
     ]  # fmt: skip
     for enabled, name, action, failed, label, value in checks:
         if enabled and failed:
@@ -116,8 +117,8 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
 def evaluate(record: dict[str, Any], gates: QualityGates) -> GateOutcome:
     """Quarantine beats reject beats flag; the first failing gate of the strongest action decides."""
     failures = failed_gates(record, gates)
-    for action, disposition in (("quarantine", "quarantined"), ("reject", "rejected")):
+    for action, disposition in (("quarantine", Disposition.QUARANTINED), ("reject", Disposition.REJECTED)):
         for name, gate_action, detail in failures:
             if gate_action == action:
                 return GateOutcome(disposition, name, detail, [n for n, a, _ in failures if a == "flag"])
-    return GateOutcome("accepted", flags=[name for name, _, _ in failures])
+    return GateOutcome(Disposition.ACCEPTED, flags=[name for name, _, _ in failures])

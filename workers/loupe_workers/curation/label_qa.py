@@ -46,6 +46,7 @@ from loupe_api.label_qa import (
     SetAccuracy,
 )
 from loupe_api.labels import LabelsSpec
+from loupe_api.samples import LEFT_OUT, Disposition, LabelConsensus
 
 LabelDict = dict[str, Any]  # {"label": str | None, "boxes": [{"class": ..., "bbox": [...], ...}]}
 Sets = Mapping[str, LabelDict]
@@ -262,7 +263,7 @@ class Consensus:
 
     labels: LabelDict  # {"label": consensus class or None (a tie), "boxes": consensus boxes}
     support: float | None  # share of the sets with a class that give the consensus class
-    kind: str  # single, unanimous, majority, golden or tie
+    kind: LabelConsensus
     disagree: bool  # the sets' classes (or boxes) differ: the sample goes to review
     detail: str = ""  # who said what, for the review queue
 
@@ -281,14 +282,14 @@ def consensus(
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     label: str | None = None
     if len(counts) <= 1:
-        kind = "single" if len(votes) <= 1 else "unanimous"
+        kind = LabelConsensus.SINGLE if len(votes) <= 1 else LabelConsensus.UNANIMOUS
         label = ranked[0][0] if ranked else None
     elif golden is not None and golden in votes:
-        kind, label = "golden", votes[golden]
+        kind, label = LabelConsensus.GOLDEN, votes[golden]
     elif ranked[0][1] > ranked[1][1]:
-        kind, label = "majority", ranked[0][0]
+        kind, label = LabelConsensus.MAJORITY, ranked[0][0]
     else:
-        kind = "tie"
+        kind = LabelConsensus.TIE
     support = (
         counts[label] / len(votes)
         if votes and label is not None
@@ -380,7 +381,7 @@ class Reconciled:
         accepted = {
             r["sample_id"]
             for r in rows
-            if r.get("disposition") == "accepted" and r["sha256"] in self.disputed
+            if r.get("disposition") == Disposition.ACCEPTED and r["sha256"] in self.disputed
         }
         self.stats.disagreements = len(accepted)
         return self.counts()
@@ -483,10 +484,10 @@ class _Gathered:
         result = consensus(
             sets, truth, threshold=self.threshold, width=first.get("width"), height=first.get("height")
         )
-        field_name = "ties" if result.kind == "tie" else result.kind
+        field_name = "ties" if result.kind == LabelConsensus.TIE else result.kind
         setattr(self.tally, field_name, getattr(self.tally, field_name) + 1)
-        left_out = all(r.get("disposition") in ("rejected", "quarantined") for r in members)
-        if result.disagree and result.kind != "golden":  # golden settled it: no review
+        left_out = all(r.get("disposition") in LEFT_OUT for r in members)
+        if result.disagree and result.kind != LabelConsensus.GOLDEN:  # golden settled it: no review
             self.disputed.add(str(first["sha256"]))
             self.disagreements += 0 if left_out else 1
         sets_json = json.dumps(dict(sorted(sets.items())), sort_keys=True)

@@ -47,11 +47,12 @@ import numpy as np
 
 from loupe_api.dataset import DatasetStats, QualityGates
 from loupe_api.outliers import STRATA_REPORTED, RelativeGate, RelativeGateStats, StratumStats
+from loupe_api.samples import RELATIVE_PREFIX, Disposition, Flag, Gate
 
 MAD_TO_Z = 0.6745  # the MAD of a normal distribution is 0.6745 sigma
 MEAN_AD_TO_SIGMA = 1.253314  # sqrt(pi / 2): the mean absolute deviation of a normal is 0.7979 sigma
 LOG_EPSILON = 1e-3  # log of a measure of 0 (a flat synthetic image)
-FLAG_PREFIX = "relative:"
+FLAG_PREFIX = RELATIVE_PREFIX  # flags relative:GATE (samples.Flag), and the reason of a drop
 _LOW_CONTRAST_MAX_CLIPPED = 0.05  # as gates._LOW_CONTRAST_MAX_CLIPPED
 
 
@@ -70,15 +71,15 @@ MEASURES: dict[str, Measure] = {
     # log units: 0.05 is a 5 % change of sharpness or grain. A grain below 0.05 (0-255 scale) is none at
     # all (a flat sky measures 0): without that floor, a camera whose sky reads 0 in a third of its shots
     # spreads its logs over decades and nothing is ever beyond its threshold (seen on the tuning half)
-    "blur": Measure("sharpness", below=True, log=True, floor=0.05, epsilon=0.05),
-    "noise": Measure("noise", below=False, log=True, floor=0.05, epsilon=0.05),
+    Gate.BLUR: Measure("sharpness", below=True, log=True, floor=0.05, epsilon=0.05),
+    Gate.NOISE: Measure("noise", below=False, log=True, floor=0.05, epsilon=0.05),
     # 0.02 of brightness chosen on the tuning half (0.01 flagged 4 clean shots of fixed cameras, 0.02 none)
-    "dark": Measure("brightness_p99", below=True, log=False, floor=0.02),
+    Gate.DARK: Measure("brightness_p99", below=True, log=False, floor=0.02),
     # clean photos with a bright sky spread their blown-out share over 0-25 %: the spread is taken as at
     # least 5 % of the frame (0.05 chosen on the benchmark's tuning half: with 0.01 the relative bright
     # gate flagged 57 clean shots of mixed-scene cameras for 13 over-exposed ones)
-    "bright": Measure("clipped", below=False, log=False, floor=0.05),
-    "low_contrast": Measure("contrast", below=True, log=False, floor=0.01),
+    Gate.BRIGHT: Measure("clipped", below=False, log=False, floor=0.05),
+    Gate.LOW_CONTRAST: Measure("contrast", below=True, log=False, floor=0.01),
 }
 
 
@@ -176,7 +177,7 @@ def _measure_of(record: dict[str, Any], gate: str, measure: Measure) -> float | 
     value = record.get(measure.column)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if gate == "low_contrast" and (record.get("clipped") or 0.0) > _LOW_CONTRAST_MAX_CLIPPED:
+    if gate == Gate.LOW_CONTRAST and (record.get("clipped") or 0.0) > _LOW_CONTRAST_MAX_CLIPPED:
         return None  # over-exposure squeezes the tones: the bright gate's
     return float(value)
 
@@ -301,7 +302,7 @@ def apply(
     for position, index in enumerate(candidates):
         row = rows[index]
         verdicts = judgement.verdicts.get(position, [])
-        flags = [FLAG_PREFIX + v.gate for v in verdicts if v.action == "flag"]
+        flags = [Flag.relative(v.gate) for v in verdicts if v.action == "flag"]
         row["flags"] = [*(row.get("flags") or []), *flags]
         decisive = next(
             (v for action in ("quarantine", "reject") for v in verdicts if v.action == action), None
@@ -312,10 +313,10 @@ def apply(
         reason = FLAG_PREFIX + decisive.gate
         row["reason"], row["detail"] = reason, decisive.detail
         if decisive.action == "quarantine":
-            row["disposition"] = "quarantined"
+            row["disposition"] = Disposition.QUARANTINED
             stats.quarantined[reason] = stats.quarantined.get(reason, 0) + 1
         else:
-            row["disposition"] = "rejected"
+            row["disposition"] = Disposition.REJECTED
             row.pop("blob_uri", None)  # rejected bytes are not kept
             stats.rejected[reason] = stats.rejected.get(reason, 0) + 1
     return staying

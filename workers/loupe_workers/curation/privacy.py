@@ -29,6 +29,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from loupe_api.dataset import FACE_SCORE_FLOOR, PLATE_VOTES_FLOOR, PrivacySpec
+from loupe_api.samples import PRIVACY_PREFIX, RESTRICTED_PREFIX, Disposition, Flag
 from loupe_workers.curation.gates import GateOutcome
 from loupe_workers.media import decode as media
 from loupe_workers.storage.packaged import ModelError, PackagedFile, cache_dir, fetch_packaged_file
@@ -342,18 +343,20 @@ def decide(row: Mapping[str, Any], spec: PrivacySpec) -> list[PrivacyHit]:
 def apply(outcome: GateOutcome, row: Mapping[str, Any], spec: PrivacySpec) -> GateOutcome:
     """The gate outcome with privacy applied: reject decides like a reject gate; flag adds
     ``privacy:<kind>``; restrict adds ``restricted:<kind>``. Samples already left out stay so."""
-    if outcome.disposition != "accepted":
+    if outcome.disposition != Disposition.ACCEPTED:
         return outcome
     hits = decide(row, spec)
     for hit in hits:
         if hit.action == "reject":
-            return GateOutcome("rejected", f"privacy:{hit.kind}", hit.detail, list(outcome.flags))
-    extra = [f"{'restricted' if h.action == 'restrict' else 'privacy'}:{h.kind}" for h in hits]
+            return GateOutcome(
+                Disposition.REJECTED, PRIVACY_PREFIX + hit.kind, hit.detail, list(outcome.flags)
+            )
+    extra = [Flag.privacy(h.kind, restricted=h.action == "restrict") for h in hits]
     return GateOutcome(outcome.disposition, outcome.reason, outcome.detail, [*outcome.flags, *extra])
 
 
 def is_restricted(row: Mapping[str, Any]) -> bool:
-    return any(str(f).startswith("restricted:") for f in row.get("flags") or ())
+    return any(str(f).startswith(RESTRICTED_PREFIX) for f in row.get("flags") or ())
 
 
 def exportable(rows: Iterable[Mapping[str, Any]], allow_restricted: bool = False) -> list[Mapping[str, Any]]:
@@ -361,7 +364,8 @@ def exportable(rows: Iterable[Mapping[str, Any]], allow_restricted: bool = False
     return [
         r
         for r in rows
-        if r.get("disposition", "accepted") == "accepted" and (allow_restricted or not is_restricted(r))
+        if r.get("disposition", Disposition.ACCEPTED) == Disposition.ACCEPTED
+        and (allow_restricted or not is_restricted(r))
     ]
 
 
@@ -372,11 +376,11 @@ def counts(rows: Iterable[Mapping[str, Any]], spec: PrivacySpec) -> dict[str, in
         return {}
     out = {"face": 0, "plate": 0, "restricted": 0, "rejected": 0}
     for row in rows:
-        privacy_reject = str(row.get("reason") or "").startswith("privacy:")
-        if row.get("disposition") != "accepted" and not privacy_reject:
+        privacy_reject = str(row.get("reason") or "").startswith(PRIVACY_PREFIX)
+        if row.get("disposition") != Disposition.ACCEPTED and not privacy_reject:
             continue
         for hit in decide(row, spec):
             out[hit.kind] += 1
-        out["restricted"] += row.get("disposition") == "accepted" and is_restricted(row)
+        out["restricted"] += row.get("disposition") == Disposition.ACCEPTED and is_restricted(row)
         out["rejected"] += privacy_reject
     return out

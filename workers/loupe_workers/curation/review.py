@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from loupe_api import keys
 from loupe_api.label_qa import DISAGREEMENT
+from loupe_api.samples import LabelConsensus
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore
 from loupe_workers.curation import label_errors, label_qa
@@ -228,7 +229,7 @@ def _label_disagreements(rows: list[dict[str, Any]]) -> dict[str, tuple[float, s
     when there is no consensus class) and the reason shown."""
     out: dict[str, tuple[float, str]] = {}
     for r in rows:
-        if not r.get("label_sets") or r.get("label_consensus") == "golden":  # golden settled it
+        if not r.get("label_sets") or r.get("label_consensus") == LabelConsensus.GOLDEN:  # golden settled it
             continue
         sets = json.loads(r["label_sets"])
         found = label_qa.consensus(sets, width=r.get("width"), height=r.get("height"))

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from loupe_api.samples import Disposition
 from loupe_api.sampling import GROUPS_REPORTED, SAMPLING_REASON, SamplingGroup, SamplingSpec, SamplingSummary
 from loupe_workers.curation import label_errors
 from loupe_workers.curation.outliers import stratum_key
@@ -347,7 +348,7 @@ def coverage_radius(vectors: npt.ArrayLike, selected: Sequence[int]) -> float:
 
 def leave_out(row: dict[str, Any], detail: str) -> None:
     """Mark a candidate row as left out by sampling: a rejected row, kept for "to label next"."""
-    row["disposition"], row["reason"], row["detail"] = "rejected", SAMPLING_REASON, detail
+    row["disposition"], row["reason"], row["detail"] = Disposition.REJECTED, SAMPLING_REASON, detail
     row["split"] = None
 
 
@@ -355,7 +356,7 @@ def to_label(rejected: Iterable[Row]) -> list[dict[str, Any]]:
     """The rows left out by sampling, as export rows in a split of their own (``to_label``): exporters
     take accepted rows, and these were accepted by every gate and dedup before the budget left them out."""
     return [
-        {**r, "split": "to_label", "disposition": "accepted"}
+        {**r, "split": "to_label", "disposition": Disposition.ACCEPTED}
         for r in rejected
         if r.get("reason") == SAMPLING_REASON
     ]
@@ -427,7 +428,7 @@ class Sampler:
         kept = [row for members in groups for row in members]
         sticky: set[str] = set()
         if self.parent_digest == self.spec.digest():
-            sticky = {str(r["sample_id"]) for r in kept if previous.get(r["sample_id"], {}).get("disposition") == "accepted"}  # fmt: skip
+            sticky = {str(r["sample_id"]) for r in kept if previous.get(r["sample_id"], {}).get("disposition") == Disposition.ACCEPTED}  # fmt: skip
         matrix = None
         if self.spec.strategy in ("kCenter", "uniqueness"):
             if self.vectors is None:
@@ -447,5 +448,5 @@ class Sampler:
                 leave_out(row, why)
         if chosen.left_out:
             rejected[SAMPLING_REASON] = rejected.get(SAMPLING_REASON, 0) + len(chosen.left_out)
-        selected = [[r for r in members if r["disposition"] == "accepted"] for members in groups]
+        selected = [[r for r in members if r["disposition"] == Disposition.ACCEPTED] for members in groups]
         return [members for members in selected if members], chosen.summary

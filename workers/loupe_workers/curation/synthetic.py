@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from loupe_api.dataset import DatasetStats
+from loupe_api.samples import Disposition
 from loupe_api.synthetic import (
     CAP_REASON,
     EVAL_REASON,
@@ -77,7 +78,7 @@ def cap(accepted: Sequence[Row], spec: SyntheticSpec, seed: int, published: set[
     )
     left_out = ranked[allowed:]
     for row in left_out:
-        row["disposition"], row["reason"] = "rejected", CAP_REASON
+        row["disposition"], row["reason"] = Disposition.REJECTED, CAP_REASON
         row["detail"] = (
             f"synthetic share capped at maxRatio {spec.max_ratio:g}: {allowed} synthetic samples allowed "
             f"next to {len(accepted) - len(synthetic)} real ones, {len(synthetic)} offered"
@@ -120,8 +121,8 @@ def leave_eval(rows: Iterable[Row], leaving: set[str], split_of: Mapping[str, st
     """Mark the synthetic members of val/test groups rejected (reason synthetic_in_eval)."""
     left: list[Row] = []
     for row in rows:
-        if row["sample_id"] in leaving and row.get("disposition") == "accepted":
-            row["disposition"], row["reason"] = "rejected", EVAL_REASON
+        if row["sample_id"] in leaving and row.get("disposition") == Disposition.ACCEPTED:
+            row["disposition"], row["reason"] = Disposition.REJECTED, EVAL_REASON
             row["detail"] = (
                 f"synthetic copy grouped with real samples of {split_of[row['sample_id']]}: "
                 "evaluation splits stay real (spec.synthetic.evalSplits: realOnly)"
@@ -195,8 +196,8 @@ def _counts(rows: Iterable[Row]) -> SyntheticCounts:
 def summarize(rows: Sequence[Row], spec: SyntheticSpec) -> SyntheticSummary | None:
     """Real and synthetic counts of a version's rows (accepted ones overall, per split, per label; and the
     synthetic ones left out), None without synthetic data."""
-    accepted = [r for r in rows if r.get("disposition") == "accepted"]
-    others = [r for r in rows if r.get("disposition") != "accepted"]
+    accepted = [r for r in rows if r.get("disposition") == Disposition.ACCEPTED]
+    others = [r for r in rows if r.get("disposition") != Disposition.ACCEPTED]
     capped = sum(1 for r in others if r.get("reason") == CAP_REASON)
     left_out = sum(1 for r in others if r.get("reason") == EVAL_REASON)
     if not capped and not left_out and not any(r.get("synthetic") for r in accepted):

@@ -81,6 +81,16 @@ def load_labels(spec: LabelImport, store: ObjectStore, keys: list[str]) -> dict[
     return _yolo_labels(spec, store, keys)
 
 
+def label_files(spec: LabelImport, keys: list[str]) -> list[str]:
+    """The keys of the files ``load_labels`` reads for these media keys (folder labels read none)."""
+    if spec.format == "folder":
+        return []
+    assert spec.path is not None
+    if spec.format in ("csv", "coco"):
+        return [spec.path]
+    return [_yolo_label_key(spec.path, key) for key in keys]
+
+
 def _csv_labels(spec: LabelImport, text: str) -> dict[str, LabelSet]:
     reader = csv.DictReader(io.StringIO(text))
     missing = {spec.path_column, spec.label_column} - set(reader.fieldnames or [])

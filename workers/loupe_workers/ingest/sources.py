@@ -90,6 +90,7 @@ class FolderSource:
         read_margin: int = 0,
     ) -> None:
         self.given = Path(root).expanduser().absolute()
+        self._given_text = str(self.given).rstrip("/")  # "/" itself: keys then join as "/key"
         self.follow_symlinks = follow_symlinks
         self.read_margin = read_margin
 
@@ -103,6 +104,9 @@ class FolderSource:
         return self.given.resolve()
 
     def uri_of(self, key: str) -> str:
+        clean = key and key[0] != "/" and key[-1] != "/" and "//" not in key and "/./" not in key
+        if clean and not key.startswith("./") and not key.endswith("/.") and key != ".":
+            return f"{self._given_text}/{key}"  # what the path join gives, without one per listed key
         return str(self.given / key)
 
     def _check_root(self) -> Path:
@@ -155,9 +159,9 @@ class FolderSource:
             except OSError as exc:
                 yield Unlisted(key, UNREADABLE, f"cannot stat: {_cause(exc)}")
                 continue
-            path = Path(entry.path)
+            path: Path | None = None  # built only for links and folders: most entries are files
             if stat.S_ISLNK(st.st_mode):
-                followed = self._follow(real_root, path, key)
+                followed = self._follow(real_root, Path(entry.path), key)
                 if isinstance(followed, Unlisted):
                     yield followed
                     continue
@@ -170,7 +174,7 @@ class FolderSource:
                     )
                     continue
                 visited.add(identity)
-                yield from self._walk(real_root, path, key + "/", visited)
+                yield from self._walk(real_root, path or Path(entry.path), key + "/", visited)
             elif stat.S_ISREG(st.st_mode):
                 yield ObjectInfo(key=key, size=st.st_size, etag=f"{st.st_size}-{st.st_mtime_ns}")
             else:

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from loupe_api.dataset import DriftSpec, DriftSummary, HealthSpec, HealthSummary
+from loupe_api.samples import Disposition
 
 Row = dict[str, Any]
 QUALITY_METRICS = ("sharpness", "brightness_p99", "brightness_p5", "clipped", "contrast", "noise", "entropy")
@@ -163,7 +164,7 @@ def health(
 ) -> tuple[HealthSummary, dict[str, Any]]:
     """The health figures of a version (full) and their summary for status."""
     seen = len(accepted) + len(others)
-    duplicates = [r for r in others if r.get("disposition") == "duplicate"]
+    duplicates = [r for r in others if r.get("disposition") == Disposition.DUPLICATE]
     dup_kinds = Counter(str(r.get("dup_kind") or "unknown") for r in duplicates)
     flagged = sum(1 for r in accepted if r.get("flags"))
     balance = class_balance(accepted)

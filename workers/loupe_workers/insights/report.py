@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from loupe_api.dataset import DatasetSpec, DriftSummary
+from loupe_api.samples import LEFT_OUT, Disposition
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore, blob_key
 from loupe_workers.curation import label_qa, sampling, synthetic
@@ -259,8 +260,8 @@ def build_report(
                       + bar_chart(dict(sorted(psis.items(), key=lambda kv: -kv[1])[:12]), "drift PSI", fmt="{:.3f}"))  # fmt: skip
     else:
         drift_html = '<p class="empty">first version: nothing to compare with</p>'
-    rejected = [r for r in others if r.get("disposition") in ("rejected", "quarantined")]
-    duplicates = [r for r in others if r.get("disposition") == "duplicate"]
+    rejected = [r for r in others if r.get("disposition") in LEFT_OUT]
+    duplicates = [r for r in others if r.get("disposition") == Disposition.DUPLICATE]
     qa = record.label_qa  # several label sets: their agreement, per class, and the consensus
     qa_html = ""
     if qa is not None:

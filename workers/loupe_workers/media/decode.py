@@ -403,7 +403,9 @@ def analyze_image(
         "brightness_p99": p99,
         "brightness_p5": p5,
         # on the detail image: reducing averages small blown patches away
-        "clipped": metrics.clipped_highlights(rgb if decoded.detail is None else np.asarray(decoded.detail)),
+        "clipped": metrics.clipped_highlights(
+            rgb if decoded.detail is None else metrics.rgbx(decoded.detail)
+        ),
         "contrast": contrast,
         "black_level": black_level,
         "tonal_range": tonal_range,
@@ -575,8 +577,12 @@ def _spectrum_layout(rows: int, cols: int) -> tuple[npt.NDArray[np.float64], npt
     """The Hann window of a ``rows`` x ``cols`` crop, and the third-octave band of each of its rfft2
     frequencies that falls in one (with the mask of those): the same for every crop of that shape."""
     window = np.hanning(rows)[:, None] * np.hanning(cols)[None, :]
-    radius = np.hypot(np.fft.fftfreq(rows)[:, None], np.fft.rfftfreq(cols)[None, :])
-    band = np.floor(-3 * np.log2(np.maximum(radius, 1e-9) / 0.5)).astype(np.int64)
+    # row r and row rows - r have opposite vertical frequencies (fftfreq negates the same products),
+    # so the same radius and band: the bands of the rows up to rows // 2, mirrored (half the logs)
+    folded = np.minimum(np.arange(rows), rows - np.arange(rows))
+    vertical = np.abs(np.fft.fftfreq(rows)[: rows // 2 + 1])
+    radius = np.hypot(vertical[:, None], np.fft.rfftfreq(cols)[None, :])
+    band = np.floor(-3 * np.log2(np.maximum(radius, 1e-9) / 0.5)).astype(np.int64)[folded]
     inside = (band >= 0) & (band < SPECTRUM_BANDS)
     return window, band[inside], inside
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import posixpath
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,11 +20,13 @@ from loupe_api.jobs import RunRequest, RunResult
 from loupe_api.keys import label_errors_key, run_prefix
 from loupe_api.label_qa import AGREEMENT_REASON, LabelQaStats
 from loupe_api.labels import LabelErrorStats
+from loupe_api.listing import matches_any, media_kind
 from loupe_api.outliers import RelativeGateStats
+from loupe_api.samples import Disposition, DupKind, Status
 from loupe_api.sampling import SamplingSummary
 from loupe_api.synthetic import SyntheticSpec, SyntheticSummary
 from loupe_api.versions import VersionChange, VersionRecord
-from loupe_storage.store import ObjectStore, StoreError, blob_key, open_store
+from loupe_storage.store import ObjectInfo, ObjectStore, StoreError, blob_key, open_store
 from loupe_storage.versions import commit_version, latest_version
 from loupe_workers.compute import renditions
 from loupe_workers.compute.executor import AutoExecutor, Executor, InlineExecutor, RayExecutor
@@ -44,6 +47,7 @@ from loupe_workers.curation.sampling import Sampler, SamplingError, to_label_cha
 from loupe_workers.curation.splits import SplitUnit
 from loupe_workers.curation.taxonomy import UNMAPPED_REASON, Tally, Taxonomy, drop_detail
 from loupe_workers.embedding import ann, embed
+from loupe_workers.embedding.models import model_id as embedding_model_id
 from loupe_workers.ingest import annotate
 from loupe_workers.ingest.sources import (
     ListedObject,
@@ -195,7 +199,9 @@ def curate(
         raise RunError(qa.refusal, reason=AGREEMENT_REASON)
     # dataset-relative gates: judged on what the absolute gates kept, before dedup (like every gate);
     # a sample accepted in the parent version is only ever flagged by them (loupe_workers.curation.outliers)
-    published = [previous.get(rows[i]["sample_id"], {}).get("disposition") == "accepted" for i in candidates]
+    published = [
+        previous.get(rows[i]["sample_id"], {}).get("disposition") == Disposition.ACCEPTED for i in candidates
+    ]
     judgement = outliers.judge([rows[i] for i in candidates], spec.quality_gates, published)
     candidates = outliers.apply(rows, candidates, judgement, stats)
     accepted, duplicates = _group_duplicates(
@@ -210,7 +216,7 @@ def curate(
         except SamplingError as exc:
             raise RunError(f"spec.sampling: {exc}", reason="SamplingFailed") from exc
         stats.sampling = sampled.counts()
-    published_ids = {sid for sid, r in previous.items() if r.get("disposition") == "accepted"}
+    published_ids = {sid for sid, r in previous.items() if r.get("disposition") == Disposition.ACCEPTED}
     groups = synthetic.cap_groups(groups, spec.synthetic, spec.splits.seed, published_ids, stats)  # maxRatio
     assignment = _assign_splits(groups, spec, previous, stats)
     states = _settle(rows, assignment, stats)
@@ -240,7 +246,7 @@ def _label_and_gate(
         row: Record = {c: record.get(c) for c in manifest.PROCESSING_COLUMNS}
         row["_new"] = new
         source_spec = sources[row["source"]]
-        metadata = annotate.sample_metadata(row, source_spec) if row["status"] == "ok" else {}
+        metadata = annotate.sample_metadata(row, source_spec) if row["status"] == Status.OK else {}
         if any(metadata.get(k) != v for k, v in filters[row["source"]].items()):
             continue  # not part of this dataset at all
         source_labels = labels.get(row["source"], {}).get(row["key"], annotate.LabelSet())
@@ -256,13 +262,16 @@ def _label_and_gate(
         row["flags"] = outcome.flags
         row["disposition"] = outcome.disposition
         row["reason"], row["detail"] = outcome.reason, outcome.detail
-        if mapped.drop and row["disposition"] not in ("rejected", "quarantined"):  # unmapped: drop
-            row["disposition"], row["reason"] = "rejected", UNMAPPED_REASON
+        if mapped.drop and row["disposition"] not in (
+            Disposition.REJECTED,
+            Disposition.QUARANTINED,
+        ):  # unmapped: drop
+            row["disposition"], row["reason"] = Disposition.REJECTED, UNMAPPED_REASON
             row["detail"] = drop_detail(row["source"], mapped.unmapped)
             tally.dropped += 1
-        if row["disposition"] == "rejected":
+        if row["disposition"] == Disposition.REJECTED:
             stats.rejected[row["reason"] or "unknown"] = stats.rejected.get(row["reason"] or "unknown", 0) + 1
-        elif row["disposition"] == "quarantined":
+        elif row["disposition"] == Disposition.QUARANTINED:
             key = outcome.reason or "unknown"
             stats.quarantined[key] = stats.quarantined.get(key, 0) + 1
             row["blob_uri"] = blob_key(row["sha256"])
@@ -290,7 +299,7 @@ def _group_duplicates(
 ) -> tuple[list[Record], list[DuplicateInfo]]:
     """Duplicate groups over the accepted rows (published groups kept as they were); the rows that
     survive (a file whose full decode fails leaves) and each one's place in its group."""
-    previously_kept = {sid for sid, r in previous.items() if r.get("disposition") == "accepted"}
+    previously_kept = {sid for sid, r in previous.items() if r.get("disposition") == Disposition.ACCEPTED}
     for row in accepted:
         old = previous.get(row["sample_id"])
         if old is not None and not row["_new"]:
@@ -312,16 +321,16 @@ def _group_duplicates(
         # A row whose full decode failed in the exact-pixel check (pixel_digest marks it failed) is a
         # corrupt file: it leaves, and the groups are found again without it, so no copy is dropped
         # in favour of a broken one.
-        broken = [r for r in accepted if r["status"] != "ok"]
+        broken = [r for r in accepted if r["status"] != Status.OK]
         if not broken:
             return accepted, duplicates
         for row in broken:
             failed = gates.evaluate(row, spec.quality_gates)
             reason = failed.reason or "corrupt"
             row["disposition"], row["reason"], row["detail"] = failed.disposition, reason, failed.detail
-            counts = stats.quarantined if failed.disposition == "quarantined" else stats.rejected
+            counts = stats.quarantined if failed.disposition == Disposition.QUARANTINED else stats.rejected
             counts[reason] = counts.get(reason, 0) + 1
-        accepted = [r for r in accepted if r["status"] == "ok"]
+        accepted = [r for r in accepted if r["status"] == Status.OK]
 
 
 def _keep_copies(
@@ -333,12 +342,12 @@ def _keep_copies(
     for row, dup in zip(accepted, duplicates, strict=True):
         row["dup_group"], row["dup_kind"], row["duplicate_of"] = dup.group, dup.kind, dup.of
         row["keep_reason"] = dup.reason
-        if dup.kind == "exact_duplicate":
+        if dup.kind == DupKind.EXACT:
             stats.exact_duplicates += 1
-        elif dup.kind == "near_duplicate":
+        elif dup.kind == DupKind.NEAR:
             stats.near_duplicates += 1
         if not dup.kept:
-            row["disposition"], row["reason"] = "duplicate", dup.kind
+            row["disposition"], row["reason"] = Disposition.DUPLICATE, dup.kind
             row["detail"] = f"copy of {dup.of}"
             continue
         seen_ids[row["sample_id"]] += 1
@@ -379,7 +388,7 @@ def _settle(rows: list[Record], assignment: dict[str, str], stats: DatasetStats)
     states: dict[str, SampleState] = {}
     for row in rows:
         row.pop("_new", None)
-        if row["disposition"] == "accepted":
+        if row["disposition"] == Disposition.ACCEPTED:
             row["split"] = assignment[row["sample_id"]]
             states[row["sample_id"]] = SampleState(row["labels"], row["split"], _derived_digest(row))
             if row["flags"]:
@@ -461,15 +470,22 @@ def _build_version(
     access_rules = access.AccessRules(spec, used, request.store_region)  # residency, use, classification
     if (refusal := access_rules.refusal()) is not None:  # before anything is read, listed or written
         raise RunError(refusal.message, reason=refusal.reason)
-    events.phase("reading the previous version")
-    previous = _read_previous(store, request.dataset)
+    latest = latest_version(store, request.dataset)  # its record only: the manifest waits
     events.phase("listing sources")
     listing = _list_sources(request, used, base_dir)
+    predictions_file = _predictions_file(spec, base_dir)  # read before anything is written
+    settings = _process_settings(spec)
+    inputs = inputs_digest(request, used, listing, predictions_file, settings)
+    if latest is not None and inputs is not None and latest.inputs_digest == inputs:
+        # what the latest version was built from, again: it is the answer (no manifest read)
+        return _unchanged(request, used, latest, listing)
+    events.phase("reading the previous version")
+    previous = _read_previous(store, latest)
     _refuse_shrink(request, previous, listing)
-    predictions = _sampling_predictions(spec, base_dir)  # read before anything is written
+    predictions = _sampling_predictions(predictions_file)
+    privacy.prefetch(settings.privacy)  # a missing model fails here, before any task runs
     listing.listed = access_rules.mark(listing.listed)  # a source the rules exclude: recorded, never read
     hold_lease()  # from here on blobs are written or reused: garbage collection must wait
-    settings = _process_settings(spec)
     carried, to_process = _split_unchanged(access_rules.reusable(previous.rows), listing.listed, settings)
     events.phase(f"processing {len(to_process)} new or changed objects")
     events.start_processing(len(to_process))
@@ -513,12 +529,7 @@ def _build_version(
     digest = spec_digest(spec, used)
     change = _decide_change(spec, previous, curated, digest)
     current = previous.record.version if previous.record else None
-    run_id = (
-        request.run_id
-        or hashlib.sha256(
-            f"{request.dataset}\0{current}\0{digest}\0{listing.digest}\0{code_version()}".encode()
-        ).hexdigest()[:16]
-    )
+    run_id = _run_id(request, current, digest, listing.digest)
     error_files = _label_errors(spec, curated, stage, request.dataset, run_id)
     result = RunResult(dataset=request.dataset, run_id=run_id, current_version=current, stats=curated.stats)
     held_back = _why_no_version(spec, change, curated, previous, current)
@@ -535,6 +546,7 @@ def _build_version(
         store, request.dataset, run_id, version, current, curated, change, digest, listing.digest,
         near.index_files(request.dataset, run_id) | error_files,
         analyzer(store, request.dataset, spec, previous.record, previous.accepted, stage), layout=previous.layout,
+        inputs=inputs,
     )  # fmt: skip
     result.version = record.version
     result.current_version = record.version
@@ -547,16 +559,37 @@ def _build_version(
     return result
 
 
-def _sampling_predictions(spec: DatasetSpec, base_dir: Path | None) -> list[Any]:
-    """The predictions hardest-first sampling ranks by (a file beside the spec), or none."""
+@dataclass(frozen=True)
+class _PredictionsFile:
+    path: Path
+    text: str
+
+    def digest(self) -> str:
+        return hashlib.sha256(f"{self.path.name}\0{self.text}".encode()).hexdigest()
+
+
+def _predictions_file(spec: DatasetSpec, base_dir: Path | None) -> _PredictionsFile | None:
+    """The file of predictions hardest-first sampling ranks by (beside the spec), read; or None."""
     name = spec.sampling.predictions if spec.sampling is not None else None
     if name is None:
-        return []
+        return None
     path = Path(name) if Path(name).is_absolute() or base_dir is None else base_dir / name
     try:
-        return list(parse_predictions(path.read_text(encoding="utf-8"), path.name))
-    except (OSError, UnicodeDecodeError, PredictionError) as exc:
+        return _PredictionsFile(path, path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
         raise RunError(f"spec.sampling.predictions: cannot read {path}: {exc}", reason="SpecInvalid") from exc
+
+
+def _sampling_predictions(file: _PredictionsFile | None) -> list[Any]:
+    """The predictions of the file, parsed (a run whose inputs are unchanged never parses them)."""
+    if file is None:
+        return []
+    try:
+        return list(parse_predictions(file.text, file.path.name))
+    except PredictionError as exc:
+        raise RunError(
+            f"spec.sampling.predictions: cannot read {file.path}: {exc}", reason="SpecInvalid"
+        ) from exc
 
 
 def _sampler(
@@ -599,14 +632,14 @@ class Previous:
         """Accepted and duplicate rows by sample id. A dropped byte-identical copy shares its sample id
         with the kept one: the kept row must win."""
         ranked = sorted(
-            (r for r in self.rows if r.get("disposition") in ("accepted", "duplicate")),
-            key=lambda r: r["disposition"] == "accepted",
+            (r for r in self.rows if r.get("disposition") in (Disposition.ACCEPTED, Disposition.DUPLICATE)),
+            key=lambda r: r["disposition"] == Disposition.ACCEPTED,
         )
         return {r["sample_id"]: r for r in ranked}
 
 
-def _read_previous(store: ObjectStore, dataset: str) -> Previous:
-    record = latest_version(store, dataset)
+def _read_previous(store: ObjectStore, record: VersionRecord | None) -> Previous:
+    """The rows of the latest version (``record``), read in full."""
     if record is None:
         return Previous()
     accepted, rejected, layout = manifest.read_parent(store, record)
@@ -619,6 +652,7 @@ class Listing:
     stores: dict[str, tuple[IngestSourceSpec, ObjectStore]]
     listed: list[ListedObject]
     digest: str
+    others: dict[str, list[ObjectInfo]] = field(default_factory=dict)  # per source: label files, sidecars
 
 
 def _list_sources(request: RunRequest, used: dict[str, IngestSourceSpec], base_dir: Path | None) -> Listing:
@@ -626,9 +660,10 @@ def _list_sources(request: RunRequest, used: dict[str, IngestSourceSpec], base_d
     the run before anything is written."""
     stores = {name: (src, source_store(src, base_dir)) for name, src in used.items()}
     listed: list[ListedObject] = []
+    others: dict[str, list[ObjectInfo]] = {}
     for name, (src, src_store) in stores.items():
         try:
-            found, _sidecars = list_media(
+            found, others[name] = list_media(
                 name, src, src_store, max_file_size=request.spec.quality_gates.max_file_size.limit
             )
         except SourceUnavailable as exc:
@@ -638,7 +673,121 @@ def _list_sources(request: RunRequest, used: dict[str, IngestSourceSpec], base_d
                 f"cannot list IngestSource {name} ({src.location_uri()}): {exc}", reason="SourceUnavailable"
             ) from exc
         listed.extend(found)
-    return Listing(stores, listed, listing_digest(listed))
+    return Listing(stores, listed, listing_digest(listed), others)
+
+
+# Spec fields that cannot change what a run computes: where and how parallel the work runs, and
+# retention, which run_dataset applies after every run (one that changes nothing too).
+NOT_INPUTS = ("ray", "retention")
+INPUTS_VERSION = 1  # bump when the inputs digest starts to cover something else
+
+
+def inputs_digest(
+    request: RunRequest,
+    used: dict[str, IngestSourceSpec],
+    listing: Listing,
+    predictions: _PredictionsFile | None,
+    settings: ProcessSettings,
+) -> str | None:
+    """Digest of everything a run's result depends on, as a build system keys an action; None when
+    one of them cannot be read now (the run then takes the full path, which reports why).
+
+    Runs are idempotent (a run over the inputs the latest version was built from commits nothing),
+    so a run whose digest equals the latest version's can answer "no change" without reading its
+    manifest. Covered: the dataset spec (all of it but NOT_INPUTS) and the IngestSource specs (via
+    spec_digest), the listing of every source (key, size, ETag of each media object) and its root,
+    the label files each source's label import reads, the predictions file sampling ranks by, the
+    store region the access rules check, the code version and the processing settings, and custom
+    embedding model files (their id digests the graph; registered names are pinned by the code).
+    Left out because they cannot change such a run's result:
+    - the store's own objects: blobs, embeddings and renditions are addressed by content and by the
+      parameters that made them, and the parent manifest and ANN index are the latest version's own;
+    - other listed files (sidecars, notes): no stage reads them (metadata comes from the spec, the key
+      and the bytes); a stage that starts to read one must add it here;
+    - run_id, commit and allow_shrink: they decide how a result is committed or reported, not what it
+      is; versioning.minNewSamples and maxRemovedFraction likewise (in the digest anyway, with the
+      spec), since over unchanged inputs there is no change to hold back and nothing lost.
+    """
+    spec = request.spec
+    try:
+        labels = {name: _label_inputs(name, src, src_store, listing)
+                  for name, (src, src_store) in listing.stores.items()}  # fmt: skip
+        models = {ref: embedding_model_id(ref) for ref in _stage_models(spec) if ref.endswith(".onnx")}
+    except Exception:  # a label or model file that cannot be read now: the full path says why
+        return None
+    wire = {
+        "inputsVersion": INPUTS_VERSION,
+        "code": code_version(),
+        "processing": settings.key(),
+        "specDigest": spec_digest(spec, used),
+        "spec": {k: v for k, v in spec.to_wire().items() if k not in NOT_INPUTS},
+        "storeRegion": request.store_region,
+        "roots": {name: src_store.uri for name, (_, src_store) in listing.stores.items()},  # rows hold URIs
+        "listing": listing.digest,
+        "labels": labels,
+        "predictions": predictions.digest() if predictions is not None else None,
+        "models": models,
+    }
+    return hashlib.sha256(json.dumps(wire, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _label_inputs(name: str, src: IngestSourceSpec, src_store: ObjectStore, listing: Listing) -> list[Any]:
+    """The files the label import of one source reads: (key, size, ETag) as listed, or None where the
+    listing shows there is none; a file the listing does not cover (include/exclude leave it out) is
+    digested by content (csv, coco) or found by listing its folder (yolo)."""
+    if src.labels is None or src.labels.format == "folder":
+        return []  # folder labels are the keys' folders: in the listing
+    wanted = annotate.label_files(src.labels, [o.key for o in listing.listed if o.source == name])
+    seen = {i.key: (i.size, i.etag) for i in listing.others.get(name, [])}
+    seen.update((o.key, (o.size, o.etag)) for o in listing.listed if o.source == name)
+    out: list[Any] = []
+    unlisted: list[str] = []
+    for key in wanted:
+        if key in seen:
+            out.append([key, *seen[key]])
+        elif media_kind(key) is None and matches_any(key, src.include) and not matches_any(key, src.exclude):
+            out.append([key, None])  # list_media reports every such file: it does not exist
+        else:
+            unlisted.append(key)
+    if unlisted and src.labels.format == "yolo":
+        found = {i.key: (i.size, i.etag) for i in src_store.list(posixpath.commonpath(unlisted))}
+        out.extend([key, *found[key]] if key in found else [key, None] for key in unlisted)
+    elif unlisted:
+        for key in unlisted:
+            try:
+                out.append([key, hashlib.sha256(src_store.get(key)).hexdigest()])
+            except KeyError:
+                out.append([key, None])
+    return out
+
+
+def _unchanged(
+    request: RunRequest, used: dict[str, IngestSourceSpec], latest: VersionRecord, listing: Listing
+) -> RunResult:
+    """What a run over the inputs ``latest`` was built from answers: no change, with the latest
+    version's counts (this run listed the sources and read nothing else)."""
+    stats = latest.stats.model_copy(deep=True)
+    stats.scanned = len(listing.listed)
+    stats.processed = stats.embeddings_computed = stats.renditions_computed = stats.renditions_reused = 0
+    return RunResult(
+        dataset=request.dataset,
+        run_id=_run_id(request, latest.version, spec_digest(request.spec, used), listing.digest),
+        current_version=latest.version,
+        stats=stats,
+        message=f"no change since {latest.version}",
+    )
+
+
+def _run_id(
+    request: RunRequest, current: str | None, spec_digest_value: str, listing_digest_value: str
+) -> str:
+    """The given run id, or one derived from what the run builds on (a retried run finds its commit)."""
+    return (
+        request.run_id
+        or hashlib.sha256(
+            f"{request.dataset}\0{current}\0{spec_digest_value}\0{listing_digest_value}\0{code_version()}".encode()
+        ).hexdigest()[:16]
+    )
 
 
 def _refuse_shrink(request: RunRequest, previous: Previous, listing: Listing) -> None:
@@ -650,14 +799,12 @@ def _refuse_shrink(request: RunRequest, previous: Previous, listing: Listing) ->
 
 
 def _process_settings(spec: DatasetSpec) -> ProcessSettings:
-    settings = ProcessSettings(
+    return ProcessSettings(
         hash_kind=spec.dedup.perceptual.hash,
         max_pixels=spec.quality_gates.max_pixels.limit,
         privacy=privacy.detectors(spec.privacy),
         memory_limit=spec.quality_gates.max_pixels.memory_limit,
     )
-    privacy.prefetch(settings.privacy)  # a missing model fails here, before any task runs
-    return settings
 
 
 def _split_unchanged(
@@ -736,7 +883,7 @@ class _FullDecodes:
         """The exact-pixel digest (a full decode, guarded like every decode). A file that fails it is
         marked failed (corrupt, curate quarantines it) and one too large to decode in full within the
         memory limit is compared by its hash only: each gets a digest that matches nothing."""
-        if row["status"] != "ok":
+        if row["status"] != Status.OK:
             return f"corrupt:{row['sha256']}"
         if row["sha256"] in self.unchecked:
             return f"unchecked:{row['sha256']}"
@@ -747,11 +894,11 @@ class _FullDecodes:
                 if outcome.reason == "max_pixels":
                     self.unchecked.add(row["sha256"])
                     return f"unchecked:{row['sha256']}"
-                row.update(status="failed", fail_reason="corrupt", fail_detail=outcome.detail)
+                row.update(status=Status.FAILED, fail_reason="corrupt", fail_detail=outcome.detail)
                 return f"corrupt:{row['sha256']}"
             if isinstance(outcome, Exception):  # whatever a hostile file triggers must not stop the run
                 detail = f"full decode failed: {type(outcome).__name__}: {outcome}"
-                row.update(status="failed", fail_reason="corrupt", fail_detail=detail)
+                row.update(status=Status.FAILED, fail_reason="corrupt", fail_detail=detail)
                 return f"corrupt:{row['sha256']}"
             row["pixel_sha256"] = outcome
         return str(row["pixel_sha256"])
@@ -781,7 +928,7 @@ def _count(
     if stage is not None:
         stats.embedding_model = (near.model if near.enabled else None) or stage.embeddings.model_id
         stats.embeddings_computed = stage.computed
-        accepted_shas = {r["sha256"] for r in curated.rows if r["disposition"] == "accepted"}
+        accepted_shas = {r["sha256"] for r in curated.rows if r["disposition"] == Disposition.ACCEPTED}
         stats.embedded = len(accepted_shas & set(stage.embeddings.sha256))
     stats.scanned = scanned
     stats.processed = processed
@@ -834,6 +981,7 @@ def _commit(
     extra_files: dict[str, bytes] | None = None,
     analyze: Analyzer | None = None,
     layout: manifest.VersionLayout | None = None,
+    inputs: str | None = None,
 ) -> tuple[VersionRecord, bool]:
     """Stage every file under the run, then publish the version record with one conditional put;
     True when this call published it. The rows go into manifest parts (manifest.write_parts): only the
@@ -842,10 +990,10 @@ def _commit(
     for key, data in (extra_files or {}).items():
         store.put(key, data)
     accepted = sorted(
-        (r for r in curated.rows if r["disposition"] == "accepted"), key=lambda r: r["sample_id"]
+        (r for r in curated.rows if r["disposition"] == Disposition.ACCEPTED), key=lambda r: r["sample_id"]
     )
     others = sorted(
-        (r for r in curated.rows if r["disposition"] != "accepted"),
+        (r for r in curated.rows if r["disposition"] != Disposition.ACCEPTED),
         key=lambda r: (r["source"], r["key"], r["sample_id"]),
     )
     written = manifest.write_parts(store, dataset, prefix, version, accepted, others, layout)
@@ -869,6 +1017,7 @@ def _commit(
         synthetic=curated.synthetic,
         sampling=curated.sampling,
         label_qa=curated.label_qa,
+        inputs_digest=inputs,
     )
     if analyze is not None:
         health, drift, figures = analyze(accepted, others)
@@ -989,7 +1138,7 @@ def _label_errors(
     checked, found = 0, list[label_errors.LabelErrorCandidate]()
     if embeddings is not None and _label_errors_embed(spec):
         vectors = {sha: embeddings.vectors[i] for i, sha in enumerate(embeddings.sha256)}
-        accepted = [r for r in curated.rows if r["disposition"] == "accepted"]
+        accepted = [r for r in curated.rows if r["disposition"] == Disposition.ACCEPTED]
         checked, found = label_errors.in_rows(
             accepted, vectors, k=errors.k, min_score=errors.min_score, limit=errors.max_candidates
         )
@@ -1001,17 +1150,23 @@ def _label_errors(
     return {key: label_errors_bytes(found)}
 
 
-def _embedding_stage(
-    store: ObjectStore, spec: DatasetSpec, records: list[Record], executor: Executor, events: RunEvents
-) -> EmbeddingStage | None:
-    """Embed every decodable sample under each model the spec needs; stored ones are reused."""
+def _stage_models(spec: DatasetSpec) -> list[str]:
+    """The models the embedding stage runs (the spec's first): for embeddings, label errors, dedup."""
     models = [spec.embedding.model] if spec.embedding.enabled or _label_errors_embed(spec) else []
     dedup_model = _dedup_model(spec)
     if dedup_model is not None and dedup_model not in models:
         models.append(dedup_model)
+    return models
+
+
+def _embedding_stage(
+    store: ObjectStore, spec: DatasetSpec, records: list[Record], executor: Executor, events: RunEvents
+) -> EmbeddingStage | None:
+    """Embed every decodable sample under each model the spec needs; stored ones are reused."""
+    models = _stage_models(spec)
     if not models:
         return None
-    shas = sorted({r["sha256"] for r in records if r.get("status") == "ok"})
+    shas = sorted({r["sha256"] for r in records if r.get("status") == Status.OK})
     runner: embed.Runner = embed.embed_inline
     on_ray = executor.ray if isinstance(executor, AutoExecutor) else executor  # auto: Ray when given one
     if isinstance(on_ray, RayExecutor):

@@ -26,16 +26,18 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loupe_api.samples import Disposition, SampleRow
 from loupe_api.tags import TAG_NAME
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore, blob_key
 from loupe_storage.versions import known_datasets, list_versions
 from loupe_workers.curation.dedup import split_variants
+from loupe_workers.storage.rows import sample_rows
 from loupe_workers.use.exports import Box, pixel_boxes
 from loupe_workers.versioning.diffs import diff_rows
 from loupe_workers.versioning.versions import read_tag, read_version
 
-DISPOSITIONS = ("accepted", "rejected", "quarantined", "duplicate")
+DISPOSITIONS = tuple(Disposition)
 # numeric columns a range filter may bound (min.NAME / max.NAME) and the sample page lists
 MEASURES = ("sharpness", "noise", "brightness_p99", "brightness_p5", "clipped", "contrast", "tonal_range",
             "black_level", "entropy", "aspect_ratio", "width", "height", "size")  # fmt: skip
@@ -398,7 +400,7 @@ class VersionView:
         for i, (sample, _) in pairs:
             self.by_sample.setdefault(str(sample), i)
         for i, (sample, disposition) in pairs:  # exact copies share the id: the accepted row wins
-            if disposition == "accepted":
+            if disposition == Disposition.ACCEPTED:
                 self.by_sample[str(sample)] = i
         self.metadata = _metadata_columns(self.table.column("metadata"))
         self._groups: dict[str, tuple[int | None, list[int]]] | None = None
@@ -423,11 +425,11 @@ class VersionView:
     def cards(self, positions: Sequence[int], scores: Mapping[str, float] | None = None) -> tuple[Card, ...]:
         if not len(positions):
             return ()
-        rows = self.table.select(list(CARD_COLUMNS)).take(pa.array(positions, pa.int64())).to_pylist()
+        rows = sample_rows(self.table.select(list(CARD_COLUMNS)).take(pa.array(positions, pa.int64())))
         return tuple(self._card(self.refs[p], r, scores) for p, r in zip(positions, rows, strict=True))
 
     @staticmethod
-    def _card(ref: str, row: Mapping[str, Any], scores: Mapping[str, float] | None) -> Card:
+    def _card(ref: str, row: SampleRow, scores: Mapping[str, float] | None) -> Card:
         width, height = row.get("width"), row.get("height")
         return Card(
             ref=ref, sample_id=str(row["sample_id"]), source=str(row["source"]), key=str(row["key"]),
@@ -542,9 +544,9 @@ class VersionView:
                 ):
                     if group is None:
                         continue
-                    if disposition == "duplicate":
+                    if disposition == Disposition.DUPLICATE:
                         members.setdefault(group, []).append(i)
-                    elif disposition == "accepted":
+                    elif disposition == Disposition.ACCEPTED:
                         kept.setdefault(group, i)
                 self._groups = {g: (kept.get(g), rows) for g, rows in members.items()}
                 last = self.size  # groups whose kept copy is not in the version come last
@@ -558,9 +560,11 @@ class VersionView:
         kept_at, every = groups[group]
         rows = sorted(every, key=lambda p: int(self.rank[p]))[:MEMBERS_SHOWN]
         columns = ["hash", "hash_variants", "dup_kind", "detail", "keep_reason"]
-        kept_row = self.table.select(columns).slice(kept_at, 1).to_pylist()[0] if kept_at is not None else {}
+        kept_row: SampleRow = (
+            sample_rows(self.table.select(columns).slice(kept_at, 1))[0] if kept_at is not None else {}
+        )
         kept_hash = kept_row.get("hash")
-        infos = self.table.select(columns).take(pa.array(rows, pa.int64())).to_pylist()
+        infos = sample_rows(self.table.select(columns).take(pa.array(rows, pa.int64())))
         members = []
         for card, info in zip(self.cards(rows), infos, strict=True):
             hashes = [info.get("hash"), *split_variants(info)[0]]
@@ -637,7 +641,7 @@ class VersionView:
     def accepted_rows(self) -> list[dict[str, Any]]:
         """What diffs.diff_rows compares: the accepted rows' ids, labels and splits."""
         table = self.table.select(["sample_id", "labels", "split", "disposition"])
-        rows: list[dict[str, Any]] = table.filter(pc.field("disposition") == "accepted").to_pylist()
+        rows: list[dict[str, Any]] = table.filter(pc.field("disposition") == Disposition.ACCEPTED).to_pylist()
         return rows
 
 

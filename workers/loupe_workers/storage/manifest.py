@@ -26,6 +26,15 @@ Why the writing costs O(change):
   of the rows of manifest part i) without the ``version`` column, which the reader adds back from the
   part list: an unchanged manifest part gives an unchanged, shared edge part.
 
+Bounded memory (10,000,000 rows and more): ``write_parts`` holds every row of the version and the
+parent's ``Layout`` (one id per row). ``PartWriter`` / ``write_new_parts`` write a first (or rebuilt)
+version from batches that come in each kind's order, holding one batch and less than a part per kind;
+``write_change`` writes a version from its parent's part lists (``ParentParts``) and the changed rows
+only. Each part's entry in its list carries the smallest and largest sample id of its rows
+(``first_id`` / ``last_id``; None in lists written before, read as "may hold any id"), so a change
+reads just the parts whose range can hold a changed id and references every other part by its key.
+Both follow the rules above to the part, so their parts are the parts ``write_parts`` gives.
+
 Crash safety: parts are written first, then the part lists under the run, then (pipeline) the version
 record with one conditional put. A run that dies before the record leaves parts no record names; they
 are never read (a future garbage collector may delete parts that no version record references, and
@@ -34,12 +43,13 @@ must never delete one that a record names).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +57,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from loupe_api.keys import blob_prefix, dataset_prefix, manifest_part_key
+from loupe_api.samples import Disposition
 from loupe_api.versions import PARTS_SUFFIX, ManifestPart, PartKind, PartList, VersionRecord, is_part_list
 from loupe_storage.store import ObjectStore
 
@@ -285,7 +296,7 @@ def _sorted(table: pa.Table, kind: str) -> pa.Table:
     if table.num_rows <= 1:
         return table
     if kind == "lineage":
-        accepted = pc.equal(table.column("disposition"), "accepted").fill_null(False)
+        accepted = pc.equal(table.column("disposition"), Disposition.ACCEPTED.value).fill_null(False)
         first = table.filter(accepted).sort_by([(c, "ascending") for c in ORDER["accepted"]])
         rest = table.filter(pc.invert(accepted)).sort_by([(c, "ascending") for c in ORDER["rejected"]])
         return pa.concat_tables([first, rest])
@@ -355,23 +366,44 @@ def plan_parts(table: pa.Table, kind: str, parent: Layout | None) -> list[pa.Tab
     pieces: list[pa.Table] = []
     for value, start, size in zip(values.tolist(), starts.tolist(), sizes.tolist(), strict=True):
         if value == parents:  # rows new in this version: full parts, sorted by sample id
-            pieces.extend(
-                ordered.slice(s, min(PART_ROWS, start + size - s))
-                for s in range(start, start + size, PART_ROWS)
-            )
+            pieces.extend(_new_pieces(ordered.slice(start, size)))
         else:
             pieces.append(ordered.slice(start, size))
-    full = [p for p in pieces if p.num_rows >= SMALL_PART_ROWS]
+    full: list[pa.Table] = []
     merged: list[pa.Table] = []
-    batch: list[pa.Table] = []
-    for piece in (p for p in pieces if p.num_rows < SMALL_PART_ROWS):
-        if batch and sum(b.num_rows for b in batch) + piece.num_rows > PART_ROWS:
-            merged.append(pa.concat_tables(batch))
-            batch = []
-        batch.append(piece)
-    if batch:
-        merged.append(pa.concat_tables(batch))
+    for whole, batch in _merge_small((p, p.num_rows) for p in pieces):
+        (full if whole else merged).append(batch[0] if whole else pa.concat_tables(batch))
     return full + [_sorted(m, kind) if len(m.column("sample_id").chunks) > 1 else m for m in merged]
+
+
+def _new_pieces(ordered: pa.Table) -> Iterator[pa.Table]:
+    """Rows new in a version, sorted in the kind's order, as parts of ``PART_ROWS`` rows."""
+    for start in range(0, ordered.num_rows, PART_ROWS):
+        yield ordered.slice(start, min(PART_ROWS, ordered.num_rows - start))
+
+
+Piece = TypeVar("Piece")
+
+
+def _merge_small(pieces: Iterable[tuple[Piece, int]]) -> Iterator[tuple[bool, list[Piece]]]:
+    """The plan's rule, one piece (and its row count) at a time, in order: a piece of at least
+    ``SMALL_PART_ROWS`` rows is a part of its own, ``(True, [piece])``; smaller ones are merged
+    greedily, in order, into parts of at most ``PART_ROWS`` rows, ``(False, pieces)``. Lazy, so that a
+    streaming writer holds one batch of small pieces at most. A version's part list is the full parts,
+    then the merged ones."""
+    batch: list[Piece] = []
+    batch_rows = 0
+    for piece, rows in pieces:
+        if rows >= SMALL_PART_ROWS:
+            yield True, [piece]
+            continue
+        if batch and batch_rows + rows > PART_ROWS:
+            yield False, batch
+            batch, batch_rows = [], 0
+        batch.append(piece)
+        batch_rows += rows
+    if batch:
+        yield False, batch
 
 
 def _edges(part: pa.Table) -> pa.Table:
@@ -412,7 +444,18 @@ def _store_part(
         stats.bytes_written += len(data)
         stats.rows_written += part.num_rows
         stats.written.append(key)
-    return ManifestPart(key=key, rows=part.num_rows, bytes=len(data), sha256=digest)
+    first, last = _id_range(part)
+    return ManifestPart(
+        key=key, rows=part.num_rows, bytes=len(data), sha256=digest, first_id=first, last_id=last
+    )
+
+
+def _id_range(part: pa.Table) -> tuple[str | None, str | None]:
+    """The smallest and largest sample id of a part (what ``write_change`` picks candidate parts by)."""
+    bounds = pc.min_max(part.column("sample_id"))
+    first: str | None = bounds["min"].as_py()
+    last: str | None = bounds["max"].as_py()
+    return first, last
 
 
 def write_parts(
@@ -469,3 +512,355 @@ def _write_list(
     store.put(key, body)
     stats.bytes_written += len(body)
     return key
+
+
+# --- streaming and incremental writers ---------------------------------------------------------------
+#
+# ``write_parts`` takes every row of a version at once (and the parent's ``Layout``, one entry per row),
+# which bounds it by the driver's memory. The writers below give the same parts, lists and lineage while
+# holding a bounded number of rows: ``PartWriter`` for a first (or fully rebuilt) version fed batch by
+# batch, ``write_change`` for a version that differs from its parent by a few upserts, additions and
+# deletions, which reads only the parent parts whose id range can hold a changed sample.
+
+
+def _conform(table: pa.Table, schema: pa.Schema = SCHEMA) -> pa.Table:
+    """``table`` in ``schema``, columns it lacks (parts written before they existed) added as nulls."""
+    missing = [f for f in schema if f.name not in table.column_names]
+    for f in missing:
+        table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+    return _normalized(table, schema)
+
+
+def _rows_table(rows: pa.Table | list[dict[str, Any]] | None) -> pa.Table:
+    if rows is None:  # not SCHEMA.empty_table(): that imports pandas (seconds, for nothing)
+        return pa.Table.from_batches([], schema=SCHEMA)
+    return _conform(rows) if isinstance(rows, pa.Table) else to_table(rows)
+
+
+def _split(table: pa.Table) -> dict[PartKind, pa.Table]:
+    """Accepted rows and the others (rejected, quarantined, duplicate: the rejected kind), as the
+    pipeline splits them."""
+    if not table.num_rows:  # (a compute call with a Python scalar imports pandas: seconds, for nothing)
+        return {"accepted": table, "rejected": table}
+    accepted = pc.equal(table.column("disposition"), Disposition.ACCEPTED.value).fill_null(False)
+    return {"accepted": table.filter(accepted), "rejected": table.filter(pc.invert(accepted))}
+
+
+def _sort_key(table: pa.Table, row: int, kind: str) -> tuple[tuple[bool, str], ...]:
+    """Row ``row``'s place in the kind's order as Python compares it: nulls last, like Arrow's sort
+    (code point order of str is the byte order of UTF-8 that Arrow sorts by)."""
+    values = (table.column(c)[row].as_py() for c in ORDER[kind])
+    return tuple((v is None, v or "") for v in values)
+
+
+def _store_with_edges(
+    store: ObjectStore, prefix: str, part: pa.Table, known: set[str], stats: WriteStats
+) -> tuple[ManifestPart, ManifestPart]:
+    """A part and its lineage edge part (edge part i of a version belongs to its manifest part i)."""
+    return _store_part(store, prefix, part, known, stats), _store_part(
+        store, prefix, _edges(part), known, stats
+    )
+
+
+def _finish_lists(
+    store: ObjectStore,
+    run_prefix: str,
+    version: str,
+    kinds: dict[PartKind, list[tuple[ManifestPart, ManifestPart]]],
+    stats: WriteStats,
+) -> Written:
+    """The three part lists of a version from its (part, edge part) pairs, accepted then rejected."""
+    uris: dict[PartKind, str] = {}
+    lineage: list[ManifestPart] = []
+    for kind in ("accepted", "rejected"):
+        pairs = kinds[kind]
+        uris[kind] = _write_list(store, run_prefix, kind, version, [p for p, _ in pairs], stats)
+        lineage.extend(e for _, e in pairs)
+    uris["lineage"] = _write_list(store, run_prefix, "lineage", version, lineage, stats)
+    return Written(uris["accepted"], uris["rejected"], uris["lineage"], stats)
+
+
+class PartWriter:
+    """A first (or fully rebuilt) version's parts, written while its rows stream in: ``add`` batches of
+    rows of any disposition, then ``finish`` for the part lists. Holds one batch and, per kind, less
+    than one part of rows; gives the parts, lists and lineage that ``write_parts`` gives for the same
+    rows without a parent.
+
+    Each kind's rows must arrive in its reading order across batches (accepted: by sample id;
+    rejected: by source, key, sample id), as a first version's parts are slices of that order; a
+    batch may be unsorted within itself. A batch out of order is refused (``ValueError``) rather than
+    written into parts whose id ranges overlap. (Ray Data gives ordered batches: ``ds.sort(...)``.)
+    """
+
+    def __init__(
+        self, store: ObjectStore, dataset: str, run_prefix: str, version: str, known: Iterable[str] = ()
+    ) -> None:
+        self.store = store
+        self.prefix = dataset_prefix(dataset)
+        self.run_prefix = run_prefix
+        self.version = version
+        self.known = set(known)  # parts known to exist (a rebuilt version's parent): no exists() call
+        self.stats = WriteStats()
+        self._pending: dict[PartKind, pa.Table | None] = {"accepted": None, "rejected": None}
+        self._last: dict[PartKind, tuple[tuple[bool, str], ...] | None] = {"accepted": None, "rejected": None}
+        self._pairs: dict[PartKind, list[tuple[ManifestPart, ManifestPart]]] = {
+            "accepted": [],
+            "rejected": [],
+        }
+        self._done = False
+
+    def add(self, batch: pa.Table | list[dict[str, Any]]) -> None:
+        """Rows of the version (accepted ones go to the manifest, the others to the rejected rows)."""
+        if self._done:
+            raise ValueError("PartWriter.add after finish")
+        for kind, rows in _split(_rows_table(batch)).items():
+            if rows.num_rows:
+                self._add(kind, _sorted(rows, kind))
+
+    def _add(self, kind: PartKind, rows: pa.Table) -> None:
+        first = _sort_key(rows, 0, kind)
+        last = self._last[kind]
+        if last is not None and first < last:
+            raise ValueError(
+                f"{kind} rows out of order: a batch starts at {first} after {last}; a streamed version "
+                f"needs its rows in the order {ORDER[kind]} (write_parts takes them in any order)"
+            )
+        self._last[kind] = _sort_key(rows, rows.num_rows - 1, kind)
+        pending = self._pending[kind]
+        table = rows if pending is None else pa.concat_tables([pending, rows])
+        start = 0
+        while table.num_rows - start >= PART_ROWS:
+            self._write(kind, table.slice(start, PART_ROWS))
+            start += PART_ROWS
+        rest = table.num_rows - start
+        # a copy: a slice would keep the whole batch alive until the next part
+        self._pending[kind] = table.slice(start).take(np.arange(rest)) if rest else None
+
+    def _write(self, kind: PartKind, part: pa.Table) -> None:
+        self._pairs[kind].append(_store_with_edges(self.store, self.prefix, part, self.known, self.stats))
+
+    def finish(self) -> Written:
+        """The last (possibly small) part of each kind, then the three part lists."""
+        if self._done:
+            raise ValueError("PartWriter.finish twice")
+        self._done = True
+        for kind, pending in self._pending.items():
+            if pending is not None:
+                self._write(kind, pending)
+            self._pending[kind] = None
+        return _finish_lists(self.store, self.run_prefix, self.version, self._pairs, self.stats)
+
+
+def write_new_parts(
+    store: ObjectStore,
+    dataset: str,
+    run_prefix: str,
+    version: str,
+    batches: Iterable[pa.Table | list[dict[str, Any]]],
+    known: Iterable[str] = (),
+) -> Written:
+    """``PartWriter`` over ``batches`` (each kind's rows in its reading order across batches)."""
+    writer = PartWriter(store, dataset, run_prefix, version, known)
+    for batch in batches:
+        writer.add(batch)
+    return writer.finish()
+
+
+@dataclass(frozen=True)
+class ParentParts:
+    """A parent version as its part lists: all ``write_change`` needs (reading it reads no part)."""
+
+    accepted: PartList
+    rejected: PartList
+    lineage: PartList | None = None  # None: edges of reused parts are derived again (their parts read)
+
+    @staticmethod
+    def read(store: ObjectStore, source: VersionRecord | Written) -> ParentParts | None:
+        """The part lists a version record (or a ``Written``) names; None for a version written before
+        parts (one Parquet file per kind)."""
+        if not (is_part_list(source.manifest_uri) and is_part_list(source.rejected_uri)):
+            return None
+        accepted = PartList.model_validate_json(store.get(source.manifest_uri))
+        rejected = PartList.model_validate_json(store.get(source.rejected_uri))
+        lineage = (
+            PartList.model_validate_json(store.get(source.lineage_uri))
+            if is_part_list(source.lineage_uri)
+            else None
+        )
+        return ParentParts(accepted, rejected, lineage)
+
+    def known_keys(self) -> set[str]:
+        lists = [self.accepted, self.rejected] + ([self.lineage] if self.lineage is not None else [])
+        return {p.key for listing in lists for p in listing.parts}
+
+    def edge_parts(self) -> dict[str, ManifestPart]:
+        """Each manifest (or rejected) part's lineage part, when the lineage list matches them one to
+        one (as ``write_parts`` writes it); empty otherwise."""
+        parts = self.accepted.parts + self.rejected.parts
+        edges = self.lineage.parts if self.lineage is not None else []
+        if len(parts) != len(edges) or any(p.rows != e.rows for p, e in zip(parts, edges, strict=True)):
+            return {}
+        return {p.key: e for p, e in zip(parts, edges, strict=True)}
+
+
+def _may_hold_any(part: ManifestPart, ids: list[str]) -> bool:
+    """Whether one of ``ids`` (sorted) can be in ``part``: by its id range; always without one."""
+    if part.first_id is None or part.last_id is None:
+        return True
+    at = bisect.bisect_left(ids, part.first_id)
+    return at < len(ids) and ids[at] <= part.last_id
+
+
+def _unique_ids(table: pa.Table, what: str) -> pa.Array:
+    column = table.column("sample_id")  # (combine_chunks of no chunks imports pandas)
+    ids = pa.concat_arrays(column.chunks) if column.num_chunks else pa.nulls(0, pa.string())
+    if ids.null_count or len(pc.unique(ids)) != len(ids):
+        raise ValueError(f"{what}: every row needs its own sample id")
+    return ids
+
+
+class _Change:
+    """One ``write_change`` call: the parent, the changed ids and where the new parts go."""
+
+    def __init__(
+        self, store: ObjectStore, dataset: str, parent: ParentParts, touched: pa.Array, stats: WriteStats
+    ) -> None:
+        self.store = store
+        self.prefix = dataset_prefix(dataset)
+        self.known = parent.known_keys()
+        self.edges = parent.edge_parts()
+        self.touched = touched
+        self.touched_sorted = sorted(touched.to_pylist())
+        self.stats = stats
+
+    def _load(self, part: ManifestPart) -> pa.Table:
+        return _conform(_parquet(self.store.get(part.key)))
+
+    def _pieces(
+        self, kind: PartKind, parts: list[ManifestPart], upserts: pa.Table, added: pa.Table
+    ) -> Iterator[tuple[ManifestPart | pa.Table, int]]:
+        """The plan's pieces in its order: each parent part (a reference when none of its rows changed,
+        else its rows rewritten), then the new rows; one rewritten part held at a time."""
+        found: list[pa.Array] = []
+        for part in parts:
+            if not _may_hold_any(part, self.touched_sorted):
+                yield part, part.rows
+                continue
+            data = self.store.get(part.key)
+            ids = _parquet(data, ["sample_id"]).column("sample_id")
+            if not pc.any(pc.is_in(ids, value_set=self.touched)).as_py():
+                yield part, part.rows  # in range, but none of its rows changed
+                continue
+            rows = _conform(_parquet(data))
+            kept = rows.filter(pc.invert(pc.is_in(rows.column("sample_id"), value_set=self.touched)))
+            mine = upserts.filter(pc.is_in(upserts.column("sample_id"), value_set=ids))
+            found.append(mine.column("sample_id").combine_chunks())
+            piece = _sorted(pa.concat_tables([kept, mine]), kind)
+            if piece.num_rows:
+                yield piece, piece.num_rows
+        seen = pa.concat_arrays(found) if found else pa.nulls(0, pa.string())
+        new = pa.concat_tables(
+            [upserts.filter(pc.invert(pc.is_in(upserts.column("sample_id"), value_set=seen))), added]
+        )
+        for piece in _new_pieces(_sorted(new, kind)):
+            yield piece, piece.num_rows
+
+    def _emit(
+        self, batch: list[ManifestPart | pa.Table], kind: PartKind
+    ) -> tuple[ManifestPart, ManifestPart]:
+        only = batch[0] if len(batch) == 1 else None
+        if isinstance(only, ManifestPart):  # an unchanged parent part, referenced by its key
+            self.stats.parts_reused += 1
+            edge = self.edges.get(only.key)
+            if edge is None:  # the parent's lineage list does not say: derive its edges again
+                return only, _store_part(
+                    self.store, self.prefix, _edges(self._load(only)), self.known, self.stats
+                )
+            self.stats.parts_reused += 1
+            return only, edge
+        tables = [self._load(p) if isinstance(p, ManifestPart) else p for p in batch]
+        table = _sorted(pa.concat_tables(tables), kind) if len(tables) > 1 else tables[0]
+        return _store_with_edges(self.store, self.prefix, table, self.known, self.stats)
+
+    def kind(
+        self, kind: PartKind, parts: list[ManifestPart], upserts: pa.Table, added: pa.Table
+    ) -> list[tuple[ManifestPart, ManifestPart]]:
+        full: list[tuple[ManifestPart, ManifestPart]] = []
+        merged: list[tuple[ManifestPart, ManifestPart]] = []
+        for whole, batch in _merge_small(self._pieces(kind, parts, upserts, added)):
+            (full if whole else merged).append(self._emit(batch, kind))
+        return full + merged
+
+
+def write_change(
+    store: ObjectStore,
+    dataset: str,
+    run_prefix: str,
+    version: str,
+    parent: ParentParts | VersionRecord | Written,
+    upserts: pa.Table | list[dict[str, Any]] | None = None,
+    deletes: Iterable[str] | pa.Array | pa.ChunkedArray | None = None,
+    added: pa.Table | list[dict[str, Any]] | None = None,
+) -> Written:
+    """A version that differs from ``parent`` by some rows, written in proportion to the change.
+
+    - ``upserts``: rows that replace the parent's rows of the same sample id wherever they were
+      (accepted or rejected; a row goes to the kind its disposition says), or join it when no parent
+      row has their id;
+    - ``deletes``: sample ids whose rows leave the version;
+    - ``added``: rows of samples the parent does not hold (the caller knows: the listing diff's new
+      objects). Not looked up in the parent: random new ids fall in the id range of nearly every part,
+      so as upserts they would make every part a candidate. A wrong claim gives a duplicate sample id.
+
+    Only the parent parts whose ``[first_id, last_id]`` can hold an upserted or deleted id are read
+    (their ``sample_id`` column first, the whole part when one of its rows changed; a part without
+    statistics is always a candidate), one at a time; every other parent part (and its lineage part) is
+    referenced by its key without reading it. The parts are those ``write_parts`` gives for the same
+    final rows and the parent's layout (same plan rules), so a version costs about its changed parts.
+    A parent written before parts (one file per kind) is read whole and written with ``write_parts``.
+    """
+    upserted = _rows_table(upserts)
+    new = _rows_table(added)
+    if isinstance(deletes, pa.ChunkedArray):
+        deleted = deletes.combine_chunks().cast(pa.string())
+    elif isinstance(deletes, pa.Array):
+        deleted = deletes.cast(pa.string())
+    else:
+        listed = list(deletes or ())  # pa.array of a list imports pandas: seconds, so only when needed
+        deleted = pa.array(listed, pa.string()) if listed else pa.nulls(0, pa.string())
+    upserted_ids = _unique_ids(upserted, "upserts")
+    new_ids = _unique_ids(new, "added")
+    touched = pc.unique(pa.concat_arrays([deleted, upserted_ids]).drop_null())
+    if pc.any(pc.is_in(new_ids, value_set=touched)).as_py():
+        raise ValueError("a sample is both added and upserted or deleted")
+    parts = parent if isinstance(parent, ParentParts) else ParentParts.read(store, parent)
+    if parts is None:
+        assert not isinstance(parent, ParentParts)
+        return _write_change_whole(store, dataset, run_prefix, version, parent, upserted, touched, new)
+    stats = WriteStats()
+    change = _Change(store, dataset, parts, touched, stats)
+    upserts_of, added_of = _split(upserted), _split(new)
+    kinds: list[tuple[PartKind, PartList]] = [("accepted", parts.accepted), ("rejected", parts.rejected)]
+    pairs = {
+        kind: change.kind(kind, listing.parts, upserts_of[kind], added_of[kind]) for kind, listing in kinds
+    }
+    return _finish_lists(store, run_prefix, version, pairs, stats)
+
+
+def _write_change_whole(
+    store: ObjectStore,
+    dataset: str,
+    run_prefix: str,
+    version: str,
+    parent: VersionRecord | Written,
+    upserts: pa.Table,
+    touched: pa.Array,
+    added: pa.Table,
+) -> Written:
+    """``write_change`` on a parent of one Parquet file per kind: its rows, changed, through write_parts."""
+    before = pa.concat_tables(
+        [_conform(read_table(store, parent.manifest_uri)), _conform(read_table(store, parent.rejected_uri))]
+    )
+    kept = before.filter(pc.invert(pc.is_in(before.column("sample_id"), value_set=touched)))
+    rows = _split(pa.concat_tables([kept, upserts, added]))
+    return write_parts(store, dataset, run_prefix, version, rows["accepted"], rows["rejected"])

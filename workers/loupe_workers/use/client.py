@@ -32,11 +32,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from loupe_api.access import Use
+from loupe_api.samples import SampleRow
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore, blob_key, open_store
 from loupe_storage.versions import list_versions
 from loupe_workers.curation.access import Withheld, withheld_mask
 from loupe_workers.storage.manifest import read_version_table
+from loupe_workers.storage.rows import sample_rows
 from loupe_workers.versioning.versions import (
     DatasetNotFound,
     UnknownVersion,
@@ -164,7 +166,7 @@ def _open_image(data: bytes, max_pixels: int | None, memory_limit: int | None, u
     return ImageOps.exif_transpose(image) if upright else image
 
 
-def _sample(row: Mapping[str, Any], store: ObjectStore) -> Sample:
+def _sample(row: SampleRow, store: ObjectStore) -> Sample:
     labels = _decode(row.get("labels")) or {}
     width, height = row.get("width"), row.get("height")
     return Sample(
@@ -313,7 +315,7 @@ class Version:
         keeps samples whose fields equal these values; ``where`` is any predicate on a Sample.
         ``rendition``: each sample reads that rendition (spec.renditions) instead of its raw bytes."""
         wanted = (_as_set(split), _as_set(label), _as_set(flag), metadata, where)
-        for row in self._manifest().to_pylist():
+        for row in sample_rows(self._manifest()):
             sample = _sample(row, self.store)
             if rendition is not None:
                 sample = _with_rendition(sample, rendition, self.name)

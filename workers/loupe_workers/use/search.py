@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from loupe_api.common import camel_keys
+from loupe_api.samples import SampleRow
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore
 from loupe_workers.embedding.embed import (
@@ -39,11 +40,11 @@ from loupe_workers.embedding.models import (
     text_encoder_of,
 )
 from loupe_workers.media import decode as media
-from loupe_workers.storage import manifest
 from loupe_workers.storage.packaged import cache_dir
+from loupe_workers.storage.rows import read_version_samples
 from loupe_workers.versioning.versions import resolve_version
 
-Record = dict[str, Any]
+Record = SampleRow  # a manifest row, read through storage.rows
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ def version_embeddings(
 ) -> tuple[list[Record], Embeddings]:
     """A version's manifest rows and their embeddings under ``model`` (row order kept), computing
     (and storing) any that the version's runs did not."""
-    rows = manifest.read_version_rows(store, record)
+    rows = read_version_samples(store, record)
     result = ensure_embeddings(store, [r["sha256"] for r in rows], EmbedConfig(model=model))
     present = set(result.embeddings.sha256)
     kept = [r for r in rows if r["sha256"] in present]
@@ -254,7 +255,7 @@ def search(
         raise SearchError(str(exc)) from exc
     predicate = compile_filter(where) if where else None
     if image is None and text is None:
-        rows = manifest.read_version_rows(store, record)
+        rows = read_version_samples(store, record)
         if where:
             check_names(where, rows)
         matches = [r for r in rows if predicate is None or predicate(sample_fields(r))]

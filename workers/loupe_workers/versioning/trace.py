@@ -7,6 +7,7 @@ from typing import Any
 
 from loupe_api.keys import DATASETS, MODELS, model_key
 from loupe_api.retrain import ModelRecord
+from loupe_api.samples import Disposition
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore
 from loupe_workers.storage import manifest
@@ -42,7 +43,9 @@ def trace_model(store: ObjectStore, model_uri: str) -> dict[str, Any]:
         raise TraceError(f"no model {model_uri} is recorded in {store.uri}") from exc
     record = read_version(store, model.dataset, model.dataset_version)
     edges = [
-        e for e in manifest.read_version_rows(store, record, "lineage") if e.get("disposition") == "accepted"
+        e
+        for e in manifest.read_version_rows(store, record, "lineage")
+        if e.get("disposition") == Disposition.ACCEPTED
     ]
     return {
         "modelUri": model.model_uri,
@@ -72,7 +75,7 @@ def trace_raw(store: ObjectStore, raw_sha256: str) -> dict[str, Any]:
             if e.get("raw_sha256") == raw_sha256
         ]
         ref = f"{record.dataset}@{record.version}"
-        if any(e.get("disposition") == "accepted" for e in edges):
+        if any(e.get("disposition") == Disposition.ACCEPTED for e in edges):
             versions.append(ref)
         elif edges:  # every sample of it rejected, quarantined or a duplicate in this version
             edge = edges[0]

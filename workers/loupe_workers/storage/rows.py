@@ -1,0 +1,28 @@
+"""Manifest rows typed as ``loupe_api.samples.SampleRow``: the one place a Parquet table becomes typed
+rows (pyarrow is untyped; tests/storage/test_sample_rows.py holds SampleRow to ``manifest.SCHEMA``).
+
+Only accepted and rejected rows are sample rows: lineage edges have columns of their own."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pyarrow as pa
+
+from loupe_api.samples import SampleRow
+from loupe_api.versions import VersionRecord
+from loupe_storage.store import ObjectStore
+from loupe_workers.storage import manifest
+
+
+def sample_rows(table: pa.Table) -> list[SampleRow]:
+    """The rows of a manifest table (any subset of its columns)."""
+    rows: list[SampleRow] = table.to_pylist()
+    return rows
+
+
+def read_version_samples(
+    store: ObjectStore, record: VersionRecord, which: Literal["accepted", "rejected"] = "accepted"
+) -> list[SampleRow]:
+    """``manifest.read_version_rows`` of a version's accepted (or rejected) rows, typed."""
+    return sample_rows(manifest.read_version_table(store, record, which))
