@@ -26,24 +26,10 @@ from loupe_workers.pipeline import run
 from loupe_workers.pipeline.run import run_dataset
 from support.photos import jpeg, photo
 from support.runs import rows_of
+from support.stores import SpyStore
 
 NAMES = ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins")
 DATASET = "defects"
-
-
-class SpyStore(LocalStore):
-    """A folder store that remembers every key read."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.read: list[str] = []
-
-    def get(self, key: str) -> bytes:
-        self.read.append(key)
-        return super().get(key)
-
-    def manifest_reads(self) -> list[str]:
-        return [k for k in self.read if k.endswith((".parquet", ".parts.json"))]
 
 
 def write_images(folder: Path, names: tuple[str, ...] = NAMES) -> list[str]:

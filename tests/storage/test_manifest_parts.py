@@ -29,33 +29,12 @@ from loupe_workers.storage import manifest
 from loupe_workers.use.client import open_dataset
 from support.cli import loupe
 from support.runs import request
-
-SMALL = 16  # PART_ROWS in these tests: a few hundred rows make many parts
+from support.stores import SMALL, SpyStore, use_small_parts
 
 
 @pytest.fixture
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(manifest, "PART_ROWS", SMALL)
-    monkeypatch.setattr(manifest, "SMALL_PART_ROWS", SMALL // 4)
-
-
-class SpyStore(LocalStore):
-    """A folder store that records every key written."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.puts: list[str] = []
-
-    def put(self, key: str, data: bytes) -> None:
-        self.puts.append(key)
-        super().put(key, data)
-
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        self.puts.append(key)
-        return super().put_if_absent(key, data)
-
-    def parts_written(self) -> list[str]:
-        return [k for k in self.puts if "/parts/" in k]
+    use_small_parts(monkeypatch)
 
 
 def synthetic(count: int, start: int = 0) -> list[dict[str, Any]]:

@@ -19,34 +19,12 @@ import pytest
 from loupe_api.versions import ManifestPart, PartList
 from loupe_storage.store import LocalStore
 from loupe_workers.storage import manifest
-
-SMALL = 16  # PART_ROWS in these tests: a few hundred rows make many parts
+from support.stores import SMALL, SpyStore, use_small_parts
 
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(manifest, "PART_ROWS", SMALL)
-    monkeypatch.setattr(manifest, "SMALL_PART_ROWS", SMALL // 4)
-
-
-class SpyStore(LocalStore):
-    """A folder store that records every key read and written."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.gets: list[str] = []
-        self.puts: list[str] = []
-
-    def get(self, key: str) -> bytes:
-        self.gets.append(key)
-        return super().get(key)
-
-    def put(self, key: str, data: bytes) -> None:
-        self.puts.append(key)
-        super().put(key, data)
-
-    def part_reads(self) -> list[str]:
-        return [k for k in self.gets if "/parts/" in k]
+    use_small_parts(monkeypatch)
 
 
 def row(i: int, disposition: str = "accepted", label: str | None = None) -> dict[str, Any]:
