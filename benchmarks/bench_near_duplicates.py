@@ -316,7 +316,7 @@ def loupe_groups(
     return pairs, keeper, elapsed, reasons
 
 
-IMAGEDEDUP_STARTUP_CPU: list[float] = []  # the CPU seconds of its run on an empty folder
+IMAGEDEDUP_STARTUP_CPU: list[float] = []  # CPU seconds of its command outside find_duplicates
 LOUPE_SPEC = """apiVersion: loupe.dev/v1alpha1
 kind: IngestSource
 metadata: {{name: bench}}
@@ -364,8 +364,9 @@ def imagededup_pairs(
     if not Path(python).exists():
         return None
     # imagededup's package imports its CNN (torch, torchvision) and plotting (matplotlib) modules even for
-    # hashing: a venv without them gets stand-ins for those imports, which PHash never calls. One
-    # process (no worker pools), so the CPU time is comparable with Loupe's.
+    # hashing: they get stand-ins, which PHash never calls (a venv that has torch would otherwise spend
+    # some 15 s of CPU importing it, more than the hashing). "0 workers" still hashes in a pool of one
+    # worker process, so the CPU counted is the process's own and its children's.
     script = (
         "import importlib.abc, importlib.machinery, json, sys, time\n"
         "from unittest import mock\n"
@@ -377,32 +378,29 @@ def imagededup_pairs(
         "        module = mock.MagicMock(); module.__path__ = []; module.__spec__ = spec; return module\n"
         "    def exec_module(self, module):\n"
         "        pass\n"
-        "try:\n"
-        "    import torch  # noqa\n"
-        "except ImportError:\n"
-        "    sys.meta_path.insert(0, Stub())\n"
+        "sys.meta_path.insert(0, Stub())\n"
+        "import resource\n"
         "from imagededup.methods import PHash\n"
-        "start = time.process_time()\n"
+        "def cpu():\n"
+        "    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime\n"
+        "start = cpu()\n"
         "found = PHash(verbose=False).find_duplicates(image_dir=sys.argv[1], max_distance_threshold=10,\n"
         "    num_enc_workers=0, num_dist_workers=0)\n"
-        "print(json.dumps({'seconds': time.process_time() - start, 'found': found}))\n"
+        "print(json.dumps({'seconds': cpu() - start, 'found': found}))\n"
     )
-    empty = folder.parent / "empty"
-    empty.mkdir(exist_ok=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([python, "-c", script, str(empty)], capture_output=True, text=True, check=False)
     middle = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([python, "-c", script, str(folder)], capture_output=True, text=True, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # CPU of the run (its worker processes included) less that of a run on an empty folder (start-up)
-    cpu = (after.ru_utime + after.ru_stime - middle.ru_utime - middle.ru_stime) - (
-        middle.ru_utime + middle.ru_stime - before.ru_utime - before.ru_stime
-    )
     if done.returncode != 0:
         print(f"(imagededup failed: {done.stderr.strip().splitlines()[-1:]})")
         return None
-    IMAGEDEDUP_STARTUP_CPU.append(middle.ru_utime + middle.ru_stime - before.ru_utime - before.ru_stime)
     out = json.loads(done.stdout.strip().splitlines()[-1])
+    # The CPU of find_duplicates itself (its pool worker included), timed inside the process: start-up
+    # (interpreter, imports) is left out without a second run on an empty folder to subtract.
+    cpu = float(out["seconds"])
+    whole = after.ru_utime + after.ru_stime - middle.ru_utime - middle.ru_stime
+    IMAGEDEDUP_STARTUP_CPU.append(max(0.0, whole - cpu))  # what the whole command spent besides
     index = {item["file"]: i for i, item in enumerate(items)}
     pairs = set()
     for name, dups in out["found"].items():
