@@ -85,6 +85,19 @@ def sorted_ids(start: int, count: int, total: int, seed: int) -> Any:
     return pa.StringArray.from_buffers(count, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data))
 
 
+def written_figures(written: Any, listing: Any) -> dict[str, Any]:
+    """What a version wrote and holds (``manifest.Written``, its manifest ``PartList``), and the peak RSS
+    so far: the columns every phase of both modes prints."""
+    return {
+        "peak_rss_mib": round(rss_mib()),
+        "bytes_written": written.stats.bytes_written,
+        "parts_written": written.stats.parts_written,
+        "parts_reused": written.stats.parts_reused,
+        "manifest_parts": len(listing.parts),
+        "manifest_bytes": listing.bytes,
+    }
+
+
 def synthetic_table(
     count: int, seed: int, start: int = 0, sample_ids: Any = None, disposition: str = "accepted"
 ) -> Any:
@@ -245,12 +258,7 @@ def stream_phase(rows: int, phase: str, root: Path) -> dict[str, Any]:
         "total_s": round(took, 2),
         "gen_s": round(generating, 2),
         "write_s": round(took - generating, 2),
-        "peak_rss_mib": round(rss_mib()),
-        "bytes_written": written.stats.bytes_written,
-        "parts_written": written.stats.parts_written,
-        "parts_reused": written.stats.parts_reused,
-        "manifest_parts": len(listing.parts),
-        "manifest_bytes": listing.bytes,
+        **written_figures(written, listing),
     }
 
 
@@ -334,12 +342,7 @@ def whole_scale(rows: int, root: Path) -> dict[str, Any]:
                 "version": name,
                 "write_s": round(wrote, 2),
                 "read_s": round(read, 2),
-                "peak_rss_mib": round(rss_mib()),
-                "bytes_written": written.stats.bytes_written,
-                "parts_written": written.stats.parts_written,
-                "parts_reused": written.stats.parts_reused,
-                "manifest_parts": len(listing.parts),
-                "manifest_bytes": listing.bytes,
+                **written_figures(written, listing),
             }
         )
         return manifest.VersionLayout(accepted_layout, rejected_layout)

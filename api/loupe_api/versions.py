@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import PurePath
 from typing import Literal
@@ -54,9 +56,15 @@ class ManifestPart(ApiModel):
 
     def may_hold(self, sample_id: str) -> bool:
         """Whether ``sample_id`` can be one of the part's rows (always, for a part without statistics)."""
+        return self.may_hold_any([sample_id])
+
+    def may_hold_any(self, sorted_ids: Sequence[str]) -> bool:
+        """Whether one of ``sorted_ids`` (sorted) can be one of the part's rows: by its id range, in
+        log time; always, for a part without statistics."""
         if self.first_id is None or self.last_id is None:
             return True
-        return self.first_id <= sample_id <= self.last_id
+        at = bisect.bisect_left(sorted_ids, self.first_id)
+        return at < len(sorted_ids) and sorted_ids[at] <= self.last_id
 
 
 class PartList(ApiModel):

@@ -43,7 +43,6 @@ must never delete one that a record names).
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import io
 from collections.abc import Iterable, Iterator, Sequence
@@ -703,14 +702,6 @@ class ParentParts:
         return {p.key: e for p, e in zip(parts, edges, strict=True)}
 
 
-def _may_hold_any(part: ManifestPart, ids: list[str]) -> bool:
-    """Whether one of ``ids`` (sorted) can be in ``part``: by its id range; always without one."""
-    if part.first_id is None or part.last_id is None:
-        return True
-    at = bisect.bisect_left(ids, part.first_id)
-    return at < len(ids) and ids[at] <= part.last_id
-
-
 def _unique_ids(table: pa.Table, what: str) -> pa.Array:
     column = table.column("sample_id")  # (combine_chunks of no chunks imports pandas)
     ids = pa.concat_arrays(column.chunks) if column.num_chunks else pa.nulls(0, pa.string())
@@ -743,7 +734,7 @@ class _Change:
         else its rows rewritten), then the new rows; one rewritten part held at a time."""
         found: list[pa.Array] = []
         for part in parts:
-            if not _may_hold_any(part, self.touched_sorted):
+            if not part.may_hold_any(self.touched_sorted):
                 yield part, part.rows
                 continue
             data = self.store.get(part.key)
