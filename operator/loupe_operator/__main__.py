@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
+from typing import Any, cast
 
 import kopf
 
@@ -26,7 +28,10 @@ def main() -> None:
     logging.getLogger("kopf.objects").addFilter(_not_a_routine_poll)
     # kopf freezes peers of equal priority: each replica draws its own, the highest works
     priority = secrets.randbelow(1_000_000) + 1
+    # named here so that the start-up handler can announce this replica before kopf's watchers start
+    handlers.PEER_IDENTITY = f"{socket.gethostname()}/{secrets.token_hex(4)}"
     kopf.run(
+        identity=cast(Any, handlers.PEER_IDENTITY),  # kopf's Identity is a NewType of str it does not export
         standalone=settings.peering is None,
         peering_name=settings.peering,
         priority=priority if settings.peering else None,

@@ -103,8 +103,40 @@ def _write_status(patch: kopf.Patch, old: dict[str, Any], new: dict[str, Any]) -
     return True
 
 
+# This replica's kopf peering identity, set by ``python -m loupe_operator`` (the chart's command); under a
+# plain ``kopf run`` it stays None and the replica does not announce itself before kopf starts.
+PEER_IDENTITY: str | None = None
+
+
+def _settle_peering(
+    settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any]
+) -> None:
+    """Announce this replica to its peers, then wait one settle interval before kopf handles anything.
+
+    kopf starts a peered replica paused and resumes it at its first peering event when that shows no
+    peer of higher priority; so of two replicas started together, one whose first event predates the
+    other's first heartbeat handles the objects that already exist, and so does the other. Heartbeats
+    written here, before kopf's own keep-alive and watchers start, let each replica's first peering event
+    list every replica started with it: the lower priority never resumes."""
+    if SETTINGS.peering is None or PEER_IDENTITY is None:
+        return
+    heartbeat = {
+        "priority": int(settings.peering.priority),
+        "lifetime": int(settings.peering.lifetime),
+        "lastseen": datetime.now(UTC).isoformat(),
+    }
+    found = kube.announce_peer(SETTINGS.peering, SETTINGS.namespaces, PEER_IDENTITY, heartbeat)
+    logger.info(
+        f"announced to peers with priority {heartbeat['priority']}; settling before handling objects",
+        extra={"peering": SETTINGS.peering, "objects": found, "seconds": SETTINGS.peering_settle_seconds},
+    )
+    time.sleep(SETTINGS.peering_settle_seconds)
+
+
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(
+    settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
     # Structural schemas prune unknown status fields, so kopf keeps its bookkeeping in annotations.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
@@ -112,6 +144,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 120
     kube.load_config()
+    _settle_peering(settings, logger)
     if SETTINGS.metrics_port:
         from prometheus_client import start_http_server
 

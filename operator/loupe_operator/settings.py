@@ -58,6 +58,12 @@ class OperatorSettings(BaseSettings):
     def _empty_is_standalone(cls, value: object) -> object:
         return value or None
 
+    peering_settle_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="With peering: seconds a starting replica waits after announcing itself, so that "
+        "replicas started together see each other before either handles an object.",
+    )
     namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: all.")
     job_deadline_seconds: int = Field(default=3600, ge=1, description="activeDeadlineSeconds of jobs.")
     max_attempts: int = Field(default=3, ge=1, description="Attempts for one set of inputs before giving up.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -297,9 +298,9 @@ def test_kuberay_mode_with_chart_rbac(
 def test_two_peered_replicas_with_the_charts_command(
     cluster: Any, corpus: tuple[Path, list[DemoFile]], tmp_path: Path
 ) -> None:
-    """peering.enabled: the Deployment's own command line (kopf run --peering, a random priority each)
-    runs twice under the chart's RBAC; exactly one replica works, the other waits, and when the working
-    one stops the other takes over."""
+    """peering.enabled: the Deployment's own command line runs twice under the chart's RBAC; exactly one
+    replica works, the one of higher priority, even on an object that existed before either started; the
+    other waits, and when the working one stops the other takes over."""
     images, _ = corpus
     namespace = "loupe-peers"
     values = {
@@ -312,8 +313,22 @@ def test_two_peered_replicas_with_the_charts_command(
     )
     peering = [d for d in documents(template(values).stdout) if d["kind"] == "KopfPeering"]
     cluster.apply(as_list(peering))
+    # the object exists before either replica starts: both list it at once, the sharpest start-up race
+    cluster.apply(
+        "apiVersion: loupe.dev/v1alpha1\nkind: IngestSource\n"
+        f"metadata: {{name: photos, namespace: {namespace}}}\n"
+        f"spec: {{filesystem: {{path: {json.dumps(str(images))}}}}}\n"
+    )
     processes: list[subprocess.Popen[bytes]] = []
+
+    def workers(marker: str) -> list[int]:
+        logs = [(tmp_path / f"peer-{i}.log").read_text() for i in range(len(processes))]
+        return [i for i, text in enumerate(logs) if marker in text]
+
     try:
+        # Replica 0 starts alone: without the start-up settle, whenever its priority is the lower, it
+        # would find no peer and handle the object before replica 1 exists. Replica 1 starts once
+        # replica 0 has announced itself, well inside the settle interval, as replicas of one rollout do.
         for index in range(2):
             rendered = documents(template({**values, "liveness": {"port": free_port()}}).stdout)
             (container,) = next(d for d in rendered if d["kind"] == "Deployment")["spec"]["template"]["spec"][
@@ -324,16 +339,15 @@ def test_two_peered_replicas_with_the_charts_command(
                 "KUBECONFIG": str(kubeconfig), "LOUPE_RAY_MODE": "local", "LOUPE_METRICS_PORT": "0",
                 "LOUPE_DEFAULT_STORE": str(tmp_path / "store"), "LOUPE_LOCAL_STATE_DIR": str(tmp_path / "jobs"),
                 "LOUPE_EXECUTOR": "inline", "HOME": str(tmp_path),
+                "LOUPE_PEERING_SETTLE_SECONDS": "20",
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             })  # fmt: skip
             log = (tmp_path / f"peer-{index}.log").open("w")
             processes.append(subprocess.Popen(container["command"] + container.get("args", []), env={**os.environ, **env},
                                               stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
-        cluster.apply(
-            "apiVersion: loupe.dev/v1alpha1\nkind: IngestSource\n"
-            f"metadata: {{name: photos, namespace: {namespace}}}\n"
-            f"spec: {{filesystem: {{path: {json.dumps(str(images))}}}}}\n"
-        )
+            wait_for(
+                f"replica {index} announced", lambda i=index: i in workers("announced to peers"), timeout=60
+            )
 
         def healthy() -> bool:
             obj = json.loads(
@@ -343,13 +357,13 @@ def test_two_peered_replicas_with_the_charts_command(
 
         wait_for("IngestSource Healthy", healthy, timeout=120, interval=0.5)
 
-        def workers(marker: str) -> list[int]:
-            logs = [(tmp_path / f"peer-{i}.log").read_text() for i in range(2)]
-            return [i for i, text in enumerate(logs) if marker in text]
-
         (active,) = wait_for("one replica handling it", lambda: workers("source listing changed"), timeout=30)
         time.sleep(5)  # the standby is up by now, and still does nothing
         assert workers("source listing changed") == [active]
+        announced = [re.search(r"announced to peers with priority (\d+)", (tmp_path / f"peer-{i}.log").read_text())
+                     for i in range(2)]  # fmt: skip
+        priorities = [int(m[1]) for m in announced if m is not None]
+        assert priorities[active] > priorities[1 - active]  # the higher priority works, from the start
         assert all(p.poll() is None for p in processes), "a replica exited"
 
         # the working replica goes away (a drained node): the standby takes over

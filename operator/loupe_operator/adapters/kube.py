@@ -67,3 +67,27 @@ def credential_env(namespace: str, secrets: dict[str, SecretReference]) -> dict[
         key_id, secret = credential_env_names(name)
         env[key_id], env[secret] = creds["access_key_id"], creds["secret_access_key"]
     return env
+
+
+def announce_peer(name: str, namespaces: list[str], identity: str, heartbeat: dict[str, Any]) -> int:
+    """Write this replica's heartbeat into its kopf peering objects (a KopfPeering per watched namespace,
+    or the ClusterKopfPeering), exactly as kopf's own keep-alive does; how many objects were found."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi()
+    body = {"status": {identity: heartbeat}}
+    found = 0
+    targets: list[str | None] = [*namespaces] or [None]
+    for namespace in targets:
+        try:
+            if namespace is None:
+                api.patch_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name, body)
+            else:
+                api.patch_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", name, body)
+        except ApiException as exc:
+            if exc.status != 404:  # missing: kopf itself reports it and keeps the operator paused
+                raise
+            continue
+        found += 1
+    return found
