@@ -299,7 +299,7 @@ def embed_with_ray(
             fn_constructor_args=(config,),
             batch_size=config.batch_size,
             batch_format="numpy",
-            concurrency=actors,
+            compute=ray.data.ActorPoolStrategy(size=actors),  # `concurrency` warns since Ray 2.51
             num_cpus=resources["num_cpus"],
             num_gpus=resources.get("num_gpus"),
         )
