@@ -8,7 +8,8 @@ Prints figures (and writes JSON with --out); it asserts nothing. The photos are 
 photo is written at every size (640: long side 640 px; full: its own size, long side capped at 2560 px, so
 1.3-4 MP) clean and with every degradation of DEGRADATIONS at a known strength, as JPEG quality 92, into
 a cache folder. Each file goes through ``media.analyze_image`` (Loupe's one decode: blur and grain on the
-detail image, at least 512 px long, the other measures on the 128-255 px working image reduced from it) and
+detail image, at least 512 px long, the other measures on the 128-255 px working image reduced from it;
+grain of a JPEG of 2048 px or more on a second, grey decode at half its size) and
 ``gates.failed_gates`` with the default QualityGates; with --cleanvision PYTHON, cleanvision's Imagelab
 runs on the same files in that interpreter (a throwaway venv: it is not a Loupe dependency; found by
 default at /tmp/cv-venv, made with ``python3 -m venv /tmp/cv-venv && /tmp/cv-venv/bin/pip install

@@ -1,9 +1,9 @@
 """What more workers buy: one `loupe run` with 1 and 2 local worker processes, per stage (issue 12).
 
-Run:  .venv/bin/python benchmarks/bench_workers.py [--files 800] [--executors pool ray] [--workers 1 2]
+Run:  .venv/bin/python benchmarks/bench_workers.py [--files 400] [--executors pool ray] [--workers 1 2]
 
-Each run is a first version of the same folder of distinct 640x480 JPEGs (blocky random scenes with
-grain, so no two are duplicates and no stage is trivially cheap) into a fresh folder store, in this
+Each run is a first version of the same folder of distinct 640x480 JPEGs (non-overlapping tiles of the
+development corpus photos, so no two are copies) into a fresh folder store, in this
 process, through ``pipeline.run.run_dataset`` with a ``PoolExecutor(workers=k)`` (local processes) or a
 ``RayExecutor(parallelism=k)`` (a local Ray started once before timing, so its start-up is left out).
 The run's own phase callbacks split the wall time into the per-object stage (decode, measures, hashes,
@@ -28,21 +28,32 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 for folder in ("api", "workers"):
     sys.path.insert(0, str(REPO / folder))
+sys.path.insert(0, str(REPO / "benchmarks"))  # corpus.py
 
 PROCESSING = "processing "  # the phase that the executor runs (RunEvents.phase text)
 
 
-def make_photos(folder: Path, count: int) -> None:
-    import numpy as np
+def make_photos(folder: Path, count: int) -> int:
+    """Up to ``count`` distinct real-photo JPEGs: non-overlapping 640x480 tiles of the development
+    corpus photos at their own size (benchmarks/corpus.py), so that no two are copies and curation
+    sees what real photos give it (synthetic scenes share sub-window hashes and make crop candidates
+    that real photos do not). How many were written."""
     from PIL import Image
 
-    for i in range(count):
-        rng = np.random.default_rng(1000 + i)
-        base = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
-        pixels = np.kron(base, np.ones((16, 16, 1), dtype=np.uint8)).astype(np.int16)
-        pixels += rng.normal(0, 3, pixels.shape).astype(np.int16)  # mild grain: real decode and filters
-        target = folder / f"img-{i:05d}.jpg"
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(target, quality=90)
+    import corpus
+
+    written = 0
+    for path in corpus.photos():
+        with Image.open(path) as opened:
+            photo = opened.convert("RGB")
+        for top in range(0, photo.height - 479, 480):
+            for left in range(0, photo.width - 639, 640):
+                if written == count:
+                    return written
+                tile = photo.crop((left, top, left + 640, top + 480))
+                tile.save(folder / f"{path.stem}-{top}-{left}.jpg", quality=90)
+                written += 1
+    return written
 
 
 def one_run(images: Path, store: Path, executor: object) -> dict[str, float]:
@@ -87,7 +98,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--files", type=int, default=800)
+    parser.add_argument("--files", type=int, default=400)
     parser.add_argument("--executors", nargs="+", default=["pool", "ray"], choices=["pool", "ray"])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
@@ -96,8 +107,11 @@ def main() -> int:
     try:
         images = root / "images"
         images.mkdir()
-        make_photos(images, args.files)
-        print(f"{args.files} JPEGs 640x480; {len(os.sched_getaffinity(0))} CPUs visible", flush=True)
+        files = make_photos(images, args.files)
+        print(
+            f"{files} JPEGs 640x480 (tiles of real photos); {len(os.sched_getaffinity(0))} CPUs visible",
+            flush=True,
+        )
         header = (
             "| executor | workers | wall s | per-object s | driver s | load (1 min) | per-object speed-up |"
         )

@@ -247,11 +247,12 @@ class LowContrastGate(ApiModel):
 
 
 class NoiseGate(ApiModel):
-    """Sensor noise (grain), measured at the photo's own resolution (a decode of at least 512 px on the
-    long side, 1/2 to 1/8 of a large JPEG) and only in its flattest tenth (sky, walls, skin), so texture
-    such as foliage or a wall is not taken for noise; in a grey photo grain is told from texture by scale
-    (grain halves when the image is halved, texture does not). A photo with no flat part at all (a scene
-    filled with rocks and leaves) can read as noisy."""
+    """Sensor noise (grain), measured at about the photo's own resolution (a decode of at least 512 px on
+    the long side; a JPEG of 2048 px or more at half its size, 1/4 from 4096 px) and only in its flattest
+    tenth (sky, walls, skin), so texture such as foliage or a wall is not taken for noise; in a grey photo
+    and in a large JPEG grain is told from texture by scale (grain halves when the image is halved,
+    texture does not). A photo with no flat part at all (a scene filled with rocks and leaves) can read
+    as noisy."""
 
     enabled: bool = Field(default=True, description="Check noise.")
     threshold: float = Field(

@@ -10,6 +10,7 @@ does the operator; `tests/storage/test_storage_keys.py` checks that no other mod
     datasets/<dataset>/tiers.pass.json                         what the last tiering pass settled
     datasets/<dataset>/gc/<job id>.json                        what a gc job did (read by the operator)
     datasets/<dataset>/parts/<sha256>.parquet                  manifest parts, content-addressed
+    datasets/<dataset>/inputs/<X.Y.Z>/<inputs digest>.json     inputs a run confirmed to give a version
     datasets/<dataset>/runs/<run id>/...                       a run's part lists, analysis, ANN index,
                                                                label-error candidates
     datasets/<dataset>/reviews/<X.Y.Z>/predictions.parquet     imported predictions (review queue)
@@ -66,6 +67,17 @@ def version_key_of(dataset: str, version: str) -> str:
 
 def run_prefix(dataset: str, run_id: str) -> str:
     return f"{dataset_prefix(dataset)}/runs/{run_id}"
+
+
+def inputs_seen_prefix(dataset: str, version: str) -> str:
+    """The marks of ``version`` (inputs_seen_key); collected with the version when it expires."""
+    return f"{dataset_prefix(dataset)}/inputs/{version}/"
+
+
+def inputs_seen_key(dataset: str, version: str, inputs_digest: str) -> str:
+    """Marks that a run over inputs ``inputs_digest`` found nothing to change in ``version``: while that
+    version is the latest, a run over the same inputs may answer "no change" without reading it."""
+    return f"{inputs_seen_prefix(dataset, version)}{inputs_digest}.json"
 
 
 def manifest_part_key(dataset_folder: str, sha256: str) -> str:

@@ -177,3 +177,30 @@ class SampleRow(TypedDict, total=False):
     fail_detail: str | None
     processing_key: str | None
     renditions: str | None
+
+
+class CurationRow(SampleRow, total=False):
+    """A manifest row while a run curates it: the columns, plus what curation reads and the manifest
+    does not store (``manifest.to_table`` writes the columns only, so the parts are the same bytes)."""
+
+    capture_time: str | None  # the metadata's capture time: what dedup's keep policy "earliest" orders by
+
+
+class LineageEdge(TypedDict, total=False):
+    """One lineage edge (listed object -> sample) as a version's lineage reads back: the version, then one
+    key per column of ``loupe_workers.storage.manifest.LINEAGE_SCHEMA`` in its order (parts store no
+    ``version``: the reader adds it from the part list). ``reason`` and ``detail`` are null on accepted
+    edges and in older lineage parts."""
+
+    version: str
+    sample_id: str
+    disposition: str  # Disposition
+    source: str
+    key: str
+    uri: str
+    etag: str | None
+    raw_sha256: str  # the video's sha256 for a frame, else the sample's
+    blob: str
+    frame_index: int | None
+    reason: str | None
+    detail: str | None

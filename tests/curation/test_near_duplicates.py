@@ -5,6 +5,7 @@ dropped by an append; the best original kept."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -447,6 +448,32 @@ def test_verification_of_an_undecodable_blob_verifies_nothing(cropped: Files) ->
     assert result[keys[1]].of is None and broken.cache[records[1]["sha256"]] is None
 
 
+def test_a_blob_expected_mirrored_is_decoded_once_for_both_orientations() -> None:
+    """expect_mirrored: the blob's one decode gives both orientations' features, the same as two
+    separate decodes do (and a broken blob is None in both)."""
+    blobs = {"cat": encode(base("chelsea")), "bad": b"garbage"}
+    loads: list[str] = []
+
+    def load(sha: str) -> bytes:
+        loads.append(sha)
+        return blobs[sha]
+
+    plain = geometry.Verifier(load, max_pixels=10**8, memory_limit=SETTINGS.memory_limit)
+    alone = [plain.features_of("cat"), plain.features_of("cat", mirror=True)]
+    assert loads == ["cat", "cat"]
+    hinted = geometry.Verifier(load, max_pixels=10**8, memory_limit=SETTINGS.memory_limit)
+    hinted.expect_mirrored({"cat", "bad"})
+    loads.clear()
+    shared = [hinted.features_of("cat", mirror=True), hinted.features_of("cat")]
+    assert loads == ["cat"]
+    for one, other in zip(alone, shared[::-1], strict=True):
+        assert one is not None and other is not None
+        assert np.array_equal(one.points, other.points) and np.array_equal(one.descriptors, other.descriptors)
+    assert not np.array_equal(alone[0].descriptors, alone[1].descriptors)  # ORB is not mirror-invariant
+    assert hinted.features_of("bad") is None and hinted.cache["bad:mirror"] is None
+    assert loads.count("bad") == 1
+
+
 def test_crop_candidates_are_bounded_per_new_record(cropped: Files) -> None:
     keys = [f"{name}/{edit}.jpg" for name in PHOTO_NAMES for edit in ("original", *CROPS)]
     records = [cropped.records[k] for k in keys]
@@ -544,6 +571,29 @@ def test_a_mirrored_crop_joins_its_original(mirrored: Files, name: str) -> None:
     assert verifier(first, crop) is None
     scale = verifier(first, {**crop, "mirror": True})
     assert scale is not None and scale > 1.03  # the crop shows a part of the original
+
+
+def test_find_duplicates_says_which_blobs_it_verifies_mirrored(mirrored: Files) -> None:
+    """The mirrored candidate's blob is named before verification, so the verifier decodes it once."""
+    keys = ["chelsea/original.jpg", "chelsea/crop75_mirror.jpg"]
+    first, crop = (mirrored.records[k] for k in keys)
+    seen: list[set[str]] = []
+    loads: list[str] = []
+
+    class Spy(geometry.Verifier):
+        def expect_mirrored(self, shas: Iterable[str]) -> None:
+            seen.append(set(shas))
+            super().expect_mirrored(shas)
+
+    def load(sha: str) -> bytes:
+        loads.append(sha)
+        return mirrored.blobs.get(blob_key(sha))
+
+    spy = Spy(load, max_pixels=SETTINGS.max_pixels, memory_limit=SETTINGS.memory_limit)
+    result = mirrored.run(keys, verify=spy)
+    assert result[keys[1]].of == first["sample_id"]
+    assert seen == [{crop["sha256"]}]
+    assert f"{crop['sha256']}:mirror" in spy.cache and loads.count(crop["sha256"]) == 1
 
 
 def test_mirrored_crops_of_different_photos_are_not_grouped(mirrored: Files) -> None:

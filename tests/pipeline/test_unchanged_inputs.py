@@ -205,22 +205,61 @@ def test_a_file_no_stage_reads_does_not_count_as_input(tmp_path: Path) -> None:
     assert spy.manifest_reads() == []
 
 
-def test_a_touched_file_takes_the_full_path_once_more_and_records_nothing(tmp_path: Path) -> None:
+def touch(image: Path) -> None:
+    """Same bytes, a new modification time: a new ETag, so a new inputs digest."""
+    image.write_bytes(image.read_bytes() + b"")
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def store_files(store: Path) -> list[Path]:
+    return sorted(p.relative_to(store) for p in store.rglob("*") if p.is_file() and "lease" not in str(p))
+
+
+def test_a_touched_file_takes_the_full_path_once_and_records_its_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "src"
     keys = write_images(folder)
     request = make_request(folder, tmp_path / "store", {"format": "folder"})
     assert run_on(request, LocalStore(tmp_path / "store"), tmp_path).created
-    before = sorted(p.relative_to(tmp_path / "store") for p in (tmp_path / "store").rglob("*") if p.is_file())
-    image = folder / keys[0]
-    image.write_bytes(image.read_bytes() + b"")  # same bytes, new modification time: a new ETag
-    stat = image.stat()
-    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    for _ in range(2):  # no version to record the new listing in: each run reads the manifest again
-        spy = SpyStore(tmp_path / "store")
-        assert run_on(request, spy, tmp_path).message == "no change since 1.0.0"
-        assert spy.manifest_reads()
-    after = sorted(p.relative_to(tmp_path / "store") for p in (tmp_path / "store").rglob("*") if p.is_file())
-    assert [p for p in after if "lease" not in str(p)] == [p for p in before if "lease" not in str(p)]
+    before = store_files(tmp_path / "store")
+    touch(folder / keys[0])
+
+    spy = SpyStore(tmp_path / "store")  # new inputs: the full path, which finds nothing to change
+    assert run_on(request, spy, tmp_path).message == "no change since 1.0.0"
+    assert spy.manifest_reads()
+    # what it records: one small mark (these inputs give 1.0.0), written with one conditional put
+    [mark] = [p for p in store_files(tmp_path / "store") if p not in before]
+    assert mark.parts[:3] == ("datasets", DATASET, "inputs") and mark.parts[3] == "1.0.0"
+    assert [k for k in spy.puts if "lease" not in k] == [str(mark)]
+
+    spy = SpyStore(tmp_path / "store")  # the same inputs again: answered from the listing and the mark
+    again = run_on(request, spy, tmp_path)
+    assert spy.manifest_reads() == [] and [k for k in spy.puts if "lease" not in k] == []
+    assert again.message == "no change since 1.0.0" and again.current_version == "1.0.0"
+    full = full_path(request, LocalStore(tmp_path / "store"), tmp_path, monkeypatch)
+    assert full.stats.processed == 1  # the full path decodes the touched file again; this run did not
+    full.stats.processed = 0
+    assert outcome(again) == outcome(full)
+    assert [v.version for v in list_versions(LocalStore(tmp_path / "store"), DATASET)] == ["1.0.0"]
+
+
+def test_recorded_inputs_count_only_while_their_version_is_the_latest(tmp_path: Path) -> None:
+    folder = tmp_path / "src"
+    keys = write_images(folder)
+    request = make_request(folder, tmp_path / "store", {"format": "folder"}).model_copy(
+        update={"allow_shrink": True}
+    )
+    assert run_on(request, LocalStore(tmp_path / "store"), tmp_path).created
+    touch(folder / keys[0])
+    assert run_on(request, LocalStore(tmp_path / "store"), tmp_path).message == "no change since 1.0.0"
+    add_image(folder, keys)  # 1.1.0, from other inputs
+    assert run_on(request, LocalStore(tmp_path / "store"), tmp_path).version == "1.1.0"
+    (folder / "images" / "a" / "horse.jpg").unlink()  # the inputs confirmed for 1.0.0, again
+    spy = SpyStore(tmp_path / "store")
+    result = run_on(request, spy, tmp_path)
+    assert spy.manifest_reads() and result.created and result.version == "2.0.0"
 
 
 def test_a_record_written_before_the_digest_takes_the_full_path(tmp_path: Path) -> None:
@@ -275,3 +314,32 @@ def test_the_digest_covers_what_decides_the_result_and_nothing_else(tmp_path: Pa
     before = digest(csv)
     write_csv_labels(tmp_path / "src", ["images/a/chelsea.jpg"], relabel="images/a/chelsea.jpg")
     assert before is not None and digest(csv) not in (before, None)
+
+
+def test_a_custom_embedding_model_is_an_input(tmp_path: Path) -> None:
+    """A custom .onnx model's bytes (and the options beside it) are in the digest, read afresh on every
+    run: a model replaced at the same path in a long-lived worker is a new input."""
+    write_images(tmp_path / "src", NAMES[:2])
+    model = tmp_path / "models" / "custom.onnx"
+    model.parent.mkdir()
+    model.write_bytes(b"graph one")
+    request = make_request(
+        tmp_path / "src", tmp_path / "store", {"format": "folder"},
+        embedding={"enabled": True, "model": str(model)},
+    )  # fmt: skip
+
+    def digest() -> str | None:
+        used = run._used_sources(request)
+        listing = run._list_sources(request, used, tmp_path)
+        settings = run._process_settings(request.spec)
+        return run.inputs_digest(request, used, listing, None, settings)
+
+    first = digest()
+    assert first is not None and digest() == first
+    model.write_bytes(b"graph two")  # same path, same size class, other bytes
+    second = digest()
+    assert second not in (first, None)
+    model.with_suffix(".json").write_text(json.dumps({"inputSize": 256}))  # its preparation options
+    assert digest() not in (first, second, None)
+    model.unlink()  # a model that cannot be read now: no digest (the full path says why)
+    assert digest() is None

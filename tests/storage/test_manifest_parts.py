@@ -243,13 +243,13 @@ def test_pipeline_writes_only_changed_parts(
     images, _ = corpus
     store = SpyStore(tmp_path / "store")
     produced: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
-    real_write = manifest.write_parts
+    real_write = pipeline._write_rows  # every commit's rows (write_parts or write_change below it)
 
     def spy_write(*args: Any, **kwargs: Any) -> manifest.Written:
         produced.append(([dict(r) for r in args[4]], [dict(r) for r in args[5]]))
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(manifest, "write_parts", spy_write)
+    monkeypatch.setattr(pipeline, "_write_rows", spy_write)
     first = run_dataset(request(images, store.uri), store=store)
     assert first.created
     [v1] = list_versions(store, "defects")

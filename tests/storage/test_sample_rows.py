@@ -16,11 +16,13 @@ from loupe_api.common import GateAction
 from loupe_api.dataset import QualityGates
 from loupe_api.samples import (
     LEFT_OUT,
+    CurationRow,
     Disposition,
     DupKind,
     Flag,
     Gate,
     LabelConsensus,
+    LineageEdge,
     PrivacyKind,
     SampleRow,
     Status,
@@ -52,6 +54,29 @@ def test_sample_row_names_every_manifest_column_with_its_type() -> None:
     for column in manifest.SCHEMA:
         assert _without_none(hints[column.name]) == ARROW_TO_PYTHON[column.type], column.name
     assert not SampleRow.__required_keys__  # rows are built up stage by stage
+
+
+def test_lineage_edge_names_every_lineage_column_with_its_type(tmp_path: Path) -> None:
+    hints = get_type_hints(LineageEdge)
+    assert list(hints) == ["version", *manifest.LINEAGE_SCHEMA.names]  # the reader puts version first
+    assert hints["version"] is str
+    for column in manifest.LINEAGE_SCHEMA:
+        assert _without_none(hints[column.name]) == ARROW_TO_PYTHON[column.type], column.name
+    store = LocalStore(tmp_path)
+    written = manifest.write_parts(store, "d", "datasets/d/runs/r", "1.0.0", [_row(enums=False)], [])
+    (edge,) = manifest.read_rows(store, written.lineage_uri)
+    assert list(edge) == list(hints)  # what the reader gives, key for key
+
+
+def test_curation_rows_start_from_columns_and_write_only_columns() -> None:
+    """run.py starts a row from a record's PROCESSING_COLUMNS (typed as SampleRow), and the keys
+    CurationRow adds are never written: a row with them writes the bytes of the row without them."""
+    columns = get_type_hints(SampleRow)
+    assert set(manifest.PROCESSING_COLUMNS) <= set(columns)
+    extra = set(get_type_hints(CurationRow)) - set(columns)
+    assert extra == {"capture_time"} and not extra & set(manifest.SCHEMA.names)
+    row = _row(enums=True)
+    assert manifest.to_bytes([{**row, "capture_time": "2024:05:01 10:00:00"}]) == manifest.to_bytes([row])
 
 
 def test_rows_read_back_fit_the_sample_row_types() -> None:

@@ -14,6 +14,7 @@ import yaml
 
 from loupe_api.dataset import DatasetStats
 from loupe_api.jobs import RunRequest
+from loupe_api.keys import inputs_seen_key
 from loupe_api.retention import RetentionSpec
 from loupe_api.versions import VersionChange, VersionRecord
 from loupe_storage.store import LocalStore, blob_key
@@ -94,6 +95,12 @@ def test_expire_then_collect_keeps_every_remaining_version_whole(
 
     clock_blob = blob_key(hashlib.sha256(clock).hexdigest())
     assert store.exists(clock_blob)  # only the expired 1.1.0 holds it
+    # "inputs seen" marks (pipeline.run._confirm_inputs) go with their version, and only then
+    expired_mark, current_mark = (
+        inputs_seen_key("defects", str(v), "d" * 64) for v in (second["version"], third["version"])
+    )
+    for mark in (expired_mark, current_mark):
+        store.put(mark, b"{}")
     keys_before = {i.key for i in store.list("")}
     dry = json.loads(loupe("gc", "--dry-run", "--json", cwd=project).stdout)
     assert dry["dryRun"] and clock_blob in dry["deletedKeys"] and dry["freedBytes"] > len(clock)
@@ -101,6 +108,7 @@ def test_expire_then_collect_keeps_every_remaining_version_whole(
     done = loupe("gc", cwd=project)
     assert done.returncode == 0 and "freed" in done.stdout, done.stderr
     assert not store.exists(clock_blob)
+    assert not store.exists(expired_mark) and store.exists(current_mark)
     assert store.exists(blob_key(next(r["sha256"] for r in manifest.read_version_rows(
         store, list_versions(store, "defects")[0]) if r["key"] == "textures/brick.jpg")))  # fmt: skip
     for version in ("1.0.0", third["version"]):  # every byte of what remains is still there

@@ -11,8 +11,9 @@ from typing import Any, Protocol
 
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.retry import retry_transient
+from loupe_api.samples import SampleRow
 from loupe_storage.store import ObjectStore
-from loupe_workers.compute.process import ProcessSettings, Record, process_object
+from loupe_workers.compute.process import ProcessSettings, process_object
 from loupe_workers.ingest.sources import ListedObject
 
 Progress = Callable[[int], None]
@@ -48,7 +49,7 @@ class Executor(Protocol):
         blobs: ObjectStore,
         settings: ProcessSettings,
         progress: Progress,
-    ) -> list[Record]: ...
+    ) -> list[SampleRow]: ...
 
 
 class InlineExecutor:
@@ -61,8 +62,8 @@ class InlineExecutor:
         blobs: ObjectStore,
         settings: ProcessSettings,
         progress: Progress,
-    ) -> list[Record]:
-        out: list[Record] = []
+    ) -> list[SampleRow]:
+        out: list[SampleRow] = []
         for obj in objects:
             spec, store = sources[obj.source]
             out.extend(process_object(obj, store, blobs, settings, spec))
@@ -140,7 +141,7 @@ class RayExecutor:
         blobs: ObjectStore,
         settings: ProcessSettings,
         progress: Progress,
-    ) -> list[Record]:
+    ) -> list[SampleRow]:
         if not objects:
             return []
         self.ensure_ray()
@@ -158,17 +159,17 @@ class RayExecutor:
             fn_kwargs={"sources": sources, "blobs": blobs, "settings": settings},
             batch_size=self.batch_size,
             batch_format="numpy",
-            concurrency=self.parallelism,
+            compute=ray.data.TaskPoolStrategy(size=self.parallelism),  # `concurrency` warns since Ray 2.51
             num_cpus=1,
             # records are small; the decode (bounded by maxPixels.memoryLimit) dominates
             memory=ray_task_memory(settings.memory_limit, self.batch_size * RECORD_BYTES),
         )
-        by_key: dict[str, list[Record]] = {}
+        by_key: dict[str, list[SampleRow]] = {}
         for row in dataset.iter_rows():
             payload = json.loads(row["result"])
             by_key[payload["key"]] = payload["records"]
             progress(1)
-        out: list[Record] = []
+        out: list[SampleRow] = []
         for obj in objects:  # the input order, so results never depend on scheduling
             out.extend(by_key.get(f"{obj.source}\0{obj.key}", []))
         return out
@@ -183,7 +184,7 @@ def _pool_init(
     _pool_state.update(sources=sources, blobs=blobs, settings=settings)
 
 
-def _pool_chunk(chunk: list[ListedObject]) -> list[list[Record]]:
+def _pool_chunk(chunk: list[ListedObject]) -> list[list[SampleRow]]:
     sources, blobs, settings = _pool_state["sources"], _pool_state["blobs"], _pool_state["settings"]
     out = []
     for obj in chunk:
@@ -215,13 +216,13 @@ class PoolExecutor:
         blobs: ObjectStore,
         settings: ProcessSettings,
         progress: Progress,
-    ) -> list[Record]:
+    ) -> list[SampleRow]:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         workers = self.workers or pool_workers(settings.memory_limit)
         chunks = [objects[i : i + self.chunk] for i in range(0, len(objects), self.chunk)]
-        out: list[Record] = []
+        out: list[SampleRow] = []
         # forkserver: workers never inherit this process's threads (pyarrow's pool, Ray's) mid-state
         context = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_pool_init,
@@ -256,7 +257,7 @@ class AutoExecutor:
         blobs: ObjectStore,
         settings: ProcessSettings,
         progress: Progress,
-    ) -> list[Record]:
+    ) -> list[SampleRow]:
         if self.ray is not None:
             self.chosen = self.ray
         elif len(objects) < POOL_MIN_OBJECTS or len(os.sched_getaffinity(0)) < POOL_MIN_CPUS:

@@ -11,19 +11,18 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from loupe_api.ingest import IngestSourceSpec
-from loupe_api.samples import Status
+from loupe_api.samples import SampleRow, Status
 from loupe_storage.store import ObjectStore, put_blob
 from loupe_workers.curation.privacy import Detectors, record_fields
 from loupe_workers.ingest.sources import UNREADABLE, ListedObject, SourceReadError
 from loupe_workers.media import decode as media
 
-PROCESSING_VERSION = "7"  # bump when per-object results change, so stored results are recomputed
+PROCESSING_VERSION = "8"  # bump when per-object results change, so stored results are recomputed
 # 2: decode before EXIF (undecodable PNGs were accepted), PNG chunk CRCs, 16-bit images shifted to 8 bits
 # 3: hashes taken without uniform borders, plus the hashes of the 7 flips and quarter turns
 # 4: blur, noise and over-exposure measured anew (sharpness, noise, clipped), contrast added
 # 6: black_level and tonal_range added (the low-contrast gate reads them)
 # 7: clipped read on the detail image; noise of texture that does not halve when halved taken out
-Record = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class ProcessSettings:
         return f"{base}:{self.privacy.key()}" if self.privacy else base
 
 
-def _base(obj: ListedObject, settings: ProcessSettings) -> Record:
+def _base(obj: ListedObject, settings: ProcessSettings) -> SampleRow:
     return {
         "source": obj.source,
         "key": obj.key,
@@ -57,7 +56,23 @@ def _base(obj: ListedObject, settings: ProcessSettings) -> Record:
     }
 
 
-def _analysis_fields(analysis: media.ImageAnalysis, settings: ProcessSettings) -> Record:
+def _measures(metrics: dict[str, float]) -> SampleRow:
+    """The measure columns of media.analyze_image's metrics (each one named after its column)."""
+    return {
+        "brightness_p99": metrics["brightness_p99"],
+        "brightness_p5": metrics["brightness_p5"],
+        "clipped": metrics["clipped"],
+        "contrast": metrics["contrast"],
+        "black_level": metrics["black_level"],
+        "tonal_range": metrics["tonal_range"],
+        "sharpness": metrics["sharpness"],
+        "noise": metrics["noise"],
+        "entropy": metrics["entropy"],
+        "aspect_ratio": metrics["aspect_ratio"],
+    }
+
+
+def _analysis_fields(analysis: media.ImageAnalysis, settings: ProcessSettings) -> SampleRow:
     return {
         "status": Status.OK,
         "fail_reason": None,
@@ -65,7 +80,7 @@ def _analysis_fields(analysis: media.ImageAnalysis, settings: ProcessSettings) -
         "format": analysis.format,
         "width": analysis.width,
         "height": analysis.height,
-        **analysis.metrics,
+        **_measures(analysis.metrics),
         "hash_kind": settings.hash_kind,
         "hash": analysis.hashes[settings.hash_kind],
         "hash_variants": analysis.hash_variants,
@@ -73,7 +88,7 @@ def _analysis_fields(analysis: media.ImageAnalysis, settings: ProcessSettings) -
     }
 
 
-def _failure(error: media.ImageRejected) -> Record:
+def _failure(error: media.ImageRejected) -> SampleRow:
     return {
         "status": Status.FAILED,
         "fail_reason": error.reason,
@@ -85,7 +100,7 @@ def _failure(error: media.ImageRejected) -> Record:
     }
 
 
-def process_image(obj: ListedObject, data: bytes, blobs: ObjectStore, settings: ProcessSettings) -> Record:
+def process_image(obj: ListedObject, data: bytes, blobs: ObjectStore, settings: ProcessSettings) -> SampleRow:
     record = _base(obj, settings)
     sha = hashlib.sha256(data).hexdigest()
     record["sha256"] = sha
@@ -112,7 +127,7 @@ def process_image(obj: ListedObject, data: bytes, blobs: ObjectStore, settings: 
     return record
 
 
-def _unread(obj: ListedObject, settings: ProcessSettings, reason: str, detail: str) -> Record:
+def _unread(obj: ListedObject, settings: ProcessSettings, reason: str, detail: str) -> SampleRow:
     """The record of a listed object whose bytes were never read (no blob, an id of its own)."""
     sample_id = obj.unread_id()
     record = _base(obj, settings) | {"sha256": sample_id, "sample_id": sample_id, "media": obj.kind}
@@ -163,7 +178,7 @@ def _refused_size(logs: list[tuple[int, str, str]]) -> tuple[int, int] | None:
 
 def process_video(
     obj: ListedObject, data: bytes, blobs: ObjectStore, settings: ProcessSettings, spec: IngestSourceSpec
-) -> list[Record]:
+) -> list[SampleRow]:
     """Frames sampled from a video, each a sample with frame index and timestamp.
 
     Decompression bombs never reach memory: FFmpeg's own ``max_pixels`` option (the dataset's limit)
@@ -181,17 +196,17 @@ def process_video(
     video_sha = hashlib.sha256(data).hexdigest()
     failed = _base(obj, settings) | {"sha256": video_sha, "sample_id": video_sha, "media": "video"}
 
-    def refused(reason: str, detail: str, width: int = 0, height: int = 0) -> Record:
+    def refused(reason: str, detail: str, width: int = 0, height: int = 0) -> SampleRow:
         return failed | _failure(media.ImageRejected(reason, detail, width=width, height=height))
 
-    def over_limit(what: str, width: int, height: int) -> Record:
+    def over_limit(what: str, width: int, height: int) -> SampleRow:
         pixels = width * height
         detail = f"{what} {width}x{height} = {pixels} pixels, above the limit of {settings.max_pixels}"
         return refused("max_pixels", detail, width, height)
 
     limit = {"max_pixels": str(max(1, min(settings.max_pixels, (1 << 63) - 1)))}
-    records: list[Record] = []
-    stopped: Record | None = None  # why decoding stopped early, recorded next to the frames taken
+    records: list[SampleRow] = []
+    stopped: SampleRow | None = None  # why decoding stopped early, recorded next to the frames taken
     decoded = budget = 0
     # FFmpeg reports a refused size only in its log: capture its errors, each one (PyAV drops a message
     # equal to the previous one, which would hide the second bomb of a run)
@@ -251,11 +266,13 @@ def process_video(
                         del image
                         record = process_image(obj, frame_bytes, blobs, settings)
                         record.update(
-                            media="frame",
-                            frame_index=index,
-                            frame_time=round(time, 6),
-                            video_sha256=video_sha,
-                            extension=".png",
+                            {
+                                "media": "frame",
+                                "frame_index": index,
+                                "frame_time": round(time, 6),
+                                "video_sha256": video_sha,
+                                "extension": ".png",
+                            }
                         )
                         records.append(record)
             except Exception as error:
@@ -284,7 +301,7 @@ def process_object(
     blobs: ObjectStore,
     settings: ProcessSettings,
     spec: IngestSourceSpec,
-) -> list[Record]:
+) -> list[SampleRow]:
     """Every record one listed object yields; never raises for bad content."""
     if obj.problem is not None:  # listed with a reason, never read
         return [_unread(obj, settings, obj.problem, obj.detail or obj.problem)]

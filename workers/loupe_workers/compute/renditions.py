@@ -19,14 +19,14 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from loupe_api.dataset import DatasetStats
 from loupe_api.keys import blob_key, rendition_key
 from loupe_api.renditions import RenditionSpec
-from loupe_api.samples import Disposition
+from loupe_api.samples import Disposition, SampleRow
 from loupe_storage.store import ObjectStore
 from loupe_workers.compute.executor import (
     POOL_MIN_CPUS,
@@ -38,7 +38,6 @@ from loupe_workers.compute.executor import (
     pool_workers,
     ray_task_memory,
 )
-from loupe_workers.compute.process import Record
 from loupe_workers.media import decode
 from loupe_workers.media.renditions import render
 from loupe_workers.versioning.semver import SampleState
@@ -174,7 +173,7 @@ def execute(tasks: list[Task], blobs: ObjectStore, limits: Limits, executor: Exe
     return _run_tasks(tasks, blobs, limits)
 
 
-def _previous(rows: Iterable[Record]) -> dict[str, dict[str, Entry]]:
+def _previous(rows: Iterable[SampleRow]) -> dict[str, dict[str, Entry]]:
     """Entries recorded by earlier manifest rows, by source sha256."""
     out: dict[str, dict[str, Entry]] = {}
     for row in rows:
@@ -197,7 +196,7 @@ def ensure_renditions(
     *,
     executor: Executor,
     limits: Limits,
-    previous_rows: Iterable[Record] = (),
+    previous_rows: Iterable[SampleRow] = (),
     progress: Callable[[int], None] = lambda _: None,
 ) -> RenditionResult:
     """Every rendition of ``specs`` for every sha256 in ``shas``: carried, found, or computed."""
@@ -235,7 +234,7 @@ def ensure_renditions(
     return result
 
 
-def attach(rows: list[Record], result: RenditionResult, stats: DatasetStats) -> list[str]:
+def attach(rows: Sequence[SampleRow], result: RenditionResult, stats: DatasetStats) -> list[str]:
     """Write each accepted row's ``renditions`` column; quarantine the rows whose renditions failed
     (counted in ``stats``). Returns the sample ids no longer accepted."""
     removed: list[str] = []
@@ -255,9 +254,9 @@ def attach(rows: list[Record], result: RenditionResult, stats: DatasetStats) -> 
             split = row.get("split")
             if split and stats.splits.get(split):
                 stats.splits[split] -= 1
-            if row.get("flags"):  # counted among the accepted samples' flags by curation
+            if flags := row.get("flags"):  # counted among the accepted samples' flags by curation
                 stats.flagged -= 1
-                for flag in row["flags"]:
+                for flag in flags:
                     stats.flags[flag] = max(0, stats.flags.get(flag, 0) - 1)
             row["split"] = None
             removed.append(str(row["sample_id"]))
@@ -270,14 +269,14 @@ def attach(rows: list[Record], result: RenditionResult, stats: DatasetStats) -> 
 def run_stage(
     store: ObjectStore,
     specs: Mapping[str, RenditionSpec],
-    rows: list[Record],
+    rows: Sequence[SampleRow],
     stats: DatasetStats,
     states: dict[str, SampleState],
     *,
     executor: Executor,
     limits: Limits,
-    previous_rows: Iterable[Record],
-    state_of: Callable[[Record], SampleState],
+    previous_rows: Iterable[SampleRow],
+    state_of: Callable[[SampleRow], SampleState],
     phase: Callable[[str], None] = lambda _: None,
 ) -> RenditionResult:
     """The pipeline's rendition stage, after curation: the accepted rows get their ``renditions``,

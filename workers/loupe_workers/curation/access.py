@@ -33,7 +33,7 @@ from loupe_api.access import (
 )
 from loupe_api.dataset import DatasetSpec
 from loupe_api.ingest import IngestSourceSpec
-from loupe_api.samples import Disposition
+from loupe_api.samples import Disposition, SampleRow
 
 ACCESS_RULES: frozenset[str] = frozenset({USE_NOT_ALLOWED, CLASSIFICATION_ABOVE_MAXIMUM})
 
@@ -172,7 +172,7 @@ class AccessRules:
             if r.get("fail_reason") not in ACCESS_RULES and r.get("source") not in self.violations
         ]
 
-    def stats(self, rows: Iterable[Mapping[str, Any]]) -> AccessStats | None:
+    def stats(self, rows: Iterable[SampleRow]) -> AccessStats | None:
         """What the version record keeps: per source its rules and decision, and the samples it covered.
         None when no source declares a rule and the dataset declares nothing (nothing to record)."""
         if not self._declared():

@@ -18,7 +18,7 @@ from loupe_api.samples import DupKind
 from loupe_workers.curation.hamming import HashArray, connected_groups, cross_pairs, hamming_pairs, hex_to_u64
 from loupe_workers.media.decode import energy_above
 
-Record = dict[str, Any]
+Record = Mapping[str, Any]  # dedup only reads rows (the pipeline's are loupe_api.samples.CurationRow)
 Measures = dict[str, float]
 KeepMeasures = Callable[[Record], Measures | None]
 # geometric verification of two records: None if they do not show one photo, else the scale of the
@@ -476,6 +476,10 @@ def find_duplicates(
             lambda a, b: b in edges.get(a, {}),
             mirrored=spec.perceptual.transforms,  # the mirrored hash is one of the transforms
         )
+        # a verifier that decodes (geometry.Verifier) serves a record's two orientations from one decode
+        expect_mirrored = getattr(verify, "expect_mirrored", None)
+        if callable(expect_mirrored):
+            expect_mirrored({str(records[b]["sha256"]) for _, b, _, _, flip in candidates if flip})
         for a, b, d, _, flip in candidates:
             # a crop of a mirrored copy: the keypoints of b's mirror image must agree with a's
             scale = verify(records[a], {**records[b], "mirror": True} if flip else records[b])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,18 +24,18 @@ class GateOutcome:
 _LOW_CONTRAST_MAX_CLIPPED = 0.05
 
 
-def _below(record: dict[str, Any], measure: str, threshold: float) -> bool:
+def _below(record: Mapping[str, Any], measure: str, threshold: float) -> bool:
     """The stored measure is below the threshold (a row measured before the measure existed: no)."""
     value = record.get(measure)
     return value is not None and bool(value < threshold)
 
 
-def _above(record: dict[str, Any], measure: str, threshold: float) -> bool:
+def _above(record: Mapping[str, Any], measure: str, threshold: float) -> bool:
     value = record.get(measure)
     return value is not None and bool(value > threshold)
 
 
-def low_contrast(record: dict[str, Any], gate: LowContrastGate) -> bool:
+def low_contrast(record: Mapping[str, Any], gate: LowContrastGate) -> bool:
     """The tones are squeezed: a low contrast ratio, or a narrow tonal range with no true black (a
     squeezed darker scene keeps a fair ratio, but an under-exposed one keeps its blacks). A photo with
     more than 5 % blown out is over-exposed (or nearly), not low-contrast as well: blown-out highlights
@@ -47,7 +48,7 @@ def low_contrast(record: dict[str, Any], gate: LowContrastGate) -> bool:
     )
 
 
-def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str, str, str]]:
+def failed_gates(record: Mapping[str, Any], gates: QualityGates) -> list[tuple[str, str, str]]:
     """(gate, action, detail) for every gate the record fails, in a fixed order."""
     if record["status"] == Status.FAILED:
         reason = record["fail_reason"]
@@ -114,7 +115,7 @@ def failed_gates(record: dict[str, Any], gates: QualityGates) -> list[tuple[str,
     return out
 
 
-def evaluate(record: dict[str, Any], gates: QualityGates) -> GateOutcome:
+def evaluate(record: Mapping[str, Any], gates: QualityGates) -> GateOutcome:
     """Quarantine beats reject beats flag; the first failing gate of the strongest action decides."""
     failures = failed_gates(record, gates)
     for action, disposition in (("quarantine", Disposition.QUARANTINED), ("reject", Disposition.REJECTED)):

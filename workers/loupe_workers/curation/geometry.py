@@ -11,7 +11,7 @@ cross-photo pairs with a plausible scale reached at most 17 inliers, copies most
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,11 +75,21 @@ def match(a: Features, b: Features) -> Match:
     """Ratio-test matches from a to b and the inliers of a RANSAC similarity fitted to them."""
     if len(a.points) < 2 or len(b.points) < 2:
         return Match(0, 0, 0.0)
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-    pairs = matcher.knnMatch(a.descriptors, b.descriptors, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    good = _ratio_matches(a, b)
     if len(good) < 3:
         return Match(len(good), 0, 0.0)
+    return _fit(a, b, good)
+
+
+def _ratio_matches(a: Features, b: Features) -> list[Any]:
+    """The matches from a to b that pass Lowe's ratio test (cv2.DMatch)."""
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    pairs = matcher.knnMatch(a.descriptors, b.descriptors, k=2)
+    return [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+
+
+def _fit(a: Features, b: Features, good: list[Any]) -> Match:
+    """The RANSAC similarity of at least 3 ratio-test matches: its inliers and scale."""
     src = a.points[[m.queryIdx for m in good]]
     dst = b.points[[m.trainIdx for m in good]]
     threshold = max(1.0, RANSAC_THRESHOLD * min(a.side, b.side))
@@ -97,7 +107,14 @@ def verified(
 ) -> float | None:
     """If b shows the same photo as a up to a similarity transform (crop, rotation, resize), that
     transform's scale (above 1: b shows a part of a, as a crop does); None if it does not."""
-    found = match(a, b)
+    if min(len(a.points), len(b.points)) < 2:
+        return None
+    good = _ratio_matches(a, b)
+    # inliers are a subset of the ratio-test matches: too few of those fail the rule before RANSAC
+    # (most pairs of two different photos), with the result match() would have led to
+    if len(good) < max(min_inliers, 3):
+        return None
+    found = _fit(a, b, good)
     if found.inliers >= min_inliers and found.ratio >= min_ratio and MIN_SCALE <= found.scale <= MAX_SCALE:
         return found.scale
     return None
@@ -127,12 +144,20 @@ class Verifier:
         self.min_inliers = min_inliers
         self.min_ratio = min_ratio
         self.cache: dict[str, Features | None] = {}
+        self.mirrored: set[str] = set()  # blobs whose mirror image will be asked for too
         self.checked = 0
+
+    def expect_mirrored(self, shas: Iterable[str]) -> None:
+        """Blobs that will be verified mirrored too (dedup.find_duplicates says so before it verifies):
+        their one decode serves both orientations, where each would otherwise decode the blob again."""
+        self.mirrored.update(shas)
 
     def features_of(self, sha256: str, mirror: bool = False) -> Features | None:
         """ORB features of the blob (or of its mirror image: ORB descriptors are not mirror-invariant)."""
         key = f"{sha256}:mirror" if mirror else sha256
         if key not in self.cache:
+            both = sha256 in self.mirrored
+            keys = (sha256, f"{sha256}:mirror") if both else (key,)
             try:
                 decoded = media.decode_reduced(
                     self.load(sha256),
@@ -143,9 +168,13 @@ class Verifier:
                 grey = np.asarray(
                     metrics.trim_border(decoded.image.convert("L")), dtype=np.uint8
                 )  # as hashed
-                self.cache[key] = features(np.ascontiguousarray(grey[:, ::-1]) if mirror else grey)
+                for each in keys:
+                    if each not in self.cache:
+                        turned = each.endswith(":mirror")
+                        self.cache[each] = features(np.ascontiguousarray(grey[:, ::-1]) if turned else grey)
             except Exception:  # ImageRejected, a missing blob, whatever a hostile file triggers
-                self.cache[key] = None
+                for each in keys:
+                    self.cache.setdefault(each, None)
         return self.cache[key]
 
     def __call__(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from loupe_api.samples import SampleRow
+
 FloatArray = npt.NDArray[np.float32]
 EXACT_LIMIT = 20_000  # up to this many samples the neighbours are exact (n^2 d work); above, HNSW
 MIN_REACH = 3  # a small class's members are still judged by 3 neighbours, not by their single nearest
@@ -284,7 +286,7 @@ def rank(*found: Sequence[LabelErrorCandidate], limit: int) -> list[LabelErrorCa
 
 
 def in_rows(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[SampleRow],
     vectors: Mapping[str, FloatArray],
     *,
     k: int,
@@ -311,7 +313,7 @@ def in_rows(
 
 
 def from_predictions(
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[SampleRow],
     predictions: Mapping[str, tuple[str, float]],
     *,
     min_score: float,

@@ -46,7 +46,7 @@ from loupe_api.label_qa import (
     SetAccuracy,
 )
 from loupe_api.labels import LabelsSpec
-from loupe_api.samples import LEFT_OUT, Disposition, LabelConsensus
+from loupe_api.samples import LEFT_OUT, Disposition, LabelConsensus, SampleRow
 
 LabelDict = dict[str, Any]  # {"label": str | None, "boxes": [{"class": ..., "bbox": [...], ...}]}
 Sets = Mapping[str, LabelDict]
@@ -373,7 +373,7 @@ class Reconciled:
     refusal: str | None = None
     disputed: set[str] = field(default_factory=set)  # sha256 of content to review (not settled by golden)
 
-    def settle(self, rows: list[dict[str, Any]]) -> LabelQaCounts | None:
+    def settle(self, rows: Iterable[SampleRow]) -> LabelQaCounts | None:
         """Count the disagreements among the rows curation accepted (the review queue holds those), and
         give the counts the Dataset status carries."""
         if self.stats is None:
@@ -406,7 +406,7 @@ def _row_labels(row: Mapping[str, Any]) -> LabelDict:
     return json.loads(row["labels"]) if row.get("labels") else {"label": None, "boxes": []}
 
 
-def _label_sets(members: list[dict[str, Any]]) -> dict[str, LabelDict]:
+def _label_sets(members: Sequence[SampleRow]) -> dict[str, LabelDict]:
     """The label sets of one content: one per source, its first copy's (by key), empty ones left out."""
     sets: dict[str, LabelDict] = {}
     for row in sorted(members, key=lambda r: (str(r["source"]), str(r["key"]))):
@@ -463,7 +463,7 @@ class _Gathered:
     def __post_init__(self) -> None:
         self.boxes = BoxTally(self.threshold)
 
-    def add(self, members: list[dict[str, Any]]) -> None:
+    def add(self, members: Sequence[SampleRow]) -> None:
         """Count one content and give its rows the consensus of its label sets (two or more)."""
         sets = _label_sets(members)
         if not sets:
@@ -519,7 +519,7 @@ class _Gathered:
         )
 
 
-def reconcile(rows: list[dict[str, Any]], spec: LabelsSpec) -> Reconciled:
+def reconcile(rows: Iterable[SampleRow], spec: LabelsSpec) -> Reconciled:
     """Give every row whose bytes two or more sources label the consensus of their label sets.
 
     ``rows``: a run's manifest rows (``source``, ``sha256``, ``key``, ``labels`` JSON in the dataset's
@@ -530,7 +530,7 @@ def reconcile(rows: list[dict[str, Any]], spec: LabelsSpec) -> Reconciled:
     again among the rows curation finally accepts: those the review queue lists). With
     ``spec.minAgreement`` the refusal says why the version must not be committed.
     """
-    by_content: dict[str, list[dict[str, Any]]] = {}
+    by_content: dict[str, list[SampleRow]] = {}
     for row in rows:
         by_content.setdefault(str(row["sha256"]), []).append(row)
     gathered = _Gathered(Golden.of(spec), spec.box_iou or DEFAULT_IOU)

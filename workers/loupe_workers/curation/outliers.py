@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,7 @@ import numpy as np
 
 from loupe_api.dataset import DatasetStats, QualityGates
 from loupe_api.outliers import STRATA_REPORTED, RelativeGate, RelativeGateStats, StratumStats
-from loupe_api.samples import RELATIVE_PREFIX, Disposition, Flag, Gate
+from loupe_api.samples import RELATIVE_PREFIX, Disposition, Flag, Gate, SampleRow
 
 MAD_TO_Z = 0.6745  # the MAD of a normal distribution is 0.6745 sigma
 MEAN_AD_TO_SIGMA = 1.253314  # sqrt(pi / 2): the mean absolute deviation of a normal is 0.7979 sigma
@@ -141,7 +141,7 @@ def is_outlier(value: float, limit: Limit, measure: Measure) -> bool:
     return value < limit.threshold if measure.below else value > limit.threshold
 
 
-def stratum_key(record: dict[str, Any], by: str) -> str | None:
+def stratum_key(record: Mapping[str, Any], by: str) -> str | None:
     """The record's value for a stratum key (None: it has none). ``camera`` is EXIF make and model from
     the stored EXIF (present whatever the source's metadata settings)."""
     if by == "source":
@@ -173,7 +173,7 @@ def _json_object(text: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _measure_of(record: dict[str, Any], gate: str, measure: Measure) -> float | None:
+def _measure_of(record: Mapping[str, Any], gate: str, measure: Measure) -> float | None:
     value = record.get(measure.column)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -210,7 +210,7 @@ def relative_gates(gates: QualityGates) -> list[tuple[str, RelativeGate]]:
 
 
 def judge(
-    records: Sequence[dict[str, Any]], gates: QualityGates, published: Sequence[bool] | None = None
+    records: Sequence[SampleRow], gates: QualityGates, published: Sequence[bool] | None = None
 ) -> Judgement:
     """Judge every record against its stratum, for every relative gate.
 
@@ -293,7 +293,7 @@ def _round(value: float) -> float:
 
 
 def apply(
-    rows: list[dict[str, Any]], candidates: list[int], judgement: Judgement, stats: DatasetStats
+    rows: Sequence[SampleRow], candidates: list[int], judgement: Judgement, stats: DatasetStats
 ) -> list[int]:
     """Write the verdicts of ``judge`` (made on ``[rows[i] for i in candidates]``) into the rows: flags
     ``relative:GATE``; a new sample with a reject or quarantine verdict leaves (quarantine beats reject,

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from loupe_api.dataset import FACE_SCORE_FLOOR, PLATE_VOTES_FLOOR, PrivacySpec
-from loupe_api.samples import PRIVACY_PREFIX, RESTRICTED_PREFIX, Disposition, Flag
+from loupe_api.samples import PRIVACY_PREFIX, RESTRICTED_PREFIX, Disposition, Flag, SampleRow
 from loupe_workers.curation.gates import GateOutcome
 from loupe_workers.media import decode as media
 from loupe_workers.storage.packaged import ModelError, PackagedFile, cache_dir, fetch_packaged_file
@@ -299,7 +299,7 @@ def detect_bytes(
 
 def record_fields(
     data: bytes, run: Detectors | None, *, max_pixels: int, memory_limit: int = media.DEFAULT_MEMORY_LIMIT
-) -> dict[str, Any]:
+) -> SampleRow:
     """The processing record's ``privacy`` field (JSON), or nothing when privacy is off."""
     if run is None:
         return {}
@@ -316,7 +316,7 @@ class PrivacyHit:
     detail: str
 
 
-def decide(row: Mapping[str, Any], spec: PrivacySpec) -> list[PrivacyHit]:
+def decide(row: SampleRow, spec: PrivacySpec) -> list[PrivacyHit]:
     """What the spec does with a sample's stored findings: one hit per kind found at its threshold."""
     findings = PrivacyFindings.from_json(row.get("privacy"))
     if findings is None or not spec.active():
@@ -340,7 +340,7 @@ def decide(row: Mapping[str, Any], spec: PrivacySpec) -> list[PrivacyHit]:
     return hits
 
 
-def apply(outcome: GateOutcome, row: Mapping[str, Any], spec: PrivacySpec) -> GateOutcome:
+def apply(outcome: GateOutcome, row: SampleRow, spec: PrivacySpec) -> GateOutcome:
     """The gate outcome with privacy applied: reject decides like a reject gate; flag adds
     ``privacy:<kind>``; restrict adds ``restricted:<kind>``. Samples already left out stay so."""
     if outcome.disposition != Disposition.ACCEPTED:
@@ -369,7 +369,7 @@ def exportable(rows: Iterable[Mapping[str, Any]], allow_restricted: bool = False
     ]
 
 
-def counts(rows: Iterable[Mapping[str, Any]], spec: PrivacySpec) -> dict[str, int]:
+def counts(rows: Iterable[SampleRow], spec: PrivacySpec) -> dict[str, int]:
     """Status counts: samples with a face / plate at the spec's thresholds (kept or rejected for
     privacy), restricted samples, and samples rejected for privacy. Empty when privacy is off."""
     if not spec.active():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +17,12 @@ import pyarrow as pa
 
 from loupe_api import keys
 from loupe_api.label_qa import DISAGREEMENT
-from loupe_api.samples import LabelConsensus
+from loupe_api.samples import LabelConsensus, SampleRow
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore
 from loupe_workers.curation import label_errors, label_qa
 from loupe_workers.storage import manifest
+from loupe_workers.storage.rows import read_version_samples
 from loupe_workers.versioning.versions import read_version
 
 WEIGHTS = {"uncertainty": 0.4, "disagreement": 0.4, "uniqueness": 0.2}
@@ -82,12 +84,12 @@ def parse_predictions(text: str, name: str) -> list[Prediction]:
 def import_predictions(store: ObjectStore, dataset: str, version: str, predictions: list[Prediction]) -> int:
     """Match predictions to the version's samples (by id, sha256, key or URI) and store them; returns matches."""
     record = read_version(store, dataset, version)
-    rows = manifest.read_version_rows(store, record)
+    rows = read_version_samples(store, record)
     lookup: dict[str, str] = {}
     for r in rows:
-        for name in ("sample_id", "sha256", "key", "uri"):
-            if r.get(name):
-                lookup.setdefault(str(r[name]), r["sample_id"])
+        for value in (r.get("sample_id"), r.get("sha256"), r.get("key"), r.get("uri")):
+            if value:
+                lookup.setdefault(str(value), r["sample_id"])
     matched = [(lookup[p.sample], p) for p in predictions if p.sample in lookup]
     if not matched:
         raise PredictionError(
@@ -101,14 +103,14 @@ def import_predictions(store: ObjectStore, dataset: str, version: str, predictio
 
 
 def _uniqueness(
-    rows: list[dict[str, Any]], vectors: dict[str, npt.NDArray[np.float32]] | None
+    rows: Sequence[SampleRow], vectors: dict[str, npt.NDArray[np.float32]] | None
 ) -> dict[str, float]:
     """1 - similarity to the nearest other sample: embeddings when there are some, else the perceptual hash."""
     if vectors and all(r["sha256"] in vectors for r in rows) and len(rows) > 1:
         # the label-error neighbour search: blocked, not an n x n similarity matrix in memory
         sims, _ = label_errors.nearest(np.stack([vectors[r["sha256"]] for r in rows]), 1)
         return {r["sample_id"]: float(np.clip(1 - sims[i, 0], 0, 1)) for i, r in enumerate(rows)}
-    hashes = [int(r["hash"], 16) if r.get("hash") else None for r in rows]
+    hashes = [int(h, 16) if (h := r.get("hash")) else None for r in rows]
     out = {}
     for i, r in enumerate(rows):
         mine = hashes[i]
@@ -126,7 +128,7 @@ def review_queue(
 ) -> list[QueueItem]:
     """The version's predicted samples and samples whose label sets disagree, most worth reviewing first."""
     record = read_version(store, dataset, version)
-    rows = manifest.read_version_rows(store, record)
+    rows = read_version_samples(store, record)
     disputed = _label_disagreements(rows)
     try:
         predicted = {p["sample_id"]: p for p in manifest.read_rows(store, predictions_key(dataset, version))}
@@ -208,8 +210,8 @@ def read_label_errors(store: ObjectStore, record: VersionRecord) -> list[label_e
 
 
 def _label_error_items(
-    store: ObjectStore, record: VersionRecord, rows: list[dict[str, Any]], predicted: dict[str, Any]
-) -> list[tuple[dict[str, Any], label_errors.LabelErrorCandidate]]:
+    store: ObjectStore, record: VersionRecord, rows: Sequence[SampleRow], predicted: dict[str, Any]
+) -> list[tuple[SampleRow, label_errors.LabelErrorCandidate]]:
     """spec.labels.errors: the run's neighbour candidates, with confident learning over the imported
     predictions when there are some, ranked and cut to maxCandidates."""
     errors = record.stats.label_errors
@@ -224,14 +226,15 @@ def _label_error_items(
     return [(by_id[c.sample_id], c) for c in ranked if c.sample_id in by_id]
 
 
-def _label_disagreements(rows: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
+def _label_disagreements(rows: Sequence[SampleRow]) -> dict[str, tuple[float, str]]:
     """Per sample whose label sets disagree (classes or boxes): its score (1 - support, at least 0.5
     when there is no consensus class) and the reason shown."""
     out: dict[str, tuple[float, str]] = {}
     for r in rows:
-        if not r.get("label_sets") or r.get("label_consensus") == LabelConsensus.GOLDEN:  # golden settled it
+        text = r.get("label_sets")
+        if not text or r.get("label_consensus") == LabelConsensus.GOLDEN:  # golden settled it
             continue
-        sets = json.loads(r["label_sets"])
+        sets = json.loads(text)
         found = label_qa.consensus(sets, width=r.get("width"), height=r.get("height"))
         if not found.disagree:
             continue

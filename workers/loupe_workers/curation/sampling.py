@@ -26,17 +26,18 @@ import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from loupe_api.samples import Disposition
+from loupe_api.samples import Disposition, SampleRow
 from loupe_api.sampling import GROUPS_REPORTED, SAMPLING_REASON, SamplingGroup, SamplingSpec, SamplingSummary
 from loupe_workers.curation import label_errors
 from loupe_workers.curation.outliers import stratum_key
 
-Row = Mapping[str, Any]
+Row = Mapping[str, Any]  # a row read (shared with export rows)
+R = TypeVar("R", bound=SampleRow)  # a manifest row sampling marks, handed back in its own type
 Vectors = npt.NDArray[np.float32]
 UNIQUENESS_WEIGHTS = (0.6, 0.3, 0.1)  # FiftyOne brain: nearest neighbour counts most
 CHUNK_ROWS = 8192  # rows per block of the sticky-set similarity product (bounded memory)
@@ -346,7 +347,7 @@ def coverage_radius(vectors: npt.ArrayLike, selected: Sequence[int]) -> float:
     return float(np.clip(1.0 - nearest.min(), 0.0, 2.0))
 
 
-def leave_out(row: dict[str, Any], detail: str) -> None:
+def leave_out(row: SampleRow, detail: str) -> None:
     """Mark a candidate row as left out by sampling: a rejected row, kept for "to label next"."""
     row["disposition"], row["reason"], row["detail"] = Disposition.REJECTED, SAMPLING_REASON, detail
     row["split"] = None
@@ -420,8 +421,8 @@ class Sampler:
     predictions: Sequence[Predicted] = ()
 
     def apply(
-        self, groups: list[list[dict[str, Any]]], previous: Mapping[str, Row], rejected: dict[str, int]
-    ) -> tuple[list[list[dict[str, Any]]], SamplingSummary]:
+        self, groups: list[list[R]], previous: Mapping[str, Row], rejected: dict[str, int]
+    ) -> tuple[list[list[R]], SamplingSummary]:
         """Select among the kept rows of ``groups`` (duplicate groups, copies already dropped); the others
         are left out (rejected, reason sampling, counted in ``rejected``). ``previous``: the parent's
         rows by sample id. Returns the groups of selected rows and the summary."""

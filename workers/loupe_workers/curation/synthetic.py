@@ -17,12 +17,12 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from loupe_api.dataset import DatasetStats
-from loupe_api.samples import Disposition
+from loupe_api.samples import Disposition, SampleRow
 from loupe_api.synthetic import (
     CAP_REASON,
     EVAL_REASON,
@@ -33,7 +33,8 @@ from loupe_api.synthetic import (
 )
 from loupe_workers.curation.splits import SplitUnit, assign_splits
 
-Row = dict[str, Any]
+Row = Mapping[str, Any]  # a row read (manifest rows, and the measures gap_rows keeps)
+R = TypeVar("R", bound=SampleRow)  # a manifest row marked here, handed back in its own type
 TRUE_VALUES = frozenset({"true", "yes", "on", "1", "synthetic"})
 MIN_COMPARED = 8  # fewer samples on either side: no gap is judged (too few to tell from chance)
 KS_ALPHA = 0.001  # per measure; seven metrics and labels are tested, so chance alarms stay rare
@@ -63,7 +64,7 @@ def synthetic_allowance(real: int, max_ratio: float | None) -> int | None:
     return max(allowed, 0)
 
 
-def cap(accepted: Sequence[Row], spec: SyntheticSpec, seed: int, published: set[str]) -> list[Row]:
+def cap(accepted: Sequence[R], spec: SyntheticSpec, seed: int, published: set[str]) -> list[R]:
     """The synthetic rows that ``maxRatio`` leaves out (already marked rejected, reason synthetic_cap).
 
     Published synthetic samples rank first (an append never drops one while the cap allows it), then by a
@@ -117,9 +118,9 @@ def assign(
     return assignment, leaving
 
 
-def leave_eval(rows: Iterable[Row], leaving: set[str], split_of: Mapping[str, str]) -> list[Row]:
+def leave_eval(rows: Iterable[R], leaving: set[str], split_of: Mapping[str, str]) -> list[R]:
     """Mark the synthetic members of val/test groups rejected (reason synthetic_in_eval)."""
-    left: list[Row] = []
+    left: list[R] = []
     for row in rows:
         if row["sample_id"] in leaving and row.get("disposition") == Disposition.ACCEPTED:
             row["disposition"], row["reason"] = Disposition.REJECTED, EVAL_REASON
@@ -137,8 +138,8 @@ def _count_rejected(stats: DatasetStats, reason: str, count: int) -> None:
 
 
 def cap_groups(
-    groups: list[list[Row]], spec: SyntheticSpec, seed: int, published: set[str], stats: DatasetStats
-) -> list[list[Row]]:
+    groups: list[list[R]], spec: SyntheticSpec, seed: int, published: set[str], stats: DatasetStats
+) -> list[list[R]]:
     """The kept groups (each the kept rows of one near-duplicate group) after ``maxRatio``, counting
     what it left out."""
     left = cap([row for members in groups for row in members], spec, seed, published)
@@ -151,7 +152,7 @@ def cap_groups(
 
 
 def split(
-    groups: list[list[Row]],
+    groups: Sequence[Sequence[SampleRow]],
     units: list[SplitUnit],
     ratios: dict[str, float],
     seed: int,
@@ -168,10 +169,10 @@ def split(
     return assignment
 
 
-def real_and_synthetic(rows: Iterable[Row]) -> tuple[list[Row], list[Row]]:
+def real_and_synthetic(rows: Iterable[R]) -> tuple[list[R], list[R]]:
     """The real rows and the synthetic rows (rows of manifests written before the column are real)."""
-    real: list[Row] = []
-    fake: list[Row] = []
+    real: list[R] = []
+    fake: list[R] = []
     for row in rows:
         (fake if row.get("synthetic") else real).append(row)
     return real, fake

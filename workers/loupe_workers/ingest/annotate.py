@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from loupe_api.ingest import IngestSourceSpec, LabelImport
+from loupe_api.samples import SampleRow
 from loupe_storage.store import ObjectStore
 
 
@@ -32,15 +33,15 @@ def path_pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{out}$")
 
 
-def sample_metadata(record: dict[str, Any], spec: IngestSourceSpec) -> dict[str, str]:
+def sample_metadata(record: SampleRow, spec: IngestSourceSpec) -> dict[str, str]:
     """Static fields, then fields parsed from the key, then EXIF, then frame fields."""
     meta: dict[str, str] = dict(spec.metadata.static)
     if spec.metadata.path_pattern:
         match = path_pattern_regex(spec.metadata.path_pattern).match(record["key"])
         if match:
             meta.update({k: v for k, v in match.groupdict().items() if v is not None})
-    if spec.metadata.exif and record.get("exif"):
-        meta.update({k: str(v) for k, v in json.loads(record["exif"]).items()})
+    if spec.metadata.exif and (exif := record.get("exif")):
+        meta.update({k: str(v) for k, v in json.loads(exif).items()})
     if record.get("media") == "frame":
         meta["frame_index"] = str(record["frame_index"])
         meta["frame_time"] = f"{record['frame_time']:.3f}"

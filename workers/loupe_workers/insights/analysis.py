@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy.typing as npt
 from loupe_api.dataset import DriftSpec, DriftSummary, HealthSpec, HealthSummary
 from loupe_api.samples import Disposition
 
-Row = dict[str, Any]
+Row = Mapping[str, Any]  # a row read: a manifest row (loupe_api.samples.SampleRow) or synthetic.gap_rows'
 QUALITY_METRICS = ("sharpness", "brightness_p99", "brightness_p5", "clipped", "contrast", "noise", "entropy")
 MAX_GAPS_IN_STATUS = 10
 _EPSILON = 1e-4  # PSI of an empty bin would be infinite: floor the proportions

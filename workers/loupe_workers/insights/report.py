@@ -9,21 +9,21 @@ import base64
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from loupe_api.dataset import DatasetSpec, DriftSummary
-from loupe_api.samples import LEFT_OUT, Disposition
+from loupe_api.samples import LEFT_OUT, Disposition, SampleRow
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore, blob_key
 from loupe_workers.curation import label_qa, sampling, synthetic
 from loupe_workers.curation.review import read_label_errors
 from loupe_workers.insights import analysis
 from loupe_workers.media import decode as media
-from loupe_workers.storage import manifest
+from loupe_workers.storage.rows import read_version_samples
 from loupe_workers.versioning.versions import read_version
 
 PALETTE = (
@@ -136,7 +136,7 @@ def _placeholder(reason: str, detail: str) -> str:
     return f'<div class="noimg" data-reason="{_esc(reason)}" title="{_esc(detail)}">not shown: {_esc(reason)}</div>'
 
 
-def _thumbnail(store: ObjectStore, row: dict[str, Any], max_pixels: int, memory_limit: int) -> str:
+def _thumbnail(store: ObjectStore, row: SampleRow, max_pixels: int, memory_limit: int) -> str:
     """A 128 px thumbnail through the same guarded reduced decode as processing: a bomb or a corrupt
     file (that is often why it was left out) shows a placeholder with the reason instead."""
     try:
@@ -155,7 +155,7 @@ def _thumbnail(store: ObjectStore, row: dict[str, Any], max_pixels: int, memory_
     return f'<img alt="{_esc(str(row.get("key")))}" src="data:image/jpeg;base64,{base64.b64encode(out.getvalue()).decode()}">'
 
 
-def _gallery(store: ObjectStore, rows: Sequence[dict[str, Any]], spec: DatasetSpec) -> str:
+def _gallery(store: ObjectStore, rows: Sequence[SampleRow], spec: DatasetSpec) -> str:
     """The first THUMBNAILS rows, with how many there are in all ("12 of 40 shown")."""
     if not rows:
         return '<p class="empty">none</p>'
@@ -185,8 +185,13 @@ ul.gaps li{color:#b42318}.empty{color:#888}table{border-collapse:collapse}td,th{
 """
 
 
+def _quality_metrics(row: Mapping[str, Any]) -> list[float]:
+    """The quality measures of a row that has them all, in ``analysis.QUALITY_METRICS`` order."""
+    return [float(row[m]) for m in analysis.QUALITY_METRICS]
+
+
 def _figures(
-    store: ObjectStore, record: VersionRecord, accepted: list[dict[str, Any]], others: list[dict[str, Any]],
+    store: ObjectStore, record: VersionRecord, accepted: list[SampleRow], others: list[SampleRow],
     spec: DatasetSpec, vectors: dict[str, npt.NDArray[np.float32]] | None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, DriftSummary | None]:  # fmt: skip
     """Health and drift figures: those the run stored with the version, else (older versions) computed now."""
@@ -196,7 +201,7 @@ def _figures(
         return stored["health"], drift, record.drift
     reference = spec.drift.reference_version or record.parent
     parent_rows = (
-        manifest.read_version_rows(store, read_version(store, record.dataset, reference)) if reference else []
+        read_version_samples(store, read_version(store, record.dataset, reference)) if reference else []
     )
     _, health = analysis.health(accepted, others, parent_rows, spec.health)
     if not reference:
@@ -214,8 +219,8 @@ def build_report(
     """The HTML page of one version (``vectors``: embeddings by sha256 for the map; else quality features)."""
     spec = spec or DatasetSpec.model_validate({"sources": [{"name": "_"}]})
     record: VersionRecord = read_version(store, dataset, version)
-    accepted = manifest.read_version_rows(store, record)
-    others = manifest.read_version_rows(store, record, "rejected")
+    accepted = read_version_samples(store, record)
+    others = read_version_samples(store, record, "rejected")
     health, drift, drift_summary = _figures(store, record, accepted, others, spec, vectors)
     reference = drift_summary.reference if drift_summary is not None else None
     stats = record.stats
@@ -240,7 +245,7 @@ def build_report(
     else:
         mapped = [r for r in accepted if all(r.get(m) is not None for m in analysis.QUALITY_METRICS)]
         features = (
-            np.array([[float(r[m]) for m in analysis.QUALITY_METRICS] for r in mapped])
+            np.array([_quality_metrics(r) for r in mapped])
             if mapped
             else np.zeros((0, len(analysis.QUALITY_METRICS)))
         )
@@ -292,7 +297,7 @@ def build_report(
     errors_html = ""
     if stats.label_errors is not None:  # spec.labels.errors: the candidates, highest score first
         by_id = {r["sample_id"]: r for r in accepted}
-        found = [{**by_id[c.sample_id], "reason": f"{c.label} -> {c.suggested} ({c.score:.2f})"}
+        found: list[SampleRow] = [{**by_id[c.sample_id], "reason": f"{c.label} -> {c.suggested} ({c.score:.2f})"}
                  for c in read_label_errors(store, record) if c.sample_id in by_id]  # fmt: skip
         errors_html = (f'<section class="wide" id="label-errors" data-candidates="{len(found)}"><h2>Label-error '
                        f"candidates ({len(found)})</h2>{_gallery(store, found, spec)}</section>")  # fmt: skip

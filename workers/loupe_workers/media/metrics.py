@@ -254,13 +254,21 @@ GRAIN_SCALE_RATIO = 1.4
 TEXTURE_SHARE = 0.1
 
 
-def fine_noise(detail: U8Array, grey_photo: bool = False, e1: float | None = None) -> float:
+def fine_noise(
+    detail: U8Array, grey_photo: bool = False, e1: float | None = None, reduced: bool = False
+) -> float:
     """Grain at native resolution (sigma on the 0-255 scale of the detail image): :func:`noise_sigma` in
     the flattest blocks, e1, if the image halved (2 x 2 means) reads below GRAIN_SCALE_RATIO x e1, e2:
     grain halves when halved, fine texture (lichen, gravel, leaves at the photo's own pixels) does not.
     Otherwise the reading is texture, and a tenth of it (TEXTURE_SHARE) is kept. A grey photo (a texture
     such as gravel fills it) is always told by scale: white noise halves and texture mostly does not, so
-    sqrt(4/3 (e1^2 - e2^2)). ``e1``: the full-scale estimate if already measured."""
+    sqrt(4/3 (e1^2 - e2^2)), the part that halves. ``e1``: the full-scale estimate if already measured.
+
+    ``reduced``: ``detail`` is a JPEG reduced by 2 or more (DCT scaling), and is told by scale alone as
+    a grey photo is. At the photo's own pixels JPEG has quantized away the finest part of the grain, so a
+    grainy photo's e2 / e1 reaches 1.5 and only the threshold above tells it; reduced by 2, what is left
+    of the grain is white again (e2 / e1 0.55-0.6 at sigma 5), and fine texture that the threshold let
+    through (gravel filling a 2560 px frame: 1.1-1.3) is taken out by the formula."""
     import cv2
 
     e1 = noise_sigma(detail) if e1 is None else e1
@@ -270,7 +278,7 @@ def fine_noise(detail: U8Array, grey_photo: bool = False, e1: float | None = Non
     # 2 x 2 means (OpenCV's area reduction by exactly 2: a tenth of a millisecond a megapixel)
     half = cv2.resize(np.ascontiguousarray(detail[:h, :w]), (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     e2 = noise_sigma(np.asarray(half, np.uint8))
-    if grey_photo:
+    if grey_photo or reduced:
         return math.sqrt(max(0.0, 4 / 3 * (e1**2 - e2**2)))
     return e1 if e2 < GRAIN_SCALE_RATIO * e1 else TEXTURE_SHARE * e1
 

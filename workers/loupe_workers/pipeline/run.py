@@ -7,22 +7,22 @@ import hashlib
 import json
 import posixpath
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from loupe_api.dataset import DatasetSpec, DatasetStats, DriftSpec, DriftSummary, HealthSummary
 from loupe_api.ingest import IngestSourceSpec
 from loupe_api.jobs import RunRequest, RunResult
-from loupe_api.keys import label_errors_key, run_prefix
+from loupe_api.keys import inputs_seen_key, label_errors_key, run_prefix
 from loupe_api.label_qa import AGREEMENT_REASON, LabelQaStats
 from loupe_api.labels import LabelErrorStats
 from loupe_api.listing import matches_any, media_kind
 from loupe_api.outliers import RelativeGateStats
-from loupe_api.samples import Disposition, DupKind, Status
+from loupe_api.samples import CurationRow, Disposition, DupKind, SampleRow, Status
 from loupe_api.sampling import SamplingSummary
 from loupe_api.synthetic import SyntheticSpec, SyntheticSummary
 from loupe_api.versions import VersionChange, VersionRecord
@@ -30,7 +30,7 @@ from loupe_storage.store import ObjectInfo, ObjectStore, StoreError, blob_key, o
 from loupe_storage.versions import commit_version, latest_version
 from loupe_workers.compute import renditions
 from loupe_workers.compute.executor import AutoExecutor, Executor, InlineExecutor, RayExecutor
-from loupe_workers.compute.process import ProcessSettings, Record
+from loupe_workers.compute.process import ProcessSettings
 from loupe_workers.curation import (
     access,
     gates,
@@ -41,13 +41,13 @@ from loupe_workers.curation import (
     privacy,
     synthetic,
 )
-from loupe_workers.curation.dedup import DuplicateInfo, KeepMeasures, Verify, find_duplicates
+from loupe_workers.curation.dedup import DuplicateInfo, Measures, Verify, find_duplicates
 from loupe_workers.curation.review import PredictionError, label_errors_bytes, parse_predictions
 from loupe_workers.curation.sampling import Sampler, SamplingError, to_label_change
 from loupe_workers.curation.splits import SplitUnit
 from loupe_workers.curation.taxonomy import UNMAPPED_REASON, Tally, Taxonomy, drop_detail
 from loupe_workers.embedding import ann, embed
-from loupe_workers.embedding.models import model_id as embedding_model_id
+from loupe_workers.embedding.models import model_bytes, model_spec
 from loupe_workers.ingest import annotate
 from loupe_workers.ingest.sources import (
     ListedObject,
@@ -58,8 +58,9 @@ from loupe_workers.ingest.sources import (
 )
 from loupe_workers.insights import analysis
 from loupe_workers.media import decode as media
-from loupe_workers.storage import manifest
+from loupe_workers.storage import changes, manifest
 from loupe_workers.storage.leases import CollectionInProgress, run_lease
+from loupe_workers.storage.rows import read_version_samples
 from loupe_workers.versioning.retention import expire, retention_plan
 from loupe_workers.versioning.semver import SampleState, decide, next_version
 from loupe_workers.versioning.tiers import apply_tiers
@@ -83,7 +84,10 @@ class RunError(RuntimeError):
 
 
 def check_shrink(
-    previous_rows: list[Record], listed: list[ListedObject], sources: list[str], max_removed_fraction: float
+    previous_rows: list[SampleRow],
+    listed: list[ListedObject],
+    sources: list[str],
+    max_removed_fraction: float,
 ) -> str | None:
     """Why a listing that lost too much of what the current version was built from looks wrong, or None.
 
@@ -116,7 +120,7 @@ class RunEvents:
 
 @dataclass
 class Curated:
-    rows: list[Record]
+    rows: list[CurationRow]
     stats: DatasetStats
     states: dict[str, SampleState] = field(default_factory=dict)
     outliers: list[RelativeGateStats] = field(default_factory=list)  # stratum statistics of relative gates
@@ -156,32 +160,52 @@ def spec_digest(spec: DatasetSpec, sources: dict[str, IngestSourceSpec]) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
-def _content_digest(rows: list[Record]) -> str:
+def _content_digest(rows: Sequence[SampleRow]) -> str:
     digest = hashlib.sha256()
     for row in sorted(rows, key=lambda r: r["sample_id"]):
         digest.update(f"{row['sample_id']}\0{row['labels']}\0{row['split']}\n".encode())
     return digest.hexdigest()
 
 
-def _derived_digest(row: Record) -> str:
+def _derived_digest(row: SampleRow) -> str:
     # label_sets: a label set that changes no consensus label still changes the manifest (PATCH)
-    fields = ("metadata", "flags", "dup_group", "uri", "pixel_sha256", "sharpness", "noise", "entropy",
-              "renditions", "label_sets")  # fmt: skip
-    return hashlib.sha256(json.dumps([row.get(f) for f in fields], sort_keys=True).encode()).hexdigest()[:16]
+    fields = [row.get("metadata"), row.get("flags"), row.get("dup_group"), row.get("uri"),
+              row.get("pixel_sha256"), row.get("sharpness"), row.get("noise"), row.get("entropy"),
+              row.get("renditions"), row.get("label_sets")]  # fmt: skip
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-EmbeddingPairs = Callable[[list[Record]], list[tuple[int, int]]]
+def _state(row: SampleRow) -> SampleState:
+    """What semver compares of an accepted row."""
+    return SampleState(row["labels"], row["split"], _derived_digest(row))
+
+
+EmbeddingPairs = Callable[[Sequence[SampleRow]], list[tuple[int, int]]]
+KeepMeasures = Callable[[SampleRow], Measures | None]  # may store the measures in the row
+T = TypeVar("T")
+
+
+def _own(call: Callable[[SampleRow], T]) -> Callable[[Mapping[str, Any]], T]:
+    """A row callback for dedup, which types rows as read-only mappings and hands its callbacks the rows
+    it was given: the pipeline's own rows, which the callback may update (pixel digests, keep measures)."""
+    return lambda row: call(cast(SampleRow, row))
+
+
+def _processing_row(record: Mapping[str, object]) -> CurationRow:
+    """A processed (or carried) record's processing columns, each one set (None where it has none): where
+    its manifest row starts. The columns are manifest columns (tests/storage/test_sample_rows.py)."""
+    return cast(CurationRow, {c: record.get(c) for c in manifest.PROCESSING_COLUMNS})
 
 
 def curate(
-    records: list[Record],
+    records: Sequence[SampleRow],
     *,
     spec: DatasetSpec,
     sources: dict[str, IngestSourceSpec],
     labels: dict[str, dict[str, annotate.LabelSet]],
-    previous: dict[str, Record],
+    previous: dict[str, SampleRow],
     is_new: list[bool],
-    pixel_digest: Callable[[Record], str],
+    pixel_digest: Callable[[SampleRow], str],
     embedding_pairs: EmbeddingPairs | None = None,
     keep_measures: KeepMeasures | None = None,
     verify: Verify | None = None,
@@ -193,20 +217,22 @@ def curate(
     embedding similarity; they join the hash-based groups, so they never straddle splits either.
     """
     stats = DatasetStats()
-    rows, candidates = _label_and_gate(records, is_new, spec, sources, labels, stats)
+    rows, new, candidates = _label_and_gate(records, is_new, spec, sources, labels, stats)
     qa = label_qa.reconcile(rows, spec.labels)  # sources labelling the same bytes: consensus, agreement
     if qa.refusal is not None:
         raise RunError(qa.refusal, reason=AGREEMENT_REASON)
     # dataset-relative gates: judged on what the absolute gates kept, before dedup (like every gate);
     # a sample accepted in the parent version is only ever flagged by them (loupe_workers.curation.outliers)
     published = [
-        previous.get(rows[i]["sample_id"], {}).get("disposition") == Disposition.ACCEPTED for i in candidates
+        (old := previous.get(rows[i]["sample_id"])) is not None
+        and old.get("disposition") == Disposition.ACCEPTED
+        for i in candidates
     ]
     judgement = outliers.judge([rows[i] for i in candidates], spec.quality_gates, published)
     candidates = outliers.apply(rows, candidates, judgement, stats)
     accepted, duplicates = _group_duplicates(
-        [rows[i] for i in candidates], spec, previous, stats, pixel_digest=pixel_digest,
-        embedding_pairs=embedding_pairs, keep_measures=keep_measures, verify=verify,
+        [rows[i] for i in candidates], [new[i] for i in candidates], spec, previous, stats,
+        pixel_digest=pixel_digest, embedding_pairs=embedding_pairs, keep_measures=keep_measures, verify=verify,
     )  # fmt: skip
     groups = _keep_copies(accepted, duplicates, stats)
     sampled = None
@@ -229,22 +255,23 @@ def curate(
 
 
 def _label_and_gate(
-    records: list[Record],
+    records: Sequence[SampleRow],
     is_new: list[bool],
     spec: DatasetSpec,
     sources: dict[str, IngestSourceSpec],
     labels: dict[str, dict[str, annotate.LabelSet]],
     stats: DatasetStats,
-) -> tuple[list[Record], list[int]]:
+) -> tuple[list[CurationRow], list[bool], list[int]]:
     """One manifest row per record of this dataset, with its metadata, mapped labels, gate and privacy
-    decision; and the indices of the rows still accepted (the candidates for dedup)."""
+    decision; whether each row's record is new (processed by this run); and the indices of the rows
+    still accepted (the candidates for dedup)."""
     filters = {ref.name: ref.filter for ref in spec.sources}
     tally = Tally(Taxonomy(spec.labels))  # spec.labels: one taxonomy across sources
-    rows: list[Record] = []
+    rows: list[CurationRow] = []
+    new_rows: list[bool] = []
     candidates: list[int] = []
     for record, new in zip(records, is_new, strict=True):
-        row: Record = {c: record.get(c) for c in manifest.PROCESSING_COLUMNS}
-        row["_new"] = new
+        row = _processing_row(record)
         source_spec = sources[row["source"]]
         metadata = annotate.sample_metadata(row, source_spec) if row["status"] == Status.OK else {}
         if any(metadata.get(k) != v for k, v in filters[row["source"]].items()):
@@ -279,43 +306,46 @@ def _label_and_gate(
             candidates.append(len(rows))
             row["blob_uri"] = blob_key(row["sha256"])
         rows.append(row)
+        new_rows.append(new)
     refusal = tally.refusal()
     if refusal is not None:
         raise RunError(refusal, reason="UnmappedLabels")
     stats.label_mapping = tally.stats()
-    return rows, candidates
+    return rows, new_rows, candidates
 
 
 def _group_duplicates(
-    accepted: list[Record],
+    accepted: list[CurationRow],
+    is_new: list[bool],
     spec: DatasetSpec,
-    previous: dict[str, Record],
+    previous: dict[str, SampleRow],
     stats: DatasetStats,
     *,
-    pixel_digest: Callable[[Record], str],
+    pixel_digest: Callable[[SampleRow], str],
     embedding_pairs: EmbeddingPairs | None,
     keep_measures: KeepMeasures | None,
     verify: Verify | None,
-) -> tuple[list[Record], list[DuplicateInfo]]:
-    """Duplicate groups over the accepted rows (published groups kept as they were); the rows that
-    survive (a file whose full decode fails leaves) and each one's place in its group."""
+) -> tuple[list[CurationRow], list[DuplicateInfo]]:
+    """Duplicate groups over the accepted rows (``is_new``: processed by this run; published groups kept
+    as they were); the rows that survive (a file whose full decode fails leaves) and each one's place in
+    its group."""
     previously_kept = {sid for sid, r in previous.items() if r.get("disposition") == Disposition.ACCEPTED}
-    for row in accepted:
+    for row, new in zip(accepted, is_new, strict=True):
         old = previous.get(row["sample_id"])
-        if old is not None and not row["_new"]:
+        if old is not None and not new:
             row["dup_group"], row["dup_kind"] = old.get("dup_group"), old.get("dup_kind")
             row["keep_reason"] = old.get("keep_reason")
     while True:
         extra = embedding_pairs(accepted) if embedding_pairs is not None else []
         stats.embedding_pairs = len(extra)
         duplicates = find_duplicates(
-            accepted,
+            list[Mapping[str, Any]](accepted),
             spec.dedup,
-            is_new=[bool(r["_new"]) for r in accepted],
+            is_new=is_new,
             previously_kept=previously_kept,
-            pixel_digest=pixel_digest,
+            pixel_digest=_own(pixel_digest),
             extra_pairs=extra,
-            keep_measures=keep_measures,
+            keep_measures=_own(keep_measures) if keep_measures is not None else None,
             verify=verify,
         )
         # A row whose full decode failed in the exact-pixel check (pixel_digest marks it failed) is a
@@ -330,14 +360,16 @@ def _group_duplicates(
             row["disposition"], row["reason"], row["detail"] = failed.disposition, reason, failed.detail
             counts = stats.quarantined if failed.disposition == Disposition.QUARANTINED else stats.rejected
             counts[reason] = counts.get(reason, 0) + 1
-        accepted = [r for r in accepted if r["status"] == Status.OK]
+        kept = [r["status"] == Status.OK for r in accepted]
+        is_new = [n for n, ok in zip(is_new, kept, strict=True) if ok]
+        accepted = [r for r, ok in zip(accepted, kept, strict=True) if ok]
 
 
 def _keep_copies(
-    accepted: list[Record], duplicates: list[DuplicateInfo], stats: DatasetStats
-) -> list[list[Record]]:
+    accepted: list[CurationRow], duplicates: list[DuplicateInfo], stats: DatasetStats
+) -> list[list[CurationRow]]:
     """Mark the copies that are dropped; the kept rows, grouped (a group never straddles splits)."""
-    groups: dict[str, list[Record]] = {}
+    groups: dict[str, list[CurationRow]] = {}
     seen_ids: Counter[str] = Counter()
     for row, dup in zip(accepted, duplicates, strict=True):
         row["dup_group"], row["dup_kind"], row["duplicate_of"] = dup.group, dup.kind, dup.of
@@ -363,7 +395,7 @@ def _keep_copies(
 
 
 def _assign_splits(
-    groups: list[list[Record]], spec: DatasetSpec, previous: dict[str, Record], stats: DatasetStats
+    groups: list[list[CurationRow]], spec: DatasetSpec, previous: dict[str, SampleRow], stats: DatasetStats
 ) -> dict[str, str]:
     """Each kept sample's split: whole groups, sticky across versions, stratified as the spec says;
     synthetic samples only where spec.synthetic.evalSplits lets them (loupe_workers.curation.synthetic)."""
@@ -376,31 +408,32 @@ def _assign_splits(
         elif stratify == "label":
             stratum = first["label"] or ""
         else:
-            stratum = json.loads(first["metadata"]).get(stratify, "")
+            stratum = json.loads(first["metadata"] or "{}").get(stratify, "")  # set on every curated row
         units.append(SplitUnit(tuple(m["sample_id"] for m in members), stratum))
     ratios = {"train": spec.splits.train, "val": spec.splits.val, "test": spec.splits.test}
-    previous_splits = {sid: r["split"] for sid, r in previous.items() if r.get("split")}
+    previous_splits = {sid: split for sid, r in previous.items() if (split := r.get("split"))}
     return synthetic.split(groups, units, ratios, spec.splits.seed, previous_splits, spec.synthetic, stats)
 
 
-def _settle(rows: list[Record], assignment: dict[str, str], stats: DatasetStats) -> dict[str, SampleState]:
+def _settle(
+    rows: Sequence[SampleRow], assignment: dict[str, str], stats: DatasetStats
+) -> dict[str, SampleState]:
     """Give accepted rows their split and count them; what semver compares, by sample id."""
     states: dict[str, SampleState] = {}
     for row in rows:
-        row.pop("_new", None)
         if row["disposition"] == Disposition.ACCEPTED:
-            row["split"] = assignment[row["sample_id"]]
-            states[row["sample_id"]] = SampleState(row["labels"], row["split"], _derived_digest(row))
-            if row["flags"]:
+            split = row["split"] = assignment[row["sample_id"]]
+            states[row["sample_id"]] = _state(row)
+            if flags := row["flags"]:
                 stats.flagged += 1
-                for flag in row["flags"]:
+                for flag in flags:
                     stats.flags[flag] = stats.flags.get(flag, 0) + 1
-            stats.splits[row["split"]] = stats.splits.get(row["split"], 0) + 1
+            stats.splits[split] = stats.splits.get(split, 0) + 1
     stats.samples = stats.accepted = len(states)
     return states
 
 
-def _stored_keep(row: Record) -> dict[str, float] | None:
+def _stored_keep(row: SampleRow) -> dict[str, float] | None:
     """The keep measures stored with a row (manifest column keep_measures), if of this code's version."""
     text = row.get("keep_measures")
     if not text:
@@ -476,8 +509,8 @@ def _build_version(
     predictions_file = _predictions_file(spec, base_dir)  # read before anything is written
     settings = _process_settings(spec)
     inputs = inputs_digest(request, used, listing, predictions_file, settings)
-    if latest is not None and inputs is not None and latest.inputs_digest == inputs:
-        # what the latest version was built from, again: it is the answer (no manifest read)
+    if latest is not None and _inputs_confirmed(store, request.dataset, latest, inputs):
+        # what the latest version was built from (or was found to give it), again: it is the answer
         return _unchanged(request, used, latest, listing)
     events.phase("reading the previous version")
     previous = _read_previous(store, latest)
@@ -523,7 +556,7 @@ def _build_version(
     renditions.run_stage(  # derived forms of the accepted samples, made where missing (spec.renditions)
         store, spec.renditions, curated.rows, curated.stats, curated.states, executor=executor,
         limits=renditions.Limits(settings.max_pixels, settings.memory_limit), previous_rows=previous.rows,
-        state_of=lambda r: SampleState(r["labels"], r["split"], _derived_digest(r)), phase=events.phase,
+        state_of=_state, phase=events.phase,
     )  # fmt: skip
     curated.stats.access = access_rules.stats(curated.rows)
     digest = spec_digest(spec, used)
@@ -535,6 +568,8 @@ def _build_version(
     held_back = _why_no_version(spec, change, curated, previous, current)
     if held_back is not None or change is None:
         result.message = held_back or ""
+        if change is None and current is not None and inputs is not None and request.commit:
+            _confirm_inputs(store, request.dataset, current, inputs, run_id)
         return result
     version = next_version(current, change.bump)
     if not request.commit:
@@ -545,7 +580,7 @@ def _build_version(
     record, wrote = _commit(
         store, request.dataset, run_id, version, current, curated, change, digest, listing.digest,
         near.index_files(request.dataset, run_id) | error_files,
-        analyzer(store, request.dataset, spec, previous.record, previous.accepted, stage), layout=previous.layout,
+        analyzer(store, request.dataset, spec, previous.record, previous.accepted, stage), previous=previous,
         inputs=inputs,
     )  # fmt: skip
     result.version = record.version
@@ -623,12 +658,12 @@ class Previous:
     """The current version, read once: carried rows, the semver comparison and health all use it."""
 
     record: VersionRecord | None = None
-    accepted: list[Record] = field(default_factory=list)
-    rows: list[Record] = field(default_factory=list)  # accepted and rejected
+    accepted: list[SampleRow] = field(default_factory=list)
+    rows: list[SampleRow] = field(default_factory=list)  # accepted and rejected
     layout: manifest.VersionLayout | None = None  # where its rows lie: the parts the next one reuses
     states: dict[str, SampleState] | None = None  # what semver compares against, before curation
 
-    def by_id(self) -> dict[str, Record]:
+    def by_id(self) -> dict[str, SampleRow]:
         """Accepted and duplicate rows by sample id. A dropped byte-identical copy shares its sample id
         with the kept one: the kept row must win."""
         ranked = sorted(
@@ -643,7 +678,7 @@ def _read_previous(store: ObjectStore, record: VersionRecord | None) -> Previous
     if record is None:
         return Previous()
     accepted, rejected, layout = manifest.read_parent(store, record)
-    states = {r["sample_id"]: SampleState(r["labels"], r["split"], _derived_digest(r)) for r in accepted}
+    states = {r["sample_id"]: _state(r) for r in accepted}
     return Previous(record, accepted, accepted + rejected, layout, states)
 
 
@@ -712,7 +747,7 @@ def inputs_digest(
     try:
         labels = {name: _label_inputs(name, src, src_store, listing)
                   for name, (src, src_store) in listing.stores.items()}  # fmt: skip
-        models = {ref: embedding_model_id(ref) for ref in _stage_models(spec) if ref.endswith(".onnx")}
+        models = {ref: _model_digest(ref) for ref in _stage_models(spec) if ref.endswith(".onnx")}
     except Exception:  # a label or model file that cannot be read now: the full path says why
         return None
     wire = {
@@ -729,6 +764,15 @@ def inputs_digest(
         "models": models,
     }
     return hashlib.sha256(json.dumps(wire, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _model_digest(ref: str) -> str:
+    """A custom model's graph and options, read now: not embedding.models.model_id, which is cached per
+    process, so a model replaced at the same path would keep a long-lived worker's old digest."""
+    spec = model_spec(ref)
+    digest = hashlib.sha256(model_bytes(spec))
+    digest.update(json.dumps(asdict(spec), sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def _label_inputs(name: str, src: IngestSourceSpec, src_store: ObjectStore, listing: Listing) -> list[Any]:
@@ -759,6 +803,24 @@ def _label_inputs(name: str, src: IngestSourceSpec, src_store: ObjectStore, list
             except KeyError:
                 out.append([key, None])
     return out
+
+
+def _inputs_confirmed(store: ObjectStore, dataset: str, latest: VersionRecord, inputs: str | None) -> bool:
+    """Whether a run over ``inputs`` is known to give ``latest``: they are what it was built from, or
+    a run over them found nothing to change in it (``_confirm_inputs``; keyed by the version, so the
+    mark stops counting once another version is the latest)."""
+    if inputs is None:
+        return False
+    return latest.inputs_digest == inputs or store.exists(inputs_seen_key(dataset, latest.version, inputs))
+
+
+def _confirm_inputs(store: ObjectStore, dataset: str, version: str, inputs: str, run_id: str) -> None:
+    """Record that a full run over ``inputs`` changed nothing in ``version`` (after a code upgrade or a
+    touched file the digest differs from the record's, and without this every later run would take
+    the full path until a version is committed). One small conditional put: a second run over the same
+    inputs finds the mark and writes nothing."""
+    body = json.dumps({"version": version, "inputsDigest": inputs, "runId": run_id}, sort_keys=True)
+    store.put_if_absent(inputs_seen_key(dataset, version, inputs), body.encode())
 
 
 def _unchanged(
@@ -808,15 +870,15 @@ def _process_settings(spec: DatasetSpec) -> ProcessSettings:
 
 
 def _split_unchanged(
-    previous_rows: list[Record], listed: list[ListedObject], settings: ProcessSettings
-) -> tuple[list[Record], list[ListedObject]]:
+    previous_rows: list[SampleRow], listed: list[ListedObject], settings: ProcessSettings
+) -> tuple[list[SampleRow], list[ListedObject]]:
     """Rows carried from the previous version (same source, key and ETag, processed the same way) and
     the objects that must be processed."""
-    by_object: dict[tuple[str, str, str], list[Record]] = {}
+    by_object: dict[tuple[str, str, str | None], list[SampleRow]] = {}
     for row in previous_rows:
         if row.get("processing_key") == settings.key():
             by_object.setdefault((row["source"], row["key"], row["etag"]), []).append(row)
-    carried: list[Record] = []
+    carried: list[SampleRow] = []
     to_process: list[ListedObject] = []
     for obj in listed:
         old = by_object.get((obj.source, obj.key, obj.etag))
@@ -843,7 +905,7 @@ class _FullDecodes:
     """The run's guarded full decodes, at most one per sha256: exact-pixel digests and the keep
     measures of group members, carried by content from the previous version when it has them."""
 
-    def __init__(self, store: ObjectStore, settings: ProcessSettings, previous_rows: list[Record]) -> None:
+    def __init__(self, store: ObjectStore, settings: ProcessSettings, previous_rows: list[SampleRow]) -> None:
         self.store = store
         self.settings = settings
         self.pixel_cache = {r["sha256"]: r["pixel_sha256"] for r in previous_rows if r.get("pixel_sha256")}
@@ -854,13 +916,13 @@ class _FullDecodes:
         self.unchecked: set[str] = set()
         self.full: dict[str, tuple[str | Exception, dict[str, float] | None]] = {}
 
-    def carry_keep_measures(self, fresh: list[Record]) -> None:
+    def carry_keep_measures(self, fresh: list[SampleRow]) -> None:
         """The same bytes processed again keep their measures, asked for or not."""
         for processed in fresh:
             if processed.get("sha256") in self.keep_cache and not processed.get("keep_measures"):
                 processed["keep_measures"] = self.keep_cache[processed["sha256"]]
 
-    def _decode(self, row: Record) -> tuple[str | Exception, dict[str, float] | None]:
+    def _decode(self, row: SampleRow) -> tuple[str | Exception, dict[str, float] | None]:
         """One guarded full decode per sha256: its pixel digest (or what the decode raised) and its
         keep measures (None when they cannot be measured)."""
         sha = row["sha256"]
@@ -879,7 +941,7 @@ class _FullDecodes:
             self.full[sha] = (outcome, keep or None)
         return self.full[sha]
 
-    def pixel_digest(self, row: Record) -> str:
+    def pixel_digest(self, row: SampleRow) -> str:
         """The exact-pixel digest (a full decode, guarded like every decode). A file that fails it is
         marked failed (corrupt, curate quarantines it) and one too large to decode in full within the
         memory limit is compared by its hash only: each gets a digest that matches nothing."""
@@ -894,16 +956,16 @@ class _FullDecodes:
                 if outcome.reason == "max_pixels":
                     self.unchecked.add(row["sha256"])
                     return f"unchecked:{row['sha256']}"
-                row.update(status=Status.FAILED, fail_reason="corrupt", fail_detail=outcome.detail)
+                row.update({"status": Status.FAILED, "fail_reason": "corrupt", "fail_detail": outcome.detail})
                 return f"corrupt:{row['sha256']}"
             if isinstance(outcome, Exception):  # whatever a hostile file triggers must not stop the run
                 detail = f"full decode failed: {type(outcome).__name__}: {outcome}"
-                row.update(status=Status.FAILED, fail_reason="corrupt", fail_detail=detail)
+                row.update({"status": Status.FAILED, "fail_reason": "corrupt", "fail_detail": detail})
                 return f"corrupt:{row['sha256']}"
             row["pixel_sha256"] = outcome
         return str(row["pixel_sha256"])
 
-    def keep_measures(self, row: Record) -> dict[str, float] | None:
+    def keep_measures(self, row: SampleRow) -> dict[str, float] | None:
         """What the bestOriginal keep policy compares (group members only): stored with the row, from
         an earlier version, or from the run's one guarded full decode of that file."""
         stored = _stored_keep(row)
@@ -980,12 +1042,12 @@ def _commit(
     source_digest: str,
     extra_files: dict[str, bytes] | None = None,
     analyze: Analyzer | None = None,
-    layout: manifest.VersionLayout | None = None,
+    previous: Previous | None = None,
     inputs: str | None = None,
 ) -> tuple[VersionRecord, bool]:
     """Stage every file under the run, then publish the version record with one conditional put;
-    True when this call published it. The rows go into manifest parts (manifest.write_parts): only the
-    parts the parent's ``layout`` does not already hold are written, before the record."""
+    True when this call published it. The rows go into manifest parts (``_write_rows``) before the
+    record."""
     prefix = run_prefix(dataset, run_id)
     for key, data in (extra_files or {}).items():
         store.put(key, data)
@@ -996,7 +1058,7 @@ def _commit(
         (r for r in curated.rows if r["disposition"] != Disposition.ACCEPTED),
         key=lambda r: (r["source"], r["key"], r["sample_id"]),
     )
-    written = manifest.write_parts(store, dataset, prefix, version, accepted, others, layout)
+    written = _write_rows(store, dataset, prefix, version, accepted, others, previous or Previous())
     record = VersionRecord(
         dataset=dataset,
         version=version,
@@ -1029,7 +1091,36 @@ def _commit(
     return commit_version(store, record)
 
 
-Analyzer = Callable[[list[Record], list[Record]], tuple[HealthSummary, DriftSummary | None, dict[str, Any]]]
+def _write_rows(
+    store: ObjectStore,
+    dataset: str,
+    prefix: str,
+    version: str,
+    accepted: list[CurationRow],
+    others: list[CurationRow],
+    previous: Previous,
+) -> manifest.Written:
+    """The version's parts: from the parent's part lists and the rows that differ from its rows
+    (manifest.write_change, O(change)), or every row through manifest.write_parts (only parts the
+    parent lacks are stored) for a first version, a parent of one file per kind, or a change that
+    touches so many rows that a rebuild is cheaper (changes.rebuild_is_cheaper). Both give the same
+    parts for the same rows."""
+    layout = previous.layout
+    parent = manifest.ParentParts.read(store, previous.record) if previous.record is not None else None
+    if parent is not None and layout is not None:
+        change = changes.diff_rows(previous.rows, accepted + others)
+        parts = len(parent.accepted.parts) + len(parent.rejected.parts)
+        if change is not None and not changes.rebuild_is_cheaper(change, parts):
+            return manifest.write_change(
+                store, dataset, prefix, version, parent,
+                upserts=change.upserts, deletes=change.deletes, added=change.added,
+            )  # fmt: skip
+    return manifest.write_parts(store, dataset, prefix, version, accepted, others, layout)
+
+
+Analyzer = Callable[
+    [Sequence[SampleRow], Sequence[SampleRow]], tuple[HealthSummary, DriftSummary | None, dict[str, Any]]
+]
 
 
 def analyzer(
@@ -1037,13 +1128,13 @@ def analyzer(
     dataset: str,
     spec: DatasetSpec,
     parent: VersionRecord | None,
-    parent_rows: list[Record],
+    parent_rows: list[SampleRow],
     stage: EmbeddingStage | None,
 ) -> Analyzer:
     """Health of the new version, and drift of its new samples against the reference (default: the parent)."""
 
     def analyze(
-        accepted: list[Record], others: list[Record]
+        accepted: Sequence[SampleRow], others: Sequence[SampleRow]
     ) -> tuple[HealthSummary, DriftSummary | None, dict[str, Any]]:
         health, health_figures = analysis.health(accepted, others, parent_rows, spec.health)
         figures: dict[str, Any] = {"health": health_figures, "drift": None}
@@ -1054,7 +1145,7 @@ def analyzer(
         reference_rows = parent_rows
         if parent is None or parent.version != reference:
             try:
-                reference_rows = manifest.read_version_rows(store, read_version(store, dataset, reference))
+                reference_rows = read_version_samples(store, read_version(store, dataset, reference))
             except LookupError:
                 figures["drift"] = {"error": f"reference version {reference} does not exist"}
                 return health, None, figures
@@ -1071,11 +1162,14 @@ def analyzer(
 
 
 def synthetic_gap(
-    spec: DatasetSpec, accepted: list[Record], others: list[Record], stage: EmbeddingStage | None
+    spec: DatasetSpec,
+    accepted: Sequence[SampleRow],
+    others: Sequence[SampleRow],
+    stage: EmbeddingStage | None,
 ) -> dict[str, Any] | None:
     """Real and synthetic counts and, with spec.synthetic.compare, the gap: the drift figures of the
     synthetic samples against the real ones, in words. None when the version has no synthetic data."""
-    summary = synthetic.summarize(accepted + others, spec.synthetic)
+    summary = synthetic.summarize([*accepted, *others], spec.synthetic)
     if summary is None:
         return None
     real, fake = (synthetic.gap_rows(side) for side in synthetic.real_and_synthetic(accepted))
@@ -1160,7 +1254,7 @@ def _stage_models(spec: DatasetSpec) -> list[str]:
 
 
 def _embedding_stage(
-    store: ObjectStore, spec: DatasetSpec, records: list[Record], executor: Executor, events: RunEvents
+    store: ObjectStore, spec: DatasetSpec, records: list[SampleRow], executor: Executor, events: RunEvents
 ) -> EmbeddingStage | None:
     """Embed every decodable sample under each model the spec needs; stored ones are reused."""
     models = _stage_models(spec)
@@ -1212,7 +1306,7 @@ class _EmbeddingNear:
     def enabled(self) -> bool:
         return self.embeddings is not None
 
-    def __call__(self, accepted: list[Record]) -> list[tuple[int, int]]:
+    def __call__(self, accepted: Sequence[SampleRow]) -> list[tuple[int, int]]:
         assert self.embeddings is not None and self.model is not None
         rows = self.embeddings.row_of()
         members = [i for i, r in enumerate(accepted) if r["sha256"] in rows]

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from loupe_api.keys import blob_prefix, dataset_prefix, manifest_part_key
-from loupe_api.samples import Disposition
+from loupe_api.samples import Disposition, SampleRow
 from loupe_api.versions import PARTS_SUFFIX, ManifestPart, PartKind, PartList, VersionRecord, is_part_list
 from loupe_storage.store import ObjectStore
 
@@ -131,11 +131,11 @@ PROCESSING_COLUMNS = (
 )  # fmt: skip
 
 
-def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+def to_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist([{c: row.get(c) for c in COLUMNS} for row in rows], schema=SCHEMA)
 
 
-def to_bytes(rows: list[dict[str, Any]]) -> bytes:
+def to_bytes(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """A manifest (or rejected-samples) file in the fixed schema."""
     return table_bytes(to_table(rows))
 
@@ -333,11 +333,13 @@ def read_layout(
 
 def read_parent(
     store: ObjectStore, record: VersionRecord
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], VersionLayout]:
+) -> tuple[list[SampleRow], list[SampleRow], VersionLayout]:
     """A parent version's accepted and rejected rows, and its layout (what the next version reuses)."""
     accepted, accepted_layout = read_layout(store, record.manifest_uri)
     rejected, rejected_layout = read_layout(store, record.rejected_uri)
-    return accepted.to_pylist(), rejected.to_pylist(), VersionLayout(accepted_layout, rejected_layout)
+    accepted_rows: list[SampleRow] = accepted.to_pylist()
+    rejected_rows: list[SampleRow] = rejected.to_pylist()
+    return accepted_rows, rejected_rows, VersionLayout(accepted_layout, rejected_layout)
 
 
 def _normalized(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -462,8 +464,8 @@ def write_parts(
     dataset: str,
     run_prefix: str,
     version: str,
-    accepted: pa.Table | list[dict[str, Any]],
-    rejected: pa.Table | list[dict[str, Any]],
+    accepted: pa.Table | Sequence[Mapping[str, Any]],
+    rejected: pa.Table | Sequence[Mapping[str, Any]],
     parent: VersionLayout | None = None,
 ) -> Written:
     """Write a version's accepted rows, rejected rows and lineage edges as parts (only those no version
@@ -474,7 +476,7 @@ def write_parts(
     stats = WriteStats()
     uris: dict[PartKind, str] = {}
     lineage: list[ManifestPart] = []
-    kinds: list[tuple[PartKind, pa.Table | list[dict[str, Any]], Layout | None]] = [
+    kinds: list[tuple[PartKind, pa.Table | Sequence[Mapping[str, Any]], Layout | None]] = [
         ("accepted", accepted, parent.accepted),
         ("rejected", rejected, parent.rejected),
     ]
@@ -530,7 +532,7 @@ def _conform(table: pa.Table, schema: pa.Schema = SCHEMA) -> pa.Table:
     return _normalized(table, schema)
 
 
-def _rows_table(rows: pa.Table | list[dict[str, Any]] | None) -> pa.Table:
+def _rows_table(rows: pa.Table | Sequence[Mapping[str, Any]] | None) -> pa.Table:
     if rows is None:  # not SCHEMA.empty_table(): that imports pandas (seconds, for nothing)
         return pa.Table.from_batches([], schema=SCHEMA)
     return _conform(rows) if isinstance(rows, pa.Table) else to_table(rows)
@@ -608,7 +610,7 @@ class PartWriter:
         }
         self._done = False
 
-    def add(self, batch: pa.Table | list[dict[str, Any]]) -> None:
+    def add(self, batch: pa.Table | Sequence[Mapping[str, Any]]) -> None:
         """Rows of the version (accepted ones go to the manifest, the others to the rejected rows)."""
         if self._done:
             raise ValueError("PartWriter.add after finish")
@@ -655,7 +657,7 @@ def write_new_parts(
     dataset: str,
     run_prefix: str,
     version: str,
-    batches: Iterable[pa.Table | list[dict[str, Any]]],
+    batches: Iterable[pa.Table | Sequence[Mapping[str, Any]]],
     known: Iterable[str] = (),
 ) -> Written:
     """``PartWriter`` over ``batches`` (each kind's rows in its reading order across batches)."""
@@ -789,9 +791,9 @@ def write_change(
     run_prefix: str,
     version: str,
     parent: ParentParts | VersionRecord | Written,
-    upserts: pa.Table | list[dict[str, Any]] | None = None,
+    upserts: pa.Table | Sequence[Mapping[str, Any]] | None = None,
     deletes: Iterable[str] | pa.Array | pa.ChunkedArray | None = None,
-    added: pa.Table | list[dict[str, Any]] | None = None,
+    added: pa.Table | Sequence[Mapping[str, Any]] | None = None,
 ) -> Written:
     """A version that differs from ``parent`` by some rows, written in proportion to the change.
 
@@ -819,8 +821,12 @@ def write_change(
     else:
         listed = list(deletes or ())  # pa.array of a list imports pandas: seconds, so only when needed
         deleted = pa.array(listed, pa.string()) if listed else pa.nulls(0, pa.string())
-    upserted_ids = _unique_ids(upserted, "upserts")
-    new_ids = _unique_ids(new, "added")
+    upserts_of, added_of = _split(upserted), _split(new)
+    # one row per id and kind: an accepted row and its dropped byte-identical copy share a sample id
+    upserted_ids = pa.concat_arrays(
+        [_unique_ids(upserts_of[k], f"{k} upserts") for k in ("accepted", "rejected")]
+    )
+    new_ids = pa.concat_arrays([_unique_ids(added_of[k], f"{k} added") for k in ("accepted", "rejected")])
     touched = pc.unique(pa.concat_arrays([deleted, upserted_ids]).drop_null())
     if pc.any(pc.is_in(new_ids, value_set=touched)).as_py():
         raise ValueError("a sample is both added and upserted or deleted")
@@ -830,7 +836,6 @@ def write_change(
         return _write_change_whole(store, dataset, run_prefix, version, parent, upserted, touched, new)
     stats = WriteStats()
     change = _Change(store, dataset, parts, touched, stats)
-    upserts_of, added_of = _split(upserted), _split(new)
     kinds: list[tuple[PartKind, PartList]] = [("accepted", parts.accepted), ("rejected", parts.rejected)]
     pairs = {
         kind: change.kind(kind, listing.parts, upserts_of[kind], added_of[kind]) for kind, listing in kinds

@@ -1,7 +1,7 @@
 """Manifest rows typed as ``loupe_api.samples.SampleRow``: the one place a Parquet table becomes typed
 rows (pyarrow is untyped; tests/storage/test_sample_rows.py holds SampleRow to ``manifest.SCHEMA``).
 
-Only accepted and rejected rows are sample rows: lineage edges have columns of their own."""
+Only accepted and rejected rows are sample rows: lineage edges have columns of their own (LineageEdge)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from loupe_api.samples import SampleRow
+from loupe_api.samples import LineageEdge, SampleRow
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore
 from loupe_workers.storage import manifest
@@ -26,3 +26,9 @@ def read_version_samples(
 ) -> list[SampleRow]:
     """``manifest.read_version_rows`` of a version's accepted (or rejected) rows, typed."""
     return sample_rows(manifest.read_version_table(store, record, which))
+
+
+def read_version_edges(store: ObjectStore, record: VersionRecord) -> list[LineageEdge]:
+    """A version's lineage edges (accepted first), typed."""
+    edges: list[LineageEdge] = manifest.read_version_table(store, record, "lineage").to_pylist()
+    return edges

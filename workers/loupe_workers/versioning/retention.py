@@ -26,6 +26,7 @@ from loupe_api.keys import (
     RENDITIONS,
     dataset_prefix,
     expired_key,
+    inputs_seen_prefix,
     reviews_prefix,
     run_prefix,
     version_key_of,
@@ -120,7 +121,7 @@ def expire(store: ObjectStore, dataset: str, plan: Sequence[Expiry]) -> list[Exp
 
 # What the sweep may delete: content and run outputs. Records, tags, tombstones, embeddings (a cache
 # shared by datasets, keyed by content), models and retraining state are never swept.
-SWEPT = (BLOBS, "parts/", "runs/", "reviews/")  # blobs, and these folders of each dataset
+SWEPT = (BLOBS, "parts/", "runs/", "reviews/", "inputs/")  # blobs, and these folders of each dataset
 # Renditions are swept like blobs: shared by content across datasets, written only by a run (inside its
 # lease, so a collection never sees one a run is about to name), kept while any kept version names one.
 
@@ -157,6 +158,7 @@ def referenced_keys(store: ObjectStore, record: VersionRecord) -> tuple[set[str]
     prefixes = {
         f"{run_prefix(record.dataset, record.run_id)}/",
         reviews_prefix(record.dataset, record.version),
+        inputs_seen_prefix(record.dataset, record.version),
     }
     return keys, prefixes
 

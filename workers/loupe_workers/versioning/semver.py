@@ -13,8 +13,8 @@ FIRST_VERSION = "1.0.0"
 class SampleState:
     """What the bump rules look at for one sample."""
 
-    labels: str
-    split: str
+    labels: str | None  # the labels column (JSON; null only in a row written without labels)
+    split: str | None
     derived: str  # digest of derived metadata (metrics, metadata, flags, groups)
 
 

@@ -10,7 +10,7 @@ from loupe_api.retrain import ModelRecord
 from loupe_api.samples import Disposition
 from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore
-from loupe_workers.storage import manifest
+from loupe_workers.storage.rows import read_version_edges
 from loupe_workers.versioning.versions import read_version
 
 
@@ -42,11 +42,7 @@ def trace_model(store: ObjectStore, model_uri: str) -> dict[str, Any]:
     except KeyError as exc:
         raise TraceError(f"no model {model_uri} is recorded in {store.uri}") from exc
     record = read_version(store, model.dataset, model.dataset_version)
-    edges = [
-        e
-        for e in manifest.read_version_rows(store, record, "lineage")
-        if e.get("disposition") == Disposition.ACCEPTED
-    ]
+    edges = [e for e in read_version_edges(store, record) if e.get("disposition") == Disposition.ACCEPTED]
     return {
         "modelUri": model.model_uri,
         "policy": model.policy,
@@ -69,11 +65,7 @@ def trace_raw(store: ObjectStore, raw_sha256: str) -> dict[str, Any]:
     its source and rule there)."""
     versions, left_out = [], []
     for record in _all_versions(store):
-        edges = [
-            e
-            for e in manifest.read_version_rows(store, record, "lineage")
-            if e.get("raw_sha256") == raw_sha256
-        ]
+        edges = [e for e in read_version_edges(store, record) if e.get("raw_sha256") == raw_sha256]
         ref = f"{record.dataset}@{record.version}"
         if any(e.get("disposition") == Disposition.ACCEPTED for e in edges):
             versions.append(ref)
