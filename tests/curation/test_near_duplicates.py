@@ -5,7 +5,8 @@ dropped by an append; the best original kept."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from loupe_storage.versions import list_versions
 from loupe_workers.compute.process import ProcessSettings, process_image
 from loupe_workers.curation import geometry
 from loupe_workers.curation.dedup import (
+    PADDED_FRACTION,
     DuplicateInfo,
     crop_candidates,
     find_duplicates,
@@ -51,6 +53,20 @@ def pad(image: Image.Image, width: int, height: int, colour: tuple[int, int, int
     canvas = Image.new("RGB", (width, height), colour)
     canvas.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
     return canvas
+
+
+@dataclass
+class Judged:
+    """A verifier (dedup.Verify) that judges pairs by a plain function: it decodes nothing, so the
+    mirrored hint has nothing to save."""
+
+    judge: Callable[[Record, Record], float | None]
+
+    def __call__(self, a: Record, b: Record) -> float | None:
+        return self.judge(a, b)
+
+    def expect_mirrored(self, shas: Collection[str]) -> None:
+        pass
 
 
 class Files:
@@ -329,6 +345,36 @@ def test_best_original_is_kept(variants: Files, name: str) -> None:
     assert old[f"{name}/a_upscaled.jpg"].kept
 
 
+@pytest.fixture(scope="module")
+def soft(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    """A soft original (blurred at its own size, as many camera photos are at their own pixels: as soft
+    as the softer ones of the development corpus at camera size), its 2x and 1.5x bicubic upscales and
+    its half-size copy."""
+    f = Files(tmp_path_factory.mktemp("soft"))
+    for name in ("chelsea", "coffee", "astronaut"):
+        image = base(name).filter(ImageFilter.GaussianBlur(0.75))
+        w, h = image.size
+        f.add(f"{name}/z_original.jpg", encode(image, quality=95))  # sorts last: never kept by key order
+        for key, scale in (("a_upscaled_2x", 2.0), ("b_upscaled_1.5x", 1.5), ("c_half", 0.5)):
+            method = Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.LANCZOS
+            copy = image.resize((round(w * scale), round(h * scale)), method)
+            f.add(f"{name}/{key}.jpg", encode(copy, quality=90))
+    return f
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "astronaut"])
+def test_a_soft_original_is_kept_over_its_upscales_and_resize(soft: Files, name: str) -> None:
+    # a soft original has little spectrum above its half-size copy's Nyquist, as an upscale would:
+    # the spectral share alone took it for an upscale of that copy; the resampling traces do not
+    keys = [f"{name}/{c}.jpg" for c in ("a_upscaled_2x", "b_upscaled_1.5x", "c_half", "z_original")]
+    result = soft.run(keys)
+    original = soft.records[keys[-1]]["sample_id"]
+    kept = result[keys[-1]]
+    assert kept.kept and kept.reason and "not upscaled" in kept.reason, kept
+    for key in keys[:-1]:
+        assert result[key].of == original, (key, result[key])
+
+
 # --- crops and small rotations: sub-window candidates, confirmed by geometric verification -----------
 
 
@@ -386,6 +432,32 @@ def test_crops_and_small_rotations_join_their_original(cropped: Files, name: str
         assert plain[f"{name}/rot5.jpg"].of != original
 
 
+@pytest.fixture(scope="module")
+def dark_edged(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    """The cameraman, whose own dark edge reads as a uniform bar, with a letterboxed copy and a copy
+    straightened by 3 degrees (whose edges are no longer uniform)."""
+    f = Files(tmp_path_factory.mktemp("dark_edged"))
+    image = base("camera")
+    f.add("camera/z_original.jpg", encode(image))  # sorts last: never kept by key order
+    f.add("camera/a_letterbox.jpg", encode(EDITS["letterbox"](image), quality=85))
+    f.add("camera/b_rot3.jpg", encode(straightened(image, 3), quality=88))
+    return f
+
+
+def test_an_original_with_a_dark_edge_is_not_taken_for_a_letterboxed_copy(dark_edged: Files) -> None:
+    keys = ["camera/a_letterbox.jpg", "camera/b_rot3.jpg", "camera/z_original.jpg"]
+    original = dark_edged.records[keys[-1]]
+    # its dark edge is measured as bars, as the letterboxed copy's are
+    assert media.keep_measures(dark_edged.data(original))["padded"] > PADDED_FRACTION
+    result = dark_edged.run(keys)
+    kept = result[keys[-1]]
+    # bars read on content of no other copy's shape are the photo's own: the letterboxed copy (its
+    # content the original's frame) still loses as letterboxed, the original is kept
+    assert kept.kept and kept.reason and "not letterboxed" in kept.reason, kept
+    for key in keys[:-1]:
+        assert result[key].of == original["sample_id"], (key, result[key])
+
+
 def test_crops_of_distinct_photos_are_never_merged(cropped: Files) -> None:
     keys = [f"{name}/{edit}.jpg" for name in PHOTO_NAMES for edit in ("original", *CROPS)]
     result = cropped.run(keys, DedupSpec.model_validate({"action": "flag"}))
@@ -409,7 +481,7 @@ def test_verification_refuses_candidates_of_different_photos(cropped: Files) -> 
     result = cropped.run(keys, loose, verify=verifier)
     assert all(info.group is None for info in result.values()), result
     assert verifier.checked == len(names) * (len(names) - 1) // 2  # every pair was a candidate
-    merged = cropped.run(keys, loose, verify=lambda a, b: 1.0)
+    merged = cropped.run(keys, loose, verify=Judged(lambda a, b: 1.0))
     assert len({info.group for info in merged.values()}) == 1
     # and as features: two textures fail, a crop of one passes
     grey = {n: np.asarray(base(n).convert("L")) for n in ("brick", "grass")}
@@ -418,6 +490,12 @@ def test_verification_refuses_candidates_of_different_photos(cropped: Files) -> 
     part = geometry.features(np.ascontiguousarray(grey["brick"][40:-30, 20:-60]))
     scale = geometry.verified(brick, part)  # the crop shows a part of brick: a scale above 1
     assert scale is not None and 1.05 < scale < 1.3
+    # a flat image has no keypoints, one keypoint has no second neighbour: nothing to match either way
+    flat = geometry.features(np.full((64, 64), 128, np.uint8))
+    one = geometry.Features(brick.points[:1], brick.descriptors[:1], brick.side)
+    for few in (flat, one):
+        assert geometry.match(brick, few) == geometry.match(few, brick) == geometry.Match(0, 0, 0.0)
+        assert geometry.verified(brick, few) is None and geometry.verified(few, brick) is None
 
 
 def test_verification_of_an_undecodable_blob_verifies_nothing(cropped: Files) -> None:
@@ -530,7 +608,7 @@ def test_a_crop_joins_a_kept_copy_only_if_it_verifies_against_it() -> None:
 
         return find_duplicates(
             records, DedupSpec(), is_new=[False, False, True], previously_kept={keeper["sample_id"]},
-            pixel_digest=lambda r: r["sha256"], verify=verify,
+            pixel_digest=lambda r: r["sha256"], verify=Judged(verify),
         )  # fmt: skip
 
     joined = run({"p", "q"})

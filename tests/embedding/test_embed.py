@@ -220,6 +220,25 @@ def test_a_user_model_plugs_in_by_uri_with_its_own_options(tmp_path: Path, embed
         models.model_spec("clip-vit-b32")
 
 
+def test_a_model_replaced_at_its_path_gets_a_new_id_in_the_same_process(tmp_path: Path) -> None:
+    """A long-lived worker looks at the model's files again: a model (or its options) replaced at the
+    same path has a new id, so its vectors are never stored under the old model's id."""
+    path = tmp_path / "models" / "swapped.onnx"
+    path.parent.mkdir()
+    path.write_bytes(models.builtin_onnx_path().read_bytes())
+    first = models.model_id(str(path))
+    assert models.model_id(str(path)) == first  # unchanged files: the same id (and no digest again)
+    options = path.parent / "swapped.json"
+    options.write_text('{"crop": 1.0}')  # another preparation: other vectors
+    cropped = models.model_id(str(path))
+    replacement = path.parent / "swapped.onnx.new"
+    replacement.write_bytes(path.read_bytes() + b"\0")  # another graph, moved into place as a deploy does
+    replacement.replace(path)
+    regraphed = models.model_id(f"file://{path}")
+    assert len({first, cropped, regraphed, models.model_id(str(path))}) == 3
+    assert models.model_id(str(path)) == regraphed
+
+
 def test_actor_pool_reserves_gpus_only_where_the_cluster_has_them() -> None:
     gpu = EmbedConfig(device="gpu", num_gpus=0.5)
     assert embed.actor_pool(gpu, cluster_gpus=2) == (4, {"num_cpus": 1.0, "num_gpus": 0.5})

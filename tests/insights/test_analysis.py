@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,25 @@ def test_report_renders_in_a_real_browser_and_matches_the_manifest(versioned: Pa
     assert pixels.std() > 20  # plots and thumbnails, not a blank page
     thumbnails = html.count("data:image/jpeg;base64,")
     assert thumbnails >= 3 and html.count("<svg") >= 7
+
+
+@pytest.mark.parametrize("sizes", [(300, 40), (12_000, 150)])  # scipy's exact method, then its asymptotic one
+def test_ks_statistic_is_scipys_on_photo_values(sizes: tuple[int, int]) -> None:
+    from scipy.stats import ks_2samp
+
+    camera = skdata.camera().astype(float).ravel()[::7]  # real pixel values: many ties
+    coffee = skdata.coffee()[..., 0].astype(float).ravel()[::53]
+    reference, current = list(camera[: sizes[0]]), list(coffee[: sizes[1]])
+    assert analysis.ks_statistic(reference, current) == float(ks_2samp(reference, current).statistic)
+    assert analysis.ks_statistic(current, reference) == float(ks_2samp(current, reference).statistic)
+
+
+def test_drift_statistics_leave_scipy_stats_unimported() -> None:
+    # importing scipy.stats took about a second of a small incremental run, for a p-value nobody read
+    code = (
+        "import sys; from loupe_workers.insights import analysis; "
+        "print(analysis.ks_statistic([1.0, 2.0, 3.0], [2.5]), 'scipy.stats' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == [str(2 / 3), "False"]

@@ -3,6 +3,7 @@ pool for more and Ray only when a cluster is given; every executor gives the sam
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,20 @@ def test_pool_size_follows_cpus_and_memory() -> None:
     assert pool_workers(gib, cpus=4, memory=64 * gib) == 4
     assert pool_workers(gib, cpus=16, memory=4 * gib) == 2  # 1.5 GiB per worker: one decode + itself
     assert pool_workers(gib, cpus=16, memory=gib) == 1  # never none
+
+
+def test_an_embedded_ray_keeps_its_token_notice_out_of_the_output(capfd: pytest.CaptureFixture[str]) -> None:
+    """ray.init starting a local cluster says, on stderr, that token authentication is on (Ray's
+    default); ensure_ray drops that notice, and only it: Ray's authentication warnings still show.
+    (Ray's own functions say it here: starting a Ray only to read its stderr would take half a minute.)"""
+    from ray._private.authentication import authentication_token_setup as auth
+
+    assert auth.__name__ == executors.TOKEN_NOTICE_LOGGER
+    executors.quiet_ray_notices()
+    executors.quiet_ray_notices()  # once is enough: ensure_ray runs at every Ray executor's start
+    auth._warn_token_auth_enabled()  # what ray.init logs when it starts a local cluster
+    auth._warn_token_auth_disabled()
+    err = capfd.readouterr().err
+    assert "Token authentication is enabled" not in err
+    assert "Token authentication is disabled" in err
+    assert len(logging.getLogger(executors.TOKEN_NOTICE_LOGGER).filters) == 1

@@ -222,3 +222,16 @@ def test_the_diff_compares_rows_as_stored() -> None:
     assert changes.diff_rows([row], [row | {"sample_id": None}]) is None
     assert changes.rebuild_is_cheaper(changes.RowChange(deletes=["a", "b", "c"]), parent_parts=2)
     assert not changes.rebuild_is_cheaper(changes.RowChange(deletes=["a", "b"]), parent_parts=2)
+
+
+def test_a_commit_reads_each_of_the_parents_part_lists_once(tmp_path: Path) -> None:
+    """The part lists read with the parent's rows are the ones the commit starts from (write_change):
+    a +1 image version reads each of the parent's three lists once."""
+    folder, keys, request, parent = first_version(tmp_path)
+    add_image(folder, keys)
+    spy = SpyStore(tmp_path / "store")
+    result = run_on(request, spy, tmp_path)
+    assert result.created and result.version == "1.1.0", result.message
+    lists = [parent.manifest_uri, parent.rejected_uri, parent.lineage_uri]
+    assert all(uri.endswith(".parts.json") for uri in lists)
+    assert sorted(k for k in spy.gets if k in lists) == sorted(lists)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -406,3 +409,19 @@ def test_single_file_versions_stay_readable(corpus: tuple[Path, list[DemoFile]],
     assert {r["sample_id"] for r in expected} < {
         r["sample_id"] for r in manifest.read_version_rows(store, v2)
     }
+
+
+def test_reading_parts_leaves_pyarrow_dataset_unimported(tmp_path: Path) -> None:
+    # pq.read_table imports pyarrow.dataset (with pandas: about half a second of a small incremental run)
+    code = (
+        "import sys, pyarrow as pa; from loupe_storage.store import LocalStore; "
+        "from loupe_workers.storage import manifest; store = LocalStore(sys.argv[1]); "
+        "store.put('a.parquet', manifest.table_bytes(pa.table({'sample_id': ['x', 'y'], 'label': ['cat', None]}))); "
+        "print(manifest.read_rows(store, 'a.parquet') == [{'sample_id': 'x', 'label': 'cat'}, "
+        "{'sample_id': 'y', 'label': None}], 'pyarrow.dataset' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split() == ["True", "False"]

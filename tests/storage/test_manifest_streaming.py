@@ -112,7 +112,8 @@ def test_parts_carry_their_id_range(tmp_path: Path) -> None:
 
 
 def sorted_rows(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return sorted(rows, key=lambda r: tuple(r[c] for c in manifest.ORDER[kind]))
+    """Rows in the order a streamed version takes them (its parts' order)."""
+    return sorted(rows, key=lambda r: tuple(r[c] for c in manifest.PART_ORDER[kind]))
 
 
 def test_streamed_first_version_is_write_parts(tmp_path: Path) -> None:
@@ -166,6 +167,31 @@ def test_relabel_reads_only_the_candidate_parts(tmp_path: Path) -> None:
     assert content(store, changed) == content(store, whole)
     rows = {r["sample_id"]: r for r in manifest.read_rows(store, changed.manifest_uri)}
     assert rows[target["sample_id"]]["label"] == "bird"
+
+
+def test_rejected_parts_hold_rows_by_sample_id_and_read_back_by_key(tmp_path: Path) -> None:
+    """Rejected rows are stored by sample id, as accepted ones are: the parts' id ranges do not overlap,
+    so a rejected row's change reads the one part that may hold it (stored by source and key, every
+    part's range would span nearly every id). They still read back by source and key."""
+    store = SpyStore(tmp_path)
+    v1 = first_version(store)
+    parent = manifest.ParentParts.read(store, v1)
+    assert parent is not None and len(parent.rejected.parts) == -(-len(REJECTED) // SMALL)
+    ranges = sorted((p.first_id or "", p.last_id or "") for p in parent.rejected.parts)
+    assert all(low[1] < high[0] for low, high in itertools.pairwise(ranges))
+    target = row(10_005, "rejected") | {"detail": "darker than the gate"}
+    store.gets.clear()
+    changed = manifest.write_change(store, "d", run("v2"), "2.0.0", parent, upserts=[target])
+    rejected_parts = {p.key for p in parent.rejected.parts}
+    assert len([k for k in store.part_reads() if k in rejected_parts]) == 1
+    final = [target if r["sample_id"] == target["sample_id"] else r for r in rows_of(REJECTED, "rejected")]
+    whole = reference(store, "ref", rows_of(ACCEPTED), final, v1)
+    assert keys(store, changed) == keys(store, whole)
+    read = manifest.read_rows(store, changed.rejected_uri)
+    assert [(r["source"], r["key"]) for r in read] == sorted((r["source"], r["key"]) for r in final)
+    assert [r["detail"] for r in read if r["sample_id"] == target["sample_id"]] == [target["detail"]]
+    edges = manifest.read_rows(store, changed.lineage_uri)[len(ACCEPTED) :]
+    assert [e["key"] for e in edges] == [r["key"] for r in read]  # lineage: rejected edges by key too
 
 
 def test_unchanged_change_reads_no_part(tmp_path: Path) -> None:

@@ -4,14 +4,17 @@ one changed byte would make every version rewrite every part)."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import types
+from collections import Counter
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pyarrow as pa
 
+import loupe_workers
 from loupe_api.common import GateAction
 from loupe_api.dataset import QualityGates
 from loupe_api.samples import (
@@ -30,6 +33,7 @@ from loupe_api.samples import (
 from loupe_storage.store import LocalStore
 from loupe_workers.curation.outliers import MEASURES
 from loupe_workers.storage import manifest
+from loupe_workers.storage.rows import read_sample_rows
 
 ARROW_TO_PYTHON: dict[pa.DataType, object] = {
     pa.string(): str,
@@ -164,3 +168,35 @@ def test_flags_cover_every_gate_that_can_flag() -> None:
     )
     assert {f.value for f in Flag} == expected
     assert Flag.relative("blur") is Flag.RELATIVE_BLUR
+
+
+def test_typed_reader_reads_parts_and_single_files_as_sample_rows(tmp_path: Path) -> None:
+    """rows.read_sample_rows: a part list's rows and an older single-file manifest's, each the row
+    written, key for key in SampleRow's order."""
+    store = LocalStore(tmp_path)
+    row = _row(enums=False)
+    rejected = {**row, "sample_id": "r" + row["sample_id"][1:]}
+    written = manifest.write_parts(store, "d", "datasets/d/runs/r", "1.0.0", [row], [rejected])
+    store.put("datasets/d/runs/old/manifest.parquet", manifest.to_bytes([row]))
+    for key, expected in (
+        (written.manifest_uri, row),
+        (written.rejected_uri, rejected),
+        ("datasets/d/runs/old/manifest.parquet", row),
+    ):
+        (read,) = read_sample_rows(store, key)
+        assert read == expected and list(read) == list(get_type_hints(SampleRow)), key
+
+
+def test_workers_read_manifest_rows_typed() -> None:
+    """The untyped readers (manifest.read_rows, read_version_rows) are called only for tables with
+    columns of their own: curation.review's imported predictions and label-error candidates. Manifest,
+    rejected and lineage rows go through storage.rows (SampleRow, LineageEdge)."""
+    root = Path(loupe_workers.__file__).parent
+    untyped = {"read_rows", "read_version_rows"}
+    calls = Counter(
+        path.relative_to(root).as_posix()
+        for path in set(root.rglob("*.py")) - {Path(manifest.__file__)}  # manifest: where they are defined
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in untyped
+    )
+    assert calls == {"curation/review.py": 2}

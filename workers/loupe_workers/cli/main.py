@@ -37,6 +37,7 @@ from loupe_api.dataset import DatasetSpec
 from loupe_api.keys import EMBEDDINGS, embedding_models
 from loupe_api.label_qa import LabelQaStats
 from loupe_api.resources import SpecError
+from loupe_api.samples import SampleRow
 from loupe_api.sampling import SamplingSummary
 from loupe_api.synthetic import SyntheticSummary
 from loupe_api.versions import VersionRecord
@@ -58,6 +59,7 @@ from loupe_workers.pipeline.retraining import run_policy
 from loupe_workers.pipeline.run import RunError, RunEvents, run_dataset
 from loupe_workers.pipeline.specs import check_local, load_specs, run_request
 from loupe_workers.storage import manifest
+from loupe_workers.storage.rows import read_version_edges, read_version_samples
 from loupe_workers.use import exports
 from loupe_workers.versioning.diffs import diff_rows
 from loupe_workers.versioning.trace import TraceError, trace_model, trace_raw
@@ -369,14 +371,14 @@ def outlier_lines(gates: list[dict[str, Any]], strata: int = 10) -> list[str]:
     return lines
 
 
-def _top_label_errors(store: ObjectStore, record: VersionRecord, rows: list[dict[str, Any]], top: int = 10) -> list[dict[str, Any]]:  # fmt: skip
+def _top_label_errors(store: ObjectStore, record: VersionRecord, rows: list[SampleRow], top: int = 10) -> list[dict[str, Any]]:  # fmt: skip
     """spec.labels.errors: the highest-ranked label-error candidates of a version, with their keys."""
     key_of = {r["sample_id"]: r.get("key") for r in rows}
     return [camel_keys({"key": key_of.get(c.sample_id), **c.row()}) for c in read_label_errors(store, record)[:top]]  # fmt: skip
 
 
 def _version_summary(store: ObjectStore, record: VersionRecord) -> dict[str, Any]:
-    rows = manifest.read_version_rows(store, record)
+    rows = read_version_samples(store, record)
     labels = Counter(r["label"] for r in rows if r["label"])
     return {
         "dataset": record.dataset,
@@ -498,8 +500,8 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
     """Samples added, removed, relabelled or moved between two versions."""
     object_store = _store(store)
     first, second = _version(object_store, a), _version(object_store, b)
-    rows_a = {r["sample_id"]: r for r in manifest.read_version_rows(object_store, first)}
-    rows_b = {r["sample_id"]: r for r in manifest.read_version_rows(object_store, second)}
+    rows_a = {r["sample_id"]: r for r in read_version_samples(object_store, first)}
+    rows_b = {r["sample_id"]: r for r in read_version_samples(object_store, second)}
     changes = diff_rows(rows_a.values(), rows_b.values())
     relabels = sorted(  # each relabelled sample with its class before and after
         (
@@ -532,8 +534,8 @@ def diff(a: str, b: str, store: StoreOption = DEFAULT_STORE, as_json: JsonOption
             "removedSynthetic": sum(1 for s in changes.removed if rows_a[s].get("synthetic")),
         }
     if first.sampling or second.sampling:  # spec.sampling: which removals and additions it decided
-        left_a = sampling.left_out_ids(manifest.read_version_rows(object_store, first, "rejected"))
-        left_b = sampling.left_out_ids(manifest.read_version_rows(object_store, second, "rejected"))
+        left_a = sampling.left_out_ids(read_version_samples(object_store, first, "rejected"))
+        left_b = sampling.left_out_ids(read_version_samples(object_store, second, "rejected"))
         result["sampling"] = {
             "from": first.sampling.counts().to_wire() if first.sampling else None,
             "to": second.sampling.counts().to_wire() if second.sampling else None,
@@ -642,7 +644,7 @@ def lineage(
                 current = read_version(object_store, record.dataset, parent)
             except LookupError as exc:  # expired by retention: the chain ends here, saying why
                 chain.append({"version": parent, "expired": str(exc)})
-    edges = manifest.read_version_rows(object_store, record, "lineage")
+    edges = read_version_edges(object_store, record)
     result = {"dataset": record.dataset, "version": record.version, "ancestry": chain,
               "edges": [camel_keys(edge) for edge in edges]}  # fmt: skip
     if as_json:
@@ -957,7 +959,7 @@ def _stored_vectors(store: ObjectStore, record: VersionRecord) -> dict[str, Any]
     models = embedding_models([info.key for info in store.list(EMBEDDINGS)])
     if not models:
         return None
-    shas = {str(r["sha256"]) for r in manifest.read_version_rows(store, record)}
+    shas = {r["sha256"] for r in read_version_samples(store, record)}
     found = load_embeddings(store, models[0], shas)
     return {sha: found.vectors[i] for i, sha in enumerate(found.sha256)} or None
 
@@ -1112,9 +1114,9 @@ def export(
     from loupe_workers.versioning.tiers import ensure_readable
 
     ensure_readable(object_store, record.dataset, record.version)  # archived bytes: say how to restore
-    rows = manifest.read_version_rows(object_store, record)
+    rows = read_version_samples(object_store, record)
     if to_label:  # the rejected rows with reason sampling, as a split of their own
-        rows = sampling.to_label(manifest.read_version_rows(object_store, record, "rejected"))
+        rows = sampling.to_label(read_version_samples(object_store, record, "rejected"))
     # sources whose allowedUses exclude --use: withheld, and said why (curation.access)
     rows, withheld = access.withhold(rows, record.stats.access, use)
     allowed = exportable(rows, allow_restricted)

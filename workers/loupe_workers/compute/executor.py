@@ -87,6 +87,25 @@ def _process_batch(
     return {"result": records}
 
 
+# Ray (2.60 here) starts a local cluster with token authentication on by default and says so, on stderr,
+# in every run (a notice, not a warning: nothing for the user to do). Only that notice is dropped; its
+# warnings (authentication off, a token missing) still show.
+TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+class _DropTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TOKEN_NOTICE)
+
+
+def quiet_ray_notices() -> None:
+    """Keep Ray's default-authentication notice out of the user's output (idempotent)."""
+    logger = logging.getLogger(TOKEN_NOTICE_LOGGER)
+    if not any(isinstance(f, _DropTokenNotice) for f in logger.filters):
+        logger.addFilter(_DropTokenNotice())
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the Ray cluster at ``address``, or start a local Ray without a dashboard (``num_cpus``: its
     size, default every core); nothing when this process already has one. Transient refusals are
@@ -97,6 +116,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    quiet_ray_notices()
     kwargs: dict[str, Any] = {
         "ignore_reinit_error": True,
         "logging_level": "WARNING",

@@ -8,7 +8,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -16,14 +16,25 @@ import numpy.typing as npt
 from loupe_api.dataset import DedupSpec
 from loupe_api.samples import DupKind
 from loupe_workers.curation.hamming import HashArray, connected_groups, cross_pairs, hamming_pairs, hex_to_u64
-from loupe_workers.media.decode import energy_above
+from loupe_workers.media.decode import TRACE_BINS, energy_above, trace_peak
 
 Record = Mapping[str, Any]  # dedup only reads rows (the pipeline's are loupe_api.samples.CurationRow)
 Measures = dict[str, float]
 KeepMeasures = Callable[[Record], Measures | None]
-# geometric verification of two records: None if they do not show one photo, else the scale of the
-# transform from the first to the second (above 1 when the second shows a part of the first: a crop)
-Verify = Callable[[Record, Record], float | None]
+
+
+class Verify(Protocol):
+    """Geometric verification of two records (geometry.Verifier): None if they do not show one photo,
+    else the scale of the transform from the first to the second (above 1 when the second shows a part
+    of the first: a crop). ``expect_mirrored`` is told, before the crop candidates are verified, which
+    blobs will be asked for mirrored too: a verifier that decodes serves both orientations from one
+    decode (one that does not can ignore it)."""
+
+    def __call__(self, a: Record, b: Record, /) -> float | None: ...
+
+    def expect_mirrored(self, shas: Collection[str], /) -> None: ...
+
+
 CROP_SCALE = 1.03  # a verified pair whose scale is beyond 1.03 (either way): one is a crop of the other
 
 ORIENTATIONS = 7  # hash_variants: the 7 other flips and quarter turns first, then sub-window hashes
@@ -41,8 +52,20 @@ PIXEL_CANDIDATE_DISTANCE = 10
 
 # bestOriginal: how copies are told apart (media.keep_measures gives detail, detail_x/_y, padded)
 UPSCALE_PIXEL_RATIO = 0.8  # a copy with more than 1.25x the pixels of another may be its upscale:
-UPSCALE_ENERGY = 0.25  # it is when its spectral density above the other's Nyquist is under 0.25x that below
 UPSCALE_SIZES = 8  # (checked against the 8 largest smaller sizes of the group)
+# It is when it bears the resampling trace of the factor between them (media.decode's trace bins: a peak
+# of the first- or second-difference profile at the folded 1 / factor), evidence that does not fade with
+# the copy's own sharpness as its spectrum above the smaller copy's Nyquist does (a soft original has
+# next to none there either). Where that frequency is a harmonic of the JPEG block grid (2x: 0.5), whose
+# own peaks are there, it takes the first-difference peak standing well above the grid's lowest other
+# harmonics and a poorer spectrum above the smaller copy's Nyquist (UPSCALE_GRID_ENERGY) both.
+UPSCALE_TRACE = 4.0  # a trace peak: 4x the profile spectrum's median (noise reaches about 2-3)
+UPSCALE_TRACE_HINTED = 3.0  # or 3x with a poor spectrum above the smaller copy's Nyquist besides
+UPSCALE_GRID_TRACE = 2.0  # at a grid harmonic: 2x the grid's two lowest other harmonics (some camera
+# originals show a period-2 peak of their own, with their grid's)
+UPSCALE_ENERGY = 0.25  # spectral density above the other's Nyquist under 0.25x that below: soft or upscaled
+UPSCALE_GRID_ENERGY = 0.5  # and the spectral share under 0.5 (an upscale's own JPEG noise lifts it)
+UPSCALE_ENERGY_ALONE = 0.02  # so little that it needs no trace (a large factor, or traces not measured)
 PADDED_FRACTION = 0.02  # more than 2 % of the area in uniform bars: letterboxed or pillarboxed
 ASPECT_TOLERANCE = 0.02  # |log aspect| difference under which two copies have the same shape
 ANISOTROPY_MARGIN = (
@@ -98,17 +121,94 @@ def _log_aspect(record: Record) -> float:
     return abs(math.log(max(w, 1) / max(h, 1)))  # a quarter turn keeps the shape
 
 
+JPEG_GRID = 2 * TRACE_BINS // 8  # trace bins per harmonic of the 8-pixel JPEG block grid
+
+
+def upscaled_from(values: Measures, factor: float) -> bool:
+    """Whether a copy (its keep measures) is an upscale by ``factor`` (above 1) of a smaller one: it
+    bears that factor's resampling trace (see UPSCALE_TRACE), or has next to no spectrum above the
+    smaller one's Nyquist frequency (a large factor, whose trace lies below the trace bins)."""
+    energy = energy_above(values, 0.5 / factor)
+    if energy < UPSCALE_ENERGY_ALONE:
+        return True
+    phase = 1 / factor % 1.0  # the interpolation phase repeats at this frequency, folded into [0, 0.5]
+    frequency = min(phase, 1 - phase)
+    grid = round(frequency * 2 * TRACE_BINS / JPEG_GRID)
+    if abs(frequency * 2 * TRACE_BINS - grid * JPEG_GRID) > 1 or grid == 0:
+        peaks = [p for order in (1, 2) if (p := trace_peak(values, order, frequency)) is not None]
+        peak = max(peaks, default=0.0)
+        return peak > UPSCALE_TRACE or (peak > UPSCALE_TRACE_HINTED and energy < UPSCALE_ENERGY)
+    first = trace_peak(values, 1, frequency)
+    # the grid's two lowest other harmonics: in an upscale's smooth blocks the grid's own upper ones are high
+    harmonics = [values.get(f"trace1_{k * JPEG_GRID}", 0.0) for k in (1, 2, 3) if k != grid][:2]
+    return (
+        first is not None
+        and first > max(UPSCALE_TRACE, UPSCALE_GRID_TRACE * max(harmonics))
+        and energy < UPSCALE_GRID_ENERGY
+    )
+
+
+def letterboxed(
+    members: Sequence[int],
+    records: Sequence[Record],
+    found: Mapping[int, Measures | None],
+    cropped: Mapping[int, Collection[int]],
+) -> set[int]:
+    """The copies in letterbox or pillarbox bars: more than PADDED_FRACTION of the area in uniform
+    bars that change the shape (content of another shape than the frame), around content of the
+    shape of another copy's frame (a letterboxed copy fits that frame into another), or of the
+    content of a less padded copy of another frame (bars continuing an original's own dark edges).
+    A photo whose own dark edges read as bars has content of no copy's frame. Crops set no shape;
+    copies measured before content_aspect was (no value) go by their bars alone."""
+
+    def padded(i: int) -> float:
+        values = found.get(i)
+        return (values or {}).get("padded") or 0.0
+
+    def content(i: int) -> float:
+        values = found.get(i)
+        aspect = None if values is None else values.get("content_aspect")
+        return abs(math.log(aspect)) if aspect else math.nan  # a quarter turn keeps the shape
+
+    def same(a: float, b: float) -> bool:
+        return abs(a - b) <= ASPECT_TOLERANCE  # False for a nan (not measured)
+
+    references = [j for j in members if not cropped.get(j)]
+    out: set[int] = set()
+    for i in members:
+        if padded(i) <= PADDED_FRACTION:
+            continue
+        shape, frame = content(i), _log_aspect(records[i])
+        if math.isnan(shape) or (
+            not same(shape, frame)
+            and any(
+                same(shape, _log_aspect(records[j]))
+                or (
+                    padded(j) < padded(i)
+                    and same(shape, content(j))
+                    and not same(frame, _log_aspect(records[j]))
+                )
+                for j in references
+                if j != i
+            )
+        ):
+            out.add(i)
+    return out
+
+
 def best_original(
     members: Sequence[int],
     records: Sequence[Record],
     measures: Callable[[int], Measures | None],
     cropped: Mapping[int, Collection[int]] | None = None,
 ) -> tuple[int, str]:
-    """The least-processed copy of a group and why: not letterboxed, not stretched (shape of the
-    group's majority), not cropped (shown by a verified crop candidate to lie inside another copy
-    still in the running: ``cropped`` maps a copy to those it lies inside), not upscaled (more pixels but less fine detail than a smaller copy), then the
-    highest resolution, the least compressed (bytes per pixel, same format), the sharpest, then by
-    source and key. Each step only narrows the candidates when some, not all, fail it."""
+    """The least-processed copy of a group and why: not letterboxed (see letterboxed), not stretched
+    (shape of the group's majority), not cropped (shown by a verified crop candidate to lie inside
+    another copy still in the running: ``cropped`` maps a copy to those it lies inside), not
+    upscaled (more pixels than a smaller, uncropped copy and the resampling trace of the factor
+    between them, see upscaled_from: a soft original is not taken for an upscale of its own resize),
+    then the highest resolution, the least compressed (bytes per pixel, same format), the sharpest,
+    then by source and key. Each step only narrows the candidates when some, not all, fail it."""
     found = {i: measures(i) for i in members}
     candidates = list(members)
     reasons: list[str] = []
@@ -124,8 +224,10 @@ def best_original(
         values = found[i]
         return None if values is None else values.get(name)
 
-    narrow(lambda i: (get(i, "padded") or 0.0) > PADDED_FRACTION, "not letterboxed")
-    unpadded = [i for i in members if (get(i, "padded") or 0.0) <= PADDED_FRACTION] or list(members)
+    inside = cropped or {}
+    boxed = letterboxed(members, records, found, inside)
+    narrow(lambda i: i in boxed, "not letterboxed")
+    unpadded = [i for i in members if i not in boxed] or list(members)
     shapes = {i: _log_aspect(records[i]) for i in unpadded}
     ordered_shapes = sorted(shapes.values())
     support = {
@@ -152,10 +254,12 @@ def best_original(
         shape: float = majority
         narrow(lambda i: abs(_log_aspect(records[i]) - shape) > ASPECT_TOLERANCE, "not stretched")
 
-    inside = cropped or {}
     narrow(lambda i: any(o in candidates for o in inside.get(i, ())), "not cropped")
-    # an upscale has next to no spectrum above the Nyquist frequency of the copy it was made from
-    sizes = sorted({_pixels(records[j]) for j in members if found[j] is not None}, reverse=True)
+    # an upscale bears the resampling trace of the factor from the copy it was made from
+    # (a crop's size says nothing of a scale factor)
+    sizes = sorted(
+        {_pixels(records[j]) for j in members if found[j] is not None and not inside.get(j)}, reverse=True
+    )
 
     def upscaled(i: int) -> bool:
         values = found[i]
@@ -163,7 +267,7 @@ def best_original(
             return False
         pixels = _pixels(records[i])
         smaller = [size for size in sizes if size < UPSCALE_PIXEL_RATIO * pixels][:UPSCALE_SIZES]
-        return any(energy_above(values, 0.5 * math.sqrt(size / pixels)) < UPSCALE_ENERGY for size in smaller)
+        return any(upscaled_from(values, math.sqrt(pixels / size)) for size in smaller)
 
     narrow(upscaled, "not upscaled")
     most = max(_pixels(records[i]) for i in candidates)
@@ -306,22 +410,17 @@ def window_candidates(
     n = len(records)
     if n < 2 or max_distance < 0 or per_record <= 0:
         return []
-    owners: list[int] = []
-    windows: list[str] = []
-    for i, record in enumerate(records):
-        for value in split_variants(record)[1]:
-            owners.append(i)
-            windows.append(value)
+    variants = [split_variants(record) for record in records]  # every record's: one pass, no per-window loop
+    windows = [value for _, sub in variants for value in sub]
     if not windows:
         return []
-    owner = np.array(owners, dtype=np.int64)
+    owner = np.repeat(np.arange(n, dtype=np.int64), [len(sub) for _, sub in variants])
     hashes = hex_to_u64(windows)
     # whole hashes to search: every identity hash, then (mirrored) the mirrored hash of each record with one
     whole_owner = list(range(n))
     whole_hex = [r["hash"] for r in records]
     if mirrored:
-        for i, record in enumerate(records):
-            turned = split_variants(record)[0]
+        for i, (turned, _) in enumerate(variants):
             if len(turned) > MIRRORED:
                 whole_owner.append(i)
                 whole_hex.append(turned[MIRRORED])
@@ -476,10 +575,7 @@ def find_duplicates(
             lambda a, b: b in edges.get(a, {}),
             mirrored=spec.perceptual.transforms,  # the mirrored hash is one of the transforms
         )
-        # a verifier that decodes (geometry.Verifier) serves a record's two orientations from one decode
-        expect_mirrored = getattr(verify, "expect_mirrored", None)
-        if callable(expect_mirrored):
-            expect_mirrored({str(records[b]["sha256"]) for _, b, _, _, flip in candidates if flip})
+        verify.expect_mirrored({str(records[b]["sha256"]) for _, b, _, _, flip in candidates if flip})
         for a, b, d, _, flip in candidates:
             # a crop of a mirrored copy: the keypoints of b's mirror image must agree with a's
             scale = verify(records[a], {**records[b], "mirror": True} if flip else records[b])

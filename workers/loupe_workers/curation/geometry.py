@@ -73,8 +73,6 @@ def features(grey: U8Array, count: int = FEATURES) -> Features:
 
 def match(a: Features, b: Features) -> Match:
     """Ratio-test matches from a to b and the inliers of a RANSAC similarity fitted to them."""
-    if len(a.points) < 2 or len(b.points) < 2:
-        return Match(0, 0, 0.0)
     good = _ratio_matches(a, b)
     if len(good) < 3:
         return Match(len(good), 0, 0.0)
@@ -82,7 +80,10 @@ def match(a: Features, b: Features) -> Match:
 
 
 def _ratio_matches(a: Features, b: Features) -> list[Any]:
-    """The matches from a to b that pass Lowe's ratio test (cv2.DMatch)."""
+    """The matches from a to b that pass Lowe's ratio test (cv2.DMatch); none when either image has
+    fewer than 2 keypoints (the test compares each keypoint's two nearest neighbours)."""
+    if len(a.points) < 2 or len(b.points) < 2:
+        return []
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     pairs = matcher.knnMatch(a.descriptors, b.descriptors, k=2)
     return [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
@@ -107,8 +108,6 @@ def verified(
 ) -> float | None:
     """If b shows the same photo as a up to a similarity transform (crop, rotation, resize), that
     transform's scale (above 1: b shows a part of a, as a crop does); None if it does not."""
-    if min(len(a.points), len(b.points)) < 2:
-        return None
     good = _ratio_matches(a, b)
     # inliers are a subset of the ratio-test matches: too few of those fail the rule before RANSAC
     # (most pairs of two different photos), with the result match() would have led to

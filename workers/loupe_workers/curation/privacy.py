@@ -18,11 +18,11 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -355,11 +355,14 @@ def apply(outcome: GateOutcome, row: SampleRow, spec: PrivacySpec) -> GateOutcom
     return GateOutcome(outcome.disposition, outcome.reason, outcome.detail, [*outcome.flags, *extra])
 
 
-def is_restricted(row: Mapping[str, Any]) -> bool:
+R = TypeVar("R", bound=SampleRow)  # a manifest row, handed back in its own type
+
+
+def is_restricted(row: SampleRow) -> bool:
     return any(str(f).startswith(RESTRICTED_PREFIX) for f in row.get("flags") or ())
 
 
-def exportable(rows: Iterable[Mapping[str, Any]], allow_restricted: bool = False) -> list[Mapping[str, Any]]:
+def exportable(rows: Iterable[R], allow_restricted: bool = False) -> list[R]:
     """The accepted samples an export may contain: restricted ones only when explicitly allowed."""
     return [
         r

@@ -353,14 +353,16 @@ def leave_out(row: SampleRow, detail: str) -> None:
     row["split"] = None
 
 
-def to_label(rejected: Iterable[Row]) -> list[dict[str, Any]]:
+def to_label(rejected: Iterable[SampleRow]) -> list[SampleRow]:
     """The rows left out by sampling, as export rows in a split of their own (``to_label``): exporters
     take accepted rows, and these were accepted by every gate and dedup before the budget left them out."""
-    return [
-        {**r, "split": "to_label", "disposition": Disposition.ACCEPTED}
-        for r in rejected
-        if r.get("reason") == SAMPLING_REASON
-    ]
+    return [_as_to_label(r) for r in rejected if r.get("reason") == SAMPLING_REASON]
+
+
+def _as_to_label(row: SampleRow) -> SampleRow:
+    out = row.copy()  # the caller's row stays as read
+    out["split"], out["disposition"] = "to_label", Disposition.ACCEPTED
+    return out
 
 
 def describe(summary: SamplingSummary, groups: int = 10) -> list[str]:

@@ -380,9 +380,39 @@ def model_bytes(spec: ModelSpec) -> bytes:
     return _read_uri(spec.uri)
 
 
-@cache
+FileStamp = tuple[int, int, int] | None  # a local file's (inode, size, mtime in ns); None: there is none
+
+
 def model_id(ref: str) -> str:
-    """Identity of a model in stored embeddings: its name and a digest of its graph and preparation."""
+    """Identity of a model in stored embeddings: its name and a digest of its graph and preparation.
+
+    The digest is computed once per version of the model's files, not once per process: a long-lived
+    worker whose model file (or its ``.json``) is replaced at the same path must not store the new
+    model's vectors under the old model's id. A local file's version is its inode, size and
+    modification time (a stat per call); a model elsewhere (s3://) is read once per process."""
+    return _model_id(ref, _REGISTRY.get(ref), _local_stamps(ref))
+
+
+def _local_stamps(ref: str) -> tuple[FileStamp, ...]:
+    """The versions of the local files a model reference reads (its graph and, for a URI, its options)."""
+    spec = _REGISTRY.get(ref)
+    if spec is None and not ref.endswith(".onnx"):
+        return ()  # not a model: model_spec says why
+    files = [spec.uri] if spec is not None else [ref, ref[: -len(".onnx")] + ".json"]
+    return tuple(_stamp(f) for f in files if f != "builtin:" and "://" not in f.removeprefix("file://"))
+
+
+def _stamp(path: str) -> FileStamp:
+    try:
+        found = Path(path.removeprefix("file://")).stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
+
+
+@cache
+def _model_id(ref: str, registered: ModelSpec | None, stamps: tuple[FileStamp, ...]) -> str:
+    """model_id for one registration and one version of the model's local files (the cache's key)."""
     spec = model_spec(ref)
     digest = hashlib.sha256(model_bytes(spec))
     digest.update(

@@ -228,13 +228,32 @@ def _psi(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64]) -> float:
 
 
 def ks_statistic(reference: Sequence[float], current: Sequence[float]) -> float | None:
-    from scipy.stats import ks_2samp
-
+    """The two-sample Kolmogorov-Smirnov statistic, computed as scipy.stats.ks_2samp computes it (same
+    operations, same float), without importing scipy.stats (about a second of a small incremental run)
+    or computing the p-value nobody reads. Values with NaN go through scipy, which propagates it."""
     ref = [v for v in reference if v is not None]
     cur = [v for v in current if v is not None]
     if len(ref) < 2 or not cur:
         return None
-    return float(ks_2samp(ref, cur).statistic)
+    data1, data2 = np.sort(np.asarray(ref)), np.sort(np.asarray(cur))
+    if np.isnan(data1).any() or np.isnan(data2).any():
+        from scipy.stats import ks_2samp
+
+        return float(ks_2samp(ref, cur).statistic)
+    pooled = np.concatenate([data1, data2])
+    reference_cdf = np.searchsorted(data1, pooled, side="right") / len(data1)
+    current_cdf = np.searchsorted(data2, pooled, side="right") / len(data2)
+    differences = reference_cdf - current_cdf
+    below = np.clip(-differences[np.argmin(differences)], 0, 1)
+    above = differences[np.argmax(differences)]
+    statistic = float(below if below > above else above)
+    if max(len(data1), len(data2)) <= _KS_EXACT_MAX_N:  # scipy's exact method rounds it to a lattice step
+        lcm = len(data1) // math.gcd(len(data1), len(data2)) * len(data2)
+        statistic = int(np.round(statistic * lcm)) * 1.0 / lcm
+    return statistic
+
+
+_KS_EXACT_MAX_N = 10_000  # scipy.stats.ks_2samp's method="auto": exact up to this many values a side
 
 
 KNN_QUERIES = 4096  # samples of each set whose neighbours are looked up (seeded); the rest only answer

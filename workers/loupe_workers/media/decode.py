@@ -589,7 +589,7 @@ def pixel_digest(
 KEEP_CROP = 768  # the fine-detail measures read a centred crop of at most this many native pixels a side
 # Bump when keep_measures' values change: stored measures (manifest column keep_measures) of another
 # version are measured again.
-KEEP_MEASURES_VERSION = 1
+KEEP_MEASURES_VERSION = 3
 
 
 def keep_measures(
@@ -598,8 +598,11 @@ def keep_measures(
     """What the bestOriginal keep policy compares between copies, from one full decode (run only for
     members of a duplicate group): ``detail`` (energy of the finest octave over the next one, at native
     resolution: about 1 for a camera image at any size, far lower for an upscale or a blurred copy),
-    ``detail_x`` / ``detail_y`` (the same along one axis: a stretch lowers one of them) and ``padded``
-    (the share of the area in uniform letterbox or pillarbox bars). Raises ImageRejected."""
+    ``detail_x`` / ``detail_y`` (the same along one axis: a stretch lowers one of them), ``padded``
+    (the share of the area in uniform letterbox or pillarbox bars), ``content_aspect`` (width over
+    height of the content inside them: a letterboxed copy's is another copy's frame), ``band0``.. (the power spectrum
+    in third-octave bands) and ``trace1_k`` / ``trace2_k`` (resampling traces: see TRACE_BINS).
+    Raises ImageRejected."""
     header = check_image(data, max_pixels=max_pixels, memory_limit=memory_limit)
     load_frame(header)
     return _keep_values(header)
@@ -633,6 +636,7 @@ def _keep_values(header: Header) -> dict[str, float]:
         top, bottom, left, right = metrics.border_box(small)
         padded = 1.0 - (bottom - top) * (right - left) / max(1, small.size)
         box = (left * factor, top * factor, min(width, right * factor), min(height, bottom * factor))
+        content_aspect = (box[2] - box[0]) / max(1, box[3] - box[1])
         cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
         half_w, half_h = min(KEEP_CROP, box[2] - box[0]) // 2, min(KEEP_CROP, box[3] - box[1]) // 2
         crop = grey.crop((cx - half_w, cy - half_h, cx + half_w, cy + half_h))
@@ -659,7 +663,10 @@ def _keep_values(header: Header) -> dict[str, float]:
         return np.asarray(out, dtype=np.float32)
 
     if g.shape[0] < 8 or g.shape[1] < 8:
-        return {"detail": 0.0, "detail_x": 0.0, "detail_y": 0.0, "padded": round(padded, 4)}
+        return {
+            "detail": 0.0, "detail_x": 0.0, "detail_y": 0.0, "padded": round(padded, 4),
+            "content_aspect": round(content_aspect, 6),
+        }  # fmt: skip
     # a 2-D Gaussian filter is the 1-D one down the columns, then along the rows: the column passes
     # serve detail_y and the 2-D detail both (the same arithmetic as scipy's gaussian_filter)
     down1, down2 = gaussian_filter1d(g, 1.0, axis=0), gaussian_filter1d(g, 2.0, axis=0)
@@ -668,6 +675,7 @@ def _keep_values(header: Header) -> dict[str, float]:
         "detail_x": ratio(gaussian_filter1d(g, 1.0, axis=1), gaussian_filter1d(g, 2.0, axis=1)),
         "detail_y": ratio(down1, down2),
         "padded": padded,
+        "content_aspect": content_aspect,
     }
     # the power spectrum in third-octave bands of cycles per pixel (band k ends at 0.5 / 2 ** (k / 3)),
     # as shares of the total: an upscale by s has next to nothing above 0.5 / s
@@ -677,7 +685,47 @@ def _keep_values(header: Header) -> dict[str, float]:
     energy = np.bincount(band, weights=power[inside], minlength=SPECTRUM_BANDS)
     total = float(energy.sum()) or 1.0
     values.update({f"band{k}": float(e) / total for k, e in enumerate(energy)})
+    for order in (1, 2):
+        peaks = _trace_spectrum(g, order)
+        values.update({f"trace{order}_{k}": float(peaks[k]) for k in range(TRACE_LOW, TRACE_BINS + 1)})
     return {k: round(v, 6) for k, v in values.items()}
+
+
+# Resampling traces (Gallagher 2005; Kirchner 2008): an image interpolated by a factor s has periodic
+# local correlations, so the mean |difference| of each column (row) varies with the interpolation phase,
+# at frequency 1 / s cycles per pixel folded into [0, 0.5] (2x: 0.5; 1.5x: 1/3), whatever its sharpness.
+TRACE_BINS = 32  # the profile spectrum kept at bins of 1/64 cycle per pixel, bin k centred on k / 64
+TRACE_LOW = 2  # below 1/32 cycle per pixel the profile follows the scene, not the resampling
+
+
+def _trace_spectrum(g: npt.NDArray[np.float32], order: int) -> npt.NDArray[np.float64]:
+    """Peak strength of the column and the row profile of |``order``-th difference| per bin (see
+    TRACE_BINS): the largest spectral magnitude in the bin over the median above 1/32 cycle per pixel,
+    about 2 for noise, averaged over the two axes."""
+    out = np.zeros(TRACE_BINS + 1)
+    for axis in (1, 0):
+        profile = np.abs(np.diff(g, order, axis=axis)).mean(axis=1 - axis, dtype=np.float64)
+        magnitude = np.abs(np.fft.rfft((profile - profile.mean()) * np.hanning(len(profile))))
+        frequency = np.fft.rfftfreq(len(profile))
+        floor = float(np.median(magnitude[frequency >= TRACE_LOW / (2 * TRACE_BINS)])) + 1e-9
+        peaks = np.zeros(TRACE_BINS + 1)
+        np.maximum.at(peaks, np.rint(frequency * 2 * TRACE_BINS).astype(np.int64), magnitude / floor)
+        out += peaks / 2
+    return out
+
+
+def trace_peak(measures: dict[str, float], order: int, frequency: float) -> float | None:
+    """The resampling-trace peak (keep_measures' trace bins of the ``order``-th difference) at
+    ``frequency`` cycles per pixel: the bin holding it, and its neighbour when it lies near their edge.
+    None where not measured (a tiny image) or below the lowest bin."""
+    position = frequency * 2 * TRACE_BINS
+    nearest = round(position)
+    bins = {nearest}
+    if abs(position - nearest) > 0.25:  # the sizes' rounding may move the peak into the next bin
+        bins.add(nearest + (1 if position > nearest else -1))
+    found = [measures.get(f"trace{order}_{k}") for k in bins if TRACE_LOW <= k <= TRACE_BINS]
+    known = [v for v in found if v is not None]
+    return max(known) if known else None
 
 
 _UNIT = np.ones(1, dtype=np.float32)

@@ -1106,7 +1106,7 @@ def _write_rows(
     touches so many rows that a rebuild is cheaper (changes.rebuild_is_cheaper). Both give the same
     parts for the same rows."""
     layout = previous.layout
-    parent = manifest.ParentParts.read(store, previous.record) if previous.record is not None else None
+    parent = layout.lists if layout is not None else None  # read with the parent's rows, not again
     if parent is not None and layout is not None:
         change = changes.diff_rows(previous.rows, accepted + others)
         parts = len(parent.accepted.parts) + len(parent.rejected.parts)

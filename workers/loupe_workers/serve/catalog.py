@@ -638,11 +638,10 @@ class VersionView:
             columns={k: v for k, v in row.items() if k not in shown},
         )  # fmt: skip
 
-    def accepted_rows(self) -> list[dict[str, Any]]:
+    def accepted_rows(self) -> list[SampleRow]:
         """What diffs.diff_rows compares: the accepted rows' ids, labels and splits."""
         table = self.table.select(["sample_id", "labels", "split", "disposition"])
-        rows: list[dict[str, Any]] = table.filter(pc.field("disposition") == Disposition.ACCEPTED).to_pylist()
-        return rows
+        return sample_rows(table.filter(pc.field("disposition") == Disposition.ACCEPTED))
 
 
 def diff(a: VersionView, b: VersionView) -> Diff:

@@ -61,7 +61,7 @@ def _ordered(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 def _values(row: Row) -> tuple[Any, ...]:
-    return tuple(row.get(c) for c in manifest.COLUMNS)
+    return tuple(map(row.get, manifest.COLUMNS))  # every row of the version passes here: no generator
 
 
 def _raw(rows: list[Row]) -> list[tuple[Any, ...]]:

@@ -9,7 +9,7 @@ reader here (``read_table``, ``read_rows``, ``read_version_rows``) takes either.
 
 Why the writing costs O(change):
 
-- A part's rows are sorted in the kind's reading order and written deterministically (zstd, no
+- A part's rows are sorted by sample id (``PART_ORDER``) and written deterministically (zstd, no
   timestamps in the metadata; checked by tests), so the same rows give the same bytes, the same sha256
   and the same key: a part that exists is never written again, and versions share it.
 - Rows are grouped by *where they were* (``Layout``: the part of each sample id in the parent version),
@@ -28,12 +28,12 @@ Why the writing costs O(change):
 
 Bounded memory (10,000,000 rows and more): ``write_parts`` holds every row of the version and the
 parent's ``Layout`` (one id per row). ``PartWriter`` / ``write_new_parts`` write a first (or rebuilt)
-version from batches that come in each kind's order, holding one batch and less than a part per kind;
-``write_change`` writes a version from its parent's part lists (``ParentParts``) and the changed rows
-only. Each part's entry in its list carries the smallest and largest sample id of its rows
-(``first_id`` / ``last_id``; None in lists written before, read as "may hold any id"), so a change
-reads just the parts whose range can hold a changed id and references every other part by its key.
-Both follow the rules above to the part, so their parts are the parts ``write_parts`` gives.
+version from batches that come in each kind's part order (by sample id), holding one batch and less
+than a part per kind; ``write_change`` writes a version from its parent's part lists (``ParentParts``)
+and the changed rows only. Each part's entry in its list carries the smallest and largest sample id
+of its rows (``first_id`` / ``last_id``; None in lists written before, read as "may hold any id"), so
+a change reads just the parts whose range can hold a changed id and references every other part by
+its key. Both follow the rules above to the part, so their parts are the parts ``write_parts`` gives.
 
 Crash safety: parts are written first, then the part lists under the run, then (pipeline) the version
 record with one conditional put. A run that dies before the record leaves parts no record names; they
@@ -147,7 +147,9 @@ def table_bytes(table: pa.Table) -> bytes:
 
 
 def read_rows(store: ObjectStore, key: str) -> list[dict[str, Any]]:
-    """Rows of any Parquet file in the store (manifest, rejected samples, lineage), or of a part list."""
+    """Rows of any Parquet file in the store, or of a part list, untyped: for tables with columns of their
+    own (imported predictions, label-error candidates). Manifest and rejected rows read typed through
+    ``storage.rows`` (SampleRow), lineage edges through ``rows.read_version_edges`` (LineageEdge)."""
     rows: list[dict[str, Any]] = read_table(store, key).to_pylist()
     return rows
 
@@ -155,7 +157,16 @@ def read_rows(store: ObjectStore, key: str) -> list[dict[str, Any]]:
 def _parquet(data: bytes, columns: Sequence[str] | None = None) -> pa.Table:
     # No reader threads: pyarrow 26's pool can abort the interpreter at exit ("terminate called without
     # an active exception", seen in about half of short CLI runs); these files are small anyway.
-    return pq.read_table(io.BytesIO(data), columns=list(columns) if columns else None, use_threads=False)
+    # One file: pq.ParquetFile reads it as pq.read_table does, without importing pyarrow.dataset (and
+    # pandas with it: about half a second of a small run). read_table keeps the cases where the two
+    # differ: a column asked for twice or missing (it raises; ParquetFile would leave it out).
+    wanted = list(columns) if columns else None
+    file = pq.ParquetFile(io.BytesIO(data))
+    if wanted is None:
+        return file.read(use_threads=False)
+    if len(set(wanted)) == len(wanted) and set(wanted) <= set(file.schema_arrow.names):
+        return file.read(columns=wanted, use_threads=False).select(wanted)
+    return pq.read_table(io.BytesIO(data), columns=wanted, use_threads=False)
 
 
 Which = PartKind  # accepted (the manifest), rejected or lineage
@@ -172,14 +183,16 @@ def read_version_rows(
     store: ObjectStore, record: VersionRecord, which: Which = "accepted"
 ) -> list[dict[str, Any]]:
     """A version's accepted rows (sorted by sample id), rejected rows (by source, key, sample id) or
-    lineage edges (accepted first), whatever its layout: parts, or one file per kind (older versions)."""
+    lineage edges (accepted first), whatever its layout: parts, or one file per kind (older versions).
+    Untyped, as ``which`` may be any kind: for code that treats the three alike (tests comparing layouts);
+    typed readers: ``rows.read_version_samples`` and ``rows.read_version_edges``."""
     return read_rows(store, version_key(record, which))
 
 
 def read_version_table(
     store: ObjectStore, record: VersionRecord, which: Which = "accepted", columns: Sequence[str] | None = None
 ) -> pa.Table:
-    """``read_version_rows`` as an Arrow table (``columns``: only these)."""
+    """A version's accepted rows, rejected rows or lineage edges as an Arrow table (``columns``: only these)."""
     return read_table(store, version_key(record, which), columns)
 
 
@@ -221,9 +234,16 @@ LINEAGE_SCHEMA = pa.schema(
         ("detail", pa.string()),
     ]
 )
-ORDER: dict[str, list[str]] = {
+ORDER: dict[str, list[str]] = {  # the order rows are read in
     "accepted": ["sample_id"],
     "rejected": ["source", "key", "sample_id"],
+}
+# The order rows are stored in, within and across parts: by sample id for both kinds, so each part's
+# [first_id, last_id] is narrow and a change reads only the parts that may hold its ids (in reading
+# order a rejected part would span nearly every id). Rejected rows are sorted back into ORDER on reading.
+PART_ORDER: dict[str, list[str]] = {
+    "accepted": ["sample_id"],
+    "rejected": ["sample_id", "source", "key"],  # (a dropped byte copy shares its kept copy's id)
 }
 
 
@@ -254,10 +274,13 @@ class Layout:
 
 @dataclass
 class VersionLayout:
-    """The layouts of a version's accepted and rejected rows (None: one file each, an older version)."""
+    """The layouts of a version's accepted and rejected rows (None: one file each, an older version),
+    and the part lists they were read from (what ``write_change`` starts from: a commit reads none of
+    them again)."""
 
     accepted: Layout | None = None
     rejected: Layout | None = None
+    lists: ParentParts | None = None
 
     def known_keys(self) -> set[str]:
         return {p.key for lay in (self.accepted, self.rejected) if lay is not None for p in lay.parts}
@@ -302,6 +325,12 @@ def _sorted(table: pa.Table, kind: str) -> pa.Table:
     return table.sort_by([(c, "ascending") for c in ORDER[kind]])
 
 
+def _in_part_order(table: pa.Table, kind: str) -> pa.Table:
+    if table.num_rows <= 1:
+        return table
+    return table.sort_by([(c, "ascending") for c in PART_ORDER[kind]])
+
+
 def _empty(kind: str) -> pa.Table:
     schema = LINEAGE_SCHEMA if kind == "lineage" else SCHEMA
     return schema.empty_table()
@@ -313,7 +342,13 @@ def read_layout(
     """The rows under ``key`` in reading order, and where they lie (None for a single Parquet file)."""
     if not is_part_list(key):
         return _parquet(store.get(key), columns), None
-    listing = PartList.model_validate_json(store.get(key))
+    return _read_listed(store, PartList.model_validate_json(store.get(key)), columns)
+
+
+def _read_listed(
+    store: ObjectStore, listing: PartList, columns: Sequence[str] | None = None
+) -> tuple[pa.Table, Layout]:
+    """The rows of a part list's parts in reading order, and where they lie."""
     kind = listing.kind
     order = ORDER["rejected"] + ["disposition"] if kind == "lineage" else ORDER[kind]
     wanted = None if columns is None else list(dict.fromkeys([*columns, *order, "sample_id"]))
@@ -322,7 +357,7 @@ def read_layout(
     layout = Layout.of(listing.parts, tables)
     schema = tables[0].schema if tables else _empty(kind).schema
     table = pa.concat_tables(tables, promote_options="default") if tables else schema.empty_table()
-    if len(tables) > 1:  # one part is stored in reading order already
+    if len(tables) > 1 or kind != "accepted":  # one accepted part is stored in reading order already
         table = _sorted(table, kind)
     if kind == "lineage":  # the one column lineage parts do not store: every edge names this version
         table = table.add_column(0, "version", pa.array([listing.version] * table.num_rows, pa.string()))
@@ -334,12 +369,18 @@ def read_layout(
 def read_parent(
     store: ObjectStore, record: VersionRecord
 ) -> tuple[list[SampleRow], list[SampleRow], VersionLayout]:
-    """A parent version's accepted and rejected rows, and its layout (what the next version reuses)."""
-    accepted, accepted_layout = read_layout(store, record.manifest_uri)
-    rejected, rejected_layout = read_layout(store, record.rejected_uri)
-    accepted_rows: list[SampleRow] = accepted.to_pylist()
-    rejected_rows: list[SampleRow] = rejected.to_pylist()
-    return accepted_rows, rejected_rows, VersionLayout(accepted_layout, rejected_layout)
+    """A parent version's accepted and rejected rows, and its layout (what the next version reuses),
+    each part list read once."""
+    lists = ParentParts.read(store, record)
+    accepted: tuple[pa.Table, Layout | None]
+    rejected: tuple[pa.Table, Layout | None]
+    if lists is not None:
+        accepted, rejected = _read_listed(store, lists.accepted), _read_listed(store, lists.rejected)
+    else:  # an older version: one Parquet file per kind (or one of each)
+        accepted, rejected = read_layout(store, record.manifest_uri), read_layout(store, record.rejected_uri)
+    accepted_rows: list[SampleRow] = accepted[0].to_pylist()
+    rejected_rows: list[SampleRow] = rejected[0].to_pylist()
+    return accepted_rows, rejected_rows, VersionLayout(accepted[1], rejected[1], lists)
 
 
 def _normalized(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -349,7 +390,7 @@ def _normalized(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def plan_parts(table: pa.Table, kind: str, parent: Layout | None) -> list[pa.Table]:
-    """The parts of ``table``'s rows, each sorted in the kind's order (see the module docstring)."""
+    """The parts of ``table``'s rows, each sorted in the kind's part order (see the module docstring)."""
     count = table.num_rows
     if count == 0:
         return []
@@ -359,7 +400,7 @@ def plan_parts(table: pa.Table, kind: str, parent: Layout | None) -> list[pa.Tab
         group = pc.fill_null(pc.take(parent.part_index, position), parents)  # new rows: group ``parents``
     else:
         group = pa.array(np.zeros(count, dtype=np.int32))
-    keys = [("_group", "ascending")] + [(c, "ascending") for c in ORDER[kind]]
+    keys = [("_group", "ascending")] + [(c, "ascending") for c in PART_ORDER[kind]]
     ordered = table.append_column("_group", group).sort_by(keys)
     groups = ordered.column("_group").to_numpy()
     ordered = ordered.drop_columns(["_group"])
@@ -374,11 +415,11 @@ def plan_parts(table: pa.Table, kind: str, parent: Layout | None) -> list[pa.Tab
     merged: list[pa.Table] = []
     for whole, batch in _merge_small((p, p.num_rows) for p in pieces):
         (full if whole else merged).append(batch[0] if whole else pa.concat_tables(batch))
-    return full + [_sorted(m, kind) if len(m.column("sample_id").chunks) > 1 else m for m in merged]
+    return full + [_in_part_order(m, kind) if len(m.column("sample_id").chunks) > 1 else m for m in merged]
 
 
 def _new_pieces(ordered: pa.Table) -> Iterator[pa.Table]:
-    """Rows new in a version, sorted in the kind's order, as parts of ``PART_ROWS`` rows."""
+    """Rows new in a version, sorted in the kind's part order, as parts of ``PART_ROWS`` rows."""
     for start in range(0, ordered.num_rows, PART_ROWS):
         yield ordered.slice(start, min(PART_ROWS, ordered.num_rows - start))
 
@@ -548,9 +589,9 @@ def _split(table: pa.Table) -> dict[PartKind, pa.Table]:
 
 
 def _sort_key(table: pa.Table, row: int, kind: str) -> tuple[tuple[bool, str], ...]:
-    """Row ``row``'s place in the kind's order as Python compares it: nulls last, like Arrow's sort
+    """Row ``row``'s place in the kind's part order as Python compares it: nulls last, like Arrow's sort
     (code point order of str is the byte order of UTF-8 that Arrow sorts by)."""
-    values = (table.column(c)[row].as_py() for c in ORDER[kind])
+    values = (table.column(c)[row].as_py() for c in PART_ORDER[kind])
     return tuple((v is None, v or "") for v in values)
 
 
@@ -587,8 +628,8 @@ class PartWriter:
     than one part of rows; gives the parts, lists and lineage that ``write_parts`` gives for the same
     rows without a parent.
 
-    Each kind's rows must arrive in its reading order across batches (accepted: by sample id;
-    rejected: by source, key, sample id), as a first version's parts are slices of that order; a
+    Each kind's rows must arrive in its part order across batches (``PART_ORDER``: by sample id), as
+    a first version's parts are slices of that order; a
     batch may be unsorted within itself. A batch out of order is refused (``ValueError``) rather than
     written into parts whose id ranges overlap. (Ray Data gives ordered batches: ``ds.sort(...)``.)
     """
@@ -616,7 +657,7 @@ class PartWriter:
             raise ValueError("PartWriter.add after finish")
         for kind, rows in _split(_rows_table(batch)).items():
             if rows.num_rows:
-                self._add(kind, _sorted(rows, kind))
+                self._add(kind, _in_part_order(rows, kind))
 
     def _add(self, kind: PartKind, rows: pa.Table) -> None:
         first = _sort_key(rows, 0, kind)
@@ -624,7 +665,7 @@ class PartWriter:
         if last is not None and first < last:
             raise ValueError(
                 f"{kind} rows out of order: a batch starts at {first} after {last}; a streamed version "
-                f"needs its rows in the order {ORDER[kind]} (write_parts takes them in any order)"
+                f"needs its rows in the order {PART_ORDER[kind]} (write_parts takes them in any order)"
             )
         self._last[kind] = _sort_key(rows, rows.num_rows - 1, kind)
         pending = self._pending[kind]
@@ -748,14 +789,14 @@ class _Change:
             kept = rows.filter(pc.invert(pc.is_in(rows.column("sample_id"), value_set=self.touched)))
             mine = upserts.filter(pc.is_in(upserts.column("sample_id"), value_set=ids))
             found.append(mine.column("sample_id").combine_chunks())
-            piece = _sorted(pa.concat_tables([kept, mine]), kind)
+            piece = _in_part_order(pa.concat_tables([kept, mine]), kind)
             if piece.num_rows:
                 yield piece, piece.num_rows
         seen = pa.concat_arrays(found) if found else pa.nulls(0, pa.string())
         new = pa.concat_tables(
             [upserts.filter(pc.invert(pc.is_in(upserts.column("sample_id"), value_set=seen))), added]
         )
-        for piece in _new_pieces(_sorted(new, kind)):
+        for piece in _new_pieces(_in_part_order(new, kind)):
             yield piece, piece.num_rows
 
     def _emit(
@@ -772,7 +813,7 @@ class _Change:
             self.stats.parts_reused += 1
             return only, edge
         tables = [self._load(p) if isinstance(p, ManifestPart) else p for p in batch]
-        table = _sorted(pa.concat_tables(tables), kind) if len(tables) > 1 else tables[0]
+        table = _in_part_order(pa.concat_tables(tables), kind) if len(tables) > 1 else tables[0]
         return _store_with_edges(self.store, self.prefix, table, self.known, self.stats)
 
     def kind(

@@ -91,7 +91,7 @@ def _as_set(value: Filter) -> frozenset[str] | None:
     return frozenset([value]) if isinstance(value, str) else frozenset(value)
 
 
-def _is_served(row: Mapping[str, Any], allow_restricted: bool) -> bool:
+def _is_served(row: SampleRow, allow_restricted: bool) -> bool:
     from loupe_workers.curation.privacy import exportable
 
     return bool(exportable([row], allow_restricted))
@@ -382,7 +382,7 @@ class Version:
 
 def served_mask(table: pa.Table, allow_restricted: bool) -> list[bool]:
     """Which rows of a manifest table may be served: all, or those not restricted for privacy."""
-    keys = table.select([c for c in ("disposition", "flags") if c in table.column_names]).to_pylist()
+    keys = sample_rows(table.select([c for c in ("disposition", "flags") if c in table.column_names]))
     return [_is_served(r, allow_restricted) for r in keys]
 
 

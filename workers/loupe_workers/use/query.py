@@ -19,6 +19,7 @@ from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore
 from loupe_workers.curation.privacy import is_restricted
 from loupe_workers.storage.manifest import read_version_table
+from loupe_workers.storage.rows import sample_rows
 from loupe_workers.use.client import JSON_COLUMNS, Version, decode_json_columns
 
 TABLES = {
@@ -51,7 +52,7 @@ def version_table(store: ObjectStore, record: VersionRecord, name: str, allow_re
     table = read_version_table(store, record, "rejected" if name == "rejected" else "lineage")
     if name == "rejected":
         if not allow_restricted:  # a left-out sample's metadata may still name a face or a plate
-            flags = table.select([c for c in ("flags",) if c in table.column_names]).to_pylist()
+            flags = sample_rows(table.select([c for c in ("flags",) if c in table.column_names]))
             mask = [not is_restricted(row) for row in flags]
             table = table if all(mask) else table.filter(pa.array(mask, pa.bool_()))
         table = decode_json_columns(table, JSON_COLUMNS)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from loupe_api.samples import SampleRow
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class VersionDiff:
     classes: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
-def sample_class(row: Mapping[str, Any]) -> str | None:
+def sample_class(row: SampleRow) -> str | None:
     """A row's class: its ``label`` column, else the class in its ``labels`` JSON."""
     if "label" in row:
         return None if row["label"] is None else str(row["label"])
@@ -36,10 +37,10 @@ def sample_class(row: Mapping[str, Any]) -> str | None:
     return None if found is None else str(found)
 
 
-def diff_rows(rows_a: Iterable[Mapping[str, Any]], rows_b: Iterable[Mapping[str, Any]]) -> VersionDiff:
-    """Compare two manifests' rows (each needs ``sample_id``, ``labels`` and ``split``)."""
-    by_a = {str(r["sample_id"]): r for r in rows_a}
-    by_b = {str(r["sample_id"]): r for r in rows_b}
+def diff_rows(rows_a: Iterable[SampleRow], rows_b: Iterable[SampleRow]) -> VersionDiff:
+    """Compare two manifests' accepted rows (each needs ``sample_id``, ``labels`` and ``split``)."""
+    by_a = {r["sample_id"]: r for r in rows_a}
+    by_b = {r["sample_id"]: r for r in rows_b}
     common = by_a.keys() & by_b.keys()
     relabeled = tuple(sorted(s for s in common if by_a[s].get("labels") != by_b[s].get("labels")))
     return VersionDiff(
