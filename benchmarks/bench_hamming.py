@@ -3,6 +3,8 @@
 Run:  .venv/bin/python benchmarks/bench_hamming.py [--n 1000000] [--distances 8 10] [--check 20000]
                                                    [--layouts chosen 4 5] [--skip-previous]
       .venv/bin/python benchmarks/bench_hamming.py --pixel-check [--png-share 0.05]
+      .venv/bin/python benchmarks/bench_hamming.py --cross [--sizes 10000 100000 1000000] [--crop-distance 16]
+                                                   [--limit 60]
 
 The hashes: uniform random 64-bit values, 1 % of them replaced by a copy of another with each bit flipped
 with probability 0.1 (planted near pairs). For each distance it times:
@@ -16,6 +18,13 @@ with probability 0.1 (planted near pairs). For each distance it times:
 and prints seconds (wall and CPU; the search is single-threaded), the ratio of CPU seconds to ``previous``, the layout's relative cost (hamming.layout_cost) and the
 pairs found, which must be the same for every layout. ``--check N`` also compares every layout's pairs
 with brute force on the first N hashes. It prints figures and asserts nothing.
+
+``--cross``: hamming.cross_pairs as dedup.window_candidates calls it, the sub-window hashes of 1 % new
+files (29 windows each) against N whole hashes at crop_distance (the spec default, 16 bits): brute force
+against the band index, CPU seconds, triples and whether both give the same arrays. Queries are random
+(``random``) or a tenth of them near copies of whole hashes (``planted``, each bit flipped with p 0.12).
+A search whose estimate exceeds ``--limit`` seconds is timed on a slice of the queries and scaled
+linearly (its cost is linear in the queries at a fixed table); the line says so.
 """
 
 from __future__ import annotations
@@ -160,6 +169,66 @@ def pixel_check(hashes: npt.NDArray[np.uint64], png_share: float) -> None:
         sys.stdout.flush()
 
 
+def cross_queries(table: npt.NDArray[np.uint64], count: int, near: bool, seed: int) -> npt.NDArray[np.uint64]:
+    rng = np.random.default_rng(seed)
+    queries = rng.integers(0, 1 << 63, count, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    if near:
+        k = count // 10
+        flips = np.zeros(k, np.uint64)
+        for bit in range(64):
+            flips |= (rng.random(k) < 0.12).astype(np.uint64) << np.uint64(bit)
+        queries[:k] = table[rng.integers(0, len(table), k)] ^ flips
+    return queries
+
+
+def timed_cross(
+    queries: npt.NDArray[np.uint64], table: npt.NDArray[np.uint64], distance: int, indexed: bool, rows: int
+) -> tuple[float, tuple[npt.NDArray[np.int64], ...]]:
+    """CPU seconds of cross_pairs on the first ``rows`` queries, scaled to all of them."""
+    cpu = time.process_time()
+    found = hamming.cross_pairs(queries[:rows], table, distance, indexed=indexed)
+    return (time.process_time() - cpu) * len(queries) / rows, found
+
+
+def cross_check(sizes: list[int], distance: int, limit: float) -> None:
+    # seconds per cost unit of each path, measured on a small search of this run (the baseline)
+    table = planted(20_000, 5)
+    queries = cross_queries(table, 5_800, False, 6)
+    brute_units, index_units = hamming.cross_cost(len(queries), len(table), distance)
+    rate = {False: timed_cross(queries, table, distance, False, len(queries))[0] / brute_units}
+    rate[True] = timed_cross(queries, table, distance, True, len(queries))[0] / index_units
+    for n in sizes:
+        table = planted(n, 7)
+        for kind in ("random", "planted"):
+            queries = cross_queries(table, n // 100 * 29, kind == "planted", 8)
+            units = dict(zip((False, True), hamming.cross_cost(len(queries), n, distance), strict=True))
+            chosen = "index" if units[True] < units[False] else "brute force"
+            seconds: dict[bool, float] = {}
+            results: dict[bool, tuple[npt.NDArray[np.int64], ...]] = {}
+            notes: list[str] = []
+            rows = len(queries)
+            for indexed in (False, True):
+                estimate = rate[indexed] * units[indexed]
+                if estimate > limit:
+                    rows = min(rows, max(1, int(len(queries) * limit / estimate / 4)))
+            for indexed in (False, True):
+                seconds[indexed], results[indexed] = timed_cross(queries, table, distance, indexed, rows)
+            if rows < len(queries):
+                notes.append(
+                    f"both timed (and triples counted) on the first {rows} of {len(queries)} queries, seconds scaled"
+                )
+            same = all(
+                np.array_equal(a, b) and a.dtype == b.dtype
+                for a, b in zip(results[False], results[True], strict=True)
+            )
+            print(f"cross n={n} queries={len(queries)} {kind:>7} distance {distance}: brute force "
+                  f"{seconds[False]:8.2f} s cpu, index {seconds[True]:8.2f} s cpu "
+                  f"({seconds[False] / seconds[True]:.2f}x), {len(results[True][0])} triples, "
+                  f"{'same arrays' if same else 'DIFFERENT'}; cross_pairs picks {chosen}; "
+                  f"{'; '.join(notes)}")  # fmt: skip
+            sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -171,7 +240,14 @@ def main() -> None:
     parser.add_argument("--check", type=int, default=20_000, help="brute-force check on this many (0: none)")
     parser.add_argument("--pixel-check", action="store_true", help="only the default dedup search (below)")
     parser.add_argument("--png-share", type=float, default=0.05)
+    parser.add_argument("--cross", action="store_true", help="only the crop-candidate cross search (above)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--crop-distance", type=int, default=16, help="spec crop_distance default")
+    parser.add_argument("--limit", type=float, default=60.0, help="seconds before a search is sliced")
     args = parser.parse_args()
+    if args.cross:
+        cross_check(args.sizes, args.crop_distance, args.limit)
+        return
     hashes = planted(args.n)
     hamming.hamming_pairs(hashes[:5000], 8)  # warm up
     if args.pixel_check:

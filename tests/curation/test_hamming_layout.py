@@ -97,3 +97,45 @@ def test_pixel_candidates_are_the_wide_pairs_a_scaled_jpeg_can_have_with_a_lossl
     only_jpeg = [{**r, "format": "jpeg"} for r in records]
     a, b = pixel_candidates(only_jpeg, hashes, query, 10)
     assert len(a) == 0
+
+
+def near_copies(
+    origins: npt.NDArray[np.uint64], bits: npt.NDArray[np.int64], seed: int
+) -> npt.NDArray[np.uint64]:
+    """Each origin with exactly bits[k] of its 64 bits flipped, at random places."""
+    rng = np.random.default_rng(seed)
+    out = origins.copy()
+    for k, count in enumerate(bits.tolist()):
+        for bit in rng.choice(64, count, replace=False).tolist():
+            out[k] ^= np.uint64(1) << np.uint64(bit)
+    return out
+
+
+@pytest.mark.parametrize(("queries", "table"), [(3000, 6000), (6000, 3000)])  # either side indexed
+@pytest.mark.parametrize("max_distance", [5, 10, 16])
+def test_indexed_cross_search_gives_exactly_the_brute_force_triples(
+    queries: int, table: int, max_distance: int
+) -> None:
+    """Random hashes, and queries that are table hashes with exactly 0 to max_distance + 2 bits flipped:
+    every distance up to the bound, and just beyond it, on every band boundary the layout has."""
+    rng = np.random.default_rng(max_distance)
+    stored = rng.integers(0, 1 << 63, table, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    asked = rng.integers(0, 1 << 63, queries, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    planted_at = rng.choice(queries, queries * 3 // 4, replace=False)
+    bits = rng.integers(0, max_distance + 3, len(planted_at))
+    bits[len(bits) // 3 :] = max_distance  # at the bound: the pairs a band probed one bit short misses
+    asked[planted_at] = near_copies(stored[rng.integers(0, table, len(planted_at))], bits, max_distance)
+    want = hamming.cross_pairs(asked, stored, max_distance, indexed=False)
+    got = hamming.cross_pairs(asked, stored, max_distance, indexed=True)
+    assert np.bincount(want[2], minlength=max_distance + 1)[: max_distance + 1].min() > 0  # every distance
+    for brute, index in zip(want, got, strict=True):
+        assert brute.dtype == index.dtype
+        np.testing.assert_array_equal(index, brute)  # the same triples, in the same order
+
+
+def test_cross_search_indexes_only_where_the_cost_model_says_it_pays() -> None:
+    """Crop candidates (16 bits): brute force for a small increment, the index at a million stored."""
+    brute, indexed = hamming.cross_cost(290, 10_000, 16)
+    assert brute < indexed
+    brute, indexed = hamming.cross_cost(290_000, 1_000_000, 16)
+    assert indexed < brute

@@ -7,6 +7,11 @@ counting-sort table of all band values, then verify candidates on the full 64 bi
 the m whose probes plus candidates cost least (layout_cost; at a million hashes 3 bands of ~21 bits), so
 time is about n * sum_i C(w_i, <=r_i) table look-ups, all vectorised, and memory is linear in n. When
 every item is a query, a pair whose bands differ is probed from one side only (half the look-ups).
+
+cross_pairs (sub-window hashes against whole hashes) probes the same band tables, built over the larger
+side, where cross_cost says that beats brute force. At its 16 of 64 bits the index is only a constant
+factor ahead, and only at a million hashes (benchmarks/bench_hamming.py --cross): exact search at a
+quarter of the bits keeps most of brute force's work.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ MAX_BAND_BITS = 24  # a band's counting table has 2**width entries: wider bands 
 _CHUNK = 512
 _PROBE_CHUNK = 1 << 16  # queries probed together: their arrays stay in cache
 CANDIDATE_COST = 1.2  # a verified candidate against a table probe, measured (benchmarks/bench_hamming.py)
+BRUTE_PAIR_COST = 0.1  # one brute-force distance against a table probe (cross_pairs), measured there too
 
 IntArray = npt.NDArray[np.int64]
 HashArray = npt.NDArray[np.uint64]
@@ -180,17 +186,12 @@ def hamming_pairs(
     return _normalise(firsts, seconds)
 
 
-def cross_pairs(
+def _brute_cross(
     queries: HashArray, table: HashArray, max_distance: int
 ) -> tuple[IntArray, IntArray, npt.NDArray[np.uint8]]:
-    """(query index, table index, distance) of every query/table pair within ``max_distance`` bits, by
-    chunked brute force: O(len(queries) * len(table)) popcounts in bounded memory. Meant for loose
-    thresholds (crop candidates at 16 of 64 bits), where multi-index probing costs about as much."""
     firsts: list[IntArray] = []
     seconds: list[IntArray] = []
     found: list[npt.NDArray[np.uint8]] = []
-    if max_distance < 0 or not len(queries) or not len(table):
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint8)
     rows = max(1, (1 << 22) // len(table))  # about 4 M distances at a time
     for start in range(0, len(queries), rows):
         distances = _popcount(queries[start : start + rows, None] ^ table[None, :])
@@ -201,6 +202,89 @@ def cross_pairs(
         seconds.append(c.astype(np.int64))
         found.append(distances.reshape(-1)[at])
     return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(found)
+
+
+def _indexed_cross(
+    probers: HashArray,
+    indexed: HashArray,
+    max_distance: int,
+    layout: Sequence[tuple[int, int]],
+    radii: Sequence[int],
+) -> IntArray:
+    """Sorted, distinct keys prober * len(indexed) + item of every pair within max_distance: bands over
+    ``indexed`` (counting-sort tables), every prober's band value probed at each band's radius."""
+    firsts: list[IntArray] = []
+    seconds: list[IntArray] = []
+    for (offset, width), radius in zip(layout, radii, strict=True):
+        if radius < 0:
+            continue
+        field = np.uint64((1 << width) - 1)
+        band = ((indexed >> np.uint64(offset)) & field).astype(np.int64)
+        order = np.argsort(band, kind="stable")
+        ordered = indexed[order]
+        counts = np.bincount(band, minlength=1 << width)
+        starts = np.cumsum(counts) - counts
+        prober_band = ((probers >> np.uint64(offset)) & field).astype(np.int64)
+        masks = np.array(_flip_masks(width, radius), dtype=np.int64)
+        # probers x masks in blocks of about _PROBE_CHUNK probes: few probers with many masks, or the
+        # reverse, both stay vectorised and in cache
+        per_block = max(1, _PROBE_CHUNK // len(masks))
+        for begin in range(0, len(probers), per_block):
+            rows = np.arange(begin, min(begin + per_block, len(probers)), dtype=np.int64)
+            probe = (prober_band[rows, None] ^ masks[None, :]).reshape(-1)
+            per_all = counts[probe]
+            hit = np.flatnonzero(per_all)
+            if hit.size == 0:
+                continue
+            per = per_all[hit]
+            i = np.repeat(rows[hit // len(masks)], per)
+            j = np.arange(int(per.sum()), dtype=np.int64) + np.repeat(
+                starts[probe[hit]] - (np.cumsum(per) - per), per
+            )
+            close = _popcount(probers[i] ^ ordered[j]) <= max_distance
+            firsts.append(i[close])
+            seconds.append(order[j[close]])
+    if not firsts:
+        return np.empty(0, np.int64)
+    # a pair close on several bands is found once per band
+    keys: IntArray = np.unique(np.concatenate(firsts) * len(indexed) + np.concatenate(seconds))
+    return keys
+
+
+def cross_cost(queries: int, table: int, max_distance: int) -> tuple[float, float]:
+    """(brute force, indexed) relative costs of a cross search, in table probes: brute force is
+    BRUTE_PAIR_COST per pair; the index is built over the larger side and probed with the smaller."""
+    small, large = sorted((queries, table))
+    layout = band_layout(large, max_distance)
+    indexed = small * layout_cost(large, layout, probe_radii(layout, max_distance))
+    return BRUTE_PAIR_COST * queries * table, indexed
+
+
+def cross_pairs(
+    queries: HashArray, table: HashArray, max_distance: int, *, indexed: bool | None = None
+) -> tuple[IntArray, IntArray, npt.NDArray[np.uint8]]:
+    """(query index, table index, distance) of every query/table pair within ``max_distance`` bits,
+    ordered by query then table index. Multi-index search (bands over the larger side, probed with the
+    smaller) where cross_cost says it is cheaper, otherwise chunked brute force in bounded memory; both
+    give the same triples. ``indexed`` forces one or the other."""
+    if max_distance < 0 or not len(queries) or not len(table):
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.uint8)
+    if indexed is None:
+        brute, index = cross_cost(len(queries), len(table), max_distance)
+        indexed = index < brute
+    if not indexed:
+        return _brute_cross(queries, table, max_distance)
+    probe_queries = len(queries) <= len(table)  # index the larger side, probe with the smaller
+    probers, items = (queries, table) if probe_queries else (table, queries)
+    layout = band_layout(len(items), max_distance)
+    keys = _indexed_cross(probers, items, max_distance, layout, probe_radii(layout, max_distance))
+    first, second = np.divmod(keys, len(items))
+    if not probe_queries:  # found as (table, query): back to query-major order
+        first, second = second, first
+        by_query = np.lexsort((second, first))
+        first, second = first[by_query], second[by_query]
+    distances = _popcount(queries[first] ^ table[second])
+    return first, second, distances
 
 
 def connected_groups(n: int, firsts: IntArray, seconds: IntArray) -> IntArray:
