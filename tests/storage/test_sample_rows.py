@@ -33,7 +33,7 @@ from loupe_api.samples import (
 from loupe_storage.store import LocalStore
 from loupe_workers.curation.outliers import MEASURES
 from loupe_workers.storage import manifest
-from loupe_workers.storage.rows import read_sample_rows
+from loupe_workers.storage.rows import sample_rows
 
 ARROW_TO_PYTHON: dict[pa.DataType, object] = {
     pa.string(): str,
@@ -171,7 +171,7 @@ def test_flags_cover_every_gate_that_can_flag() -> None:
 
 
 def test_typed_reader_reads_parts_and_single_files_as_sample_rows(tmp_path: Path) -> None:
-    """rows.read_sample_rows: a part list's rows and an older single-file manifest's, each the row
+    """rows.sample_rows over manifest.read_table: a part list's rows and an older single-file manifest's, each the row
     written, key for key in SampleRow's order."""
     store = LocalStore(tmp_path)
     row = _row(enums=False)
@@ -183,7 +183,7 @@ def test_typed_reader_reads_parts_and_single_files_as_sample_rows(tmp_path: Path
         (written.rejected_uri, rejected),
         ("datasets/d/runs/old/manifest.parquet", row),
     ):
-        (read,) = read_sample_rows(store, key)
+        (read,) = sample_rows(manifest.read_table(store, key))
         assert read == expected and list(read) == list(get_type_hints(SampleRow)), key
 
 

@@ -767,8 +767,9 @@ def inputs_digest(
 
 
 def _model_digest(ref: str) -> str:
-    """A custom model's graph and options, read now: not embedding.models.model_id, which is cached per
-    process, so a model replaced at the same path would keep a long-lived worker's old digest."""
+    """A custom model's graph and all its options, read now. Not embedding.models.model_id: that digests
+    only what changes the vectors, follows a local file by its stat (a same-size rewrite within one clock
+    tick would keep the old digest) and reads a remote (s3://) model once per process."""
     spec = model_spec(ref)
     digest = hashlib.sha256(model_bytes(spec))
     digest.update(json.dumps(asdict(spec), sort_keys=True, default=str).encode())

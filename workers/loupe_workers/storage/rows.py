@@ -21,11 +21,6 @@ def sample_rows(table: pa.Table) -> list[SampleRow]:
     return rows
 
 
-def read_sample_rows(store: ObjectStore, key: str) -> list[SampleRow]:
-    """The rows of a manifest or rejected table under ``key`` (a part list, or one Parquet file), typed."""
-    return sample_rows(manifest.read_table(store, key))
-
-
 def read_version_samples(
     store: ObjectStore, record: VersionRecord, which: Literal["accepted", "rejected"] = "accepted"
 ) -> list[SampleRow]:
