@@ -60,6 +60,20 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def shapes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Decodes at the working scale for the shape measures alone, by the sha256 of the bytes decoded."""
+    counts: Counter[str] = Counter()
+    shape = media.shape_measures
+
+    def counted_shape(data: bytes, **options: Any) -> dict[str, float]:
+        counts[hashlib.sha256(data).hexdigest()] += 1
+        return shape(data, **options)
+
+    monkeypatch.setattr(media, "shape_measures", counted_shape)
+    return counts
+
+
+@pytest.fixture
 def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Full decodes by the sha256 of the bytes decoded (both full-decode entry points are counted)."""
     counts: Counter[str] = Counter()
@@ -78,19 +92,26 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return counts
 
 
-def test_one_full_decode_per_group_member(folder: Path, tmp_path: Path, decodes: Counter[str]) -> None:
+def test_one_full_decode_per_group_member(
+    folder: Path, tmp_path: Path, decodes: Counter[str], shapes: Counter[str]
+) -> None:
     result = run_dataset(request(folder, tmp_path / "store"))
     assert result.created
     found = rows(tmp_path / "store")
     assert found["reencoded.png"]["reason"] == "exact_duplicate", found["reencoded.png"]
     assert found["smaller.jpg"]["reason"] == "near_duplicate", found["smaller.jpg"]
-    members = {found[k]["sha256"] for k in ("original.png", "reencoded.png", "smaller.jpg")}
-    assert set(decodes) == members  # the unrelated photo is never decoded in full
+    pngs = {found[k]["sha256"] for k in ("original.png", "reencoded.png")}
+    assert set(decodes) == pngs  # the unrelated photo is never decoded in full
     assert all(n == 1 for n in decodes.values()), decodes  # digest and keep measures share one decode
+    # the smaller copy has nothing smaller to be an upscale of and leaves at "highest resolution":
+    # its shape (for the letterbox test) is all the keep policy reads of it, at the working scale
+    assert shapes == Counter({found["smaller.jpg"]["sha256"]: 1}), shapes
     for key in ("original.png", "reencoded.png", "smaller.jpg"):
         stored = json.loads(found[key]["keep_measures"])
         assert stored["version"] == media.KEEP_MEASURES_VERSION
-        assert stored["measures"] == media.keep_measures(folder.joinpath(key).read_bytes())
+        data = folder.joinpath(key).read_bytes()
+        expected = media.shape_measures(data) if key == "smaller.jpg" else media.keep_measures(data)
+        assert stored["measures"] == expected
     assert found["coffee.jpg"]["keep_measures"] is None
 
 
@@ -139,3 +160,25 @@ def test_merged_decode_gives_what_the_two_decodes_gave(folder: Path) -> None:
         keep: dict[str, float] = {}
         assert media.pixel_digest(data, keep=keep) == media.pixel_digest(data)
         assert keep == media.keep_measures(data)
+
+
+def test_shape_measures_are_the_keep_measures_shape_at_any_size_and_format() -> None:
+    """The cheap decode gives exactly keep_measures' padded and content_aspect: a JPEG large enough to
+    be DCT-scaled for them (and letterboxed, so the box is not the frame), a small one, lossless ones."""
+    photo = Image.fromarray(skdata.astronaut()).convert("RGB")
+    boxed = Image.new("RGB", (2400, 1500), (0, 0, 0))
+    boxed.paste(photo.resize((1500, 1500)), (450, 0))
+    cases = {
+        "large jpeg": encoded(boxed, "JPEG", quality=90),
+        "small jpeg": encoded(photo.resize((300, 300)), "JPEG", quality=90),
+        "grey jpeg": encoded(boxed.convert("L"), "JPEG", quality=90),
+        "png": encoded(boxed.resize((1200, 750)), "PNG"),
+        "webp": encoded(boxed.resize((1200, 750)), "WEBP", lossless=True),
+    }
+    for name, data in cases.items():
+        whole = media.keep_measures(data)
+        shape = media.shape_measures(data)
+        assert set(shape) == set(media.SHAPE_MEASURES), name
+        assert shape == {k: whole[k] for k in media.SHAPE_MEASURES}, name
+        if name != "small jpeg":
+            assert shape["padded"] > 0.3 and abs(shape["content_aspect"] - 1.0) < 0.05, (name, shape)

@@ -47,7 +47,9 @@ def split_variants(record: Mapping[str, Any]) -> tuple[list[str], list[str]]:
 
 
 # Hash distance under which two same-sized images are decoded in full to compare their pixels:
-# a lossless re-encode decodes to the same pixels, but its hash may come from another decode path.
+# a lossless re-encode decodes to the same pixels, but its hash may come from another decode path (a
+# DCT-scaled JPEG against a lossless copy). Two files of one decode path with the same pixels hash the
+# same, so they are decoded only at distance 0: a recompressed or edited copy of the same size is not.
 PIXEL_CANDIDATE_DISTANCE = 10
 
 # bestOriginal: how copies are told apart (media.keep_measures gives detail, detail_x/_y, padded)
@@ -201,6 +203,7 @@ def best_original(
     records: Sequence[Record],
     measures: Callable[[int], Measures | None],
     cropped: Mapping[int, Collection[int]] | None = None,
+    outline: Callable[[int], Measures | None] | None = None,
 ) -> tuple[int, str]:
     """The least-processed copy of a group and why: not letterboxed (see letterboxed), not stretched
     (shape of the group's majority), not cropped (shown by a verified crop candidate to lie inside
@@ -208,8 +211,20 @@ def best_original(
     upscaled (more pixels than a smaller, uncropped copy and the resampling trace of the factor
     between them, see upscaled_from: a soft original is not taken for an upscale of its own resize),
     then the highest resolution, the least compressed (bytes per pixel, same format), the sharpest,
-    then by source and key. Each step only narrows the candidates when some, not all, fail it."""
-    found = {i: measures(i) for i in members}
+    then by source and key. Each step only narrows the candidates when some, not all, fail it.
+
+    ``outline`` gives media.shape_measures (padded, content_aspect), read of every member; ``measures``
+    the whole keep measures, then read only of the copies that need them (those still in the running
+    when the shape, the upscale test or the sharpness is judged). Without ``outline`` both come from
+    ``measures``. A member without shape measures (undecodable) sets no size for the upscale test."""
+    shapes_of = {i: (outline or measures)(i) for i in members}
+    found: dict[int, Measures | None] = {} if outline is not None else dict(shapes_of)
+
+    def full(i: int) -> Measures | None:
+        if i not in found:
+            found[i] = measures(i)
+        return found[i]
+
     candidates = list(members)
     reasons: list[str] = []
 
@@ -221,11 +236,11 @@ def best_original(
             reasons.append(why)
 
     def get(i: int, name: str) -> float | None:
-        values = found[i]
+        values = full(i)
         return None if values is None else values.get(name)
 
     inside = cropped or {}
-    boxed = letterboxed(members, records, found, inside)
+    boxed = letterboxed(members, records, shapes_of, inside)
     narrow(lambda i: i in boxed, "not letterboxed")
     unpadded = [i for i in members if i not in boxed] or list(members)
     shapes = {i: _log_aspect(records[i]) for i in unpadded}
@@ -258,14 +273,16 @@ def best_original(
     # an upscale bears the resampling trace of the factor from the copy it was made from
     # (a crop's size says nothing of a scale factor)
     sizes = sorted(
-        {_pixels(records[j]) for j in members if found[j] is not None and not inside.get(j)}, reverse=True
+        {_pixels(records[j]) for j in members if shapes_of[j] is not None and not inside.get(j)}, reverse=True
     )
 
     def upscaled(i: int) -> bool:
-        values = found[i]
+        pixels = _pixels(records[i])
+        if not any(size < UPSCALE_PIXEL_RATIO * pixels for size in sizes):
+            return False  # no smaller copy: nothing to be an upscale of, and no need to measure
+        values = full(i)
         if values is None or "band0" not in values:  # not measured (a tiny or undecodable copy)
             return False
-        pixels = _pixels(records[i])
         smaller = [size for size in sizes if size < UPSCALE_PIXEL_RATIO * pixels][:UPSCALE_SIZES]
         return any(upscaled_from(values, math.sqrt(pixels / size)) for size in smaller)
 
@@ -291,6 +308,10 @@ IntArray = npt.NDArray[np.int64]
 
 
 SCALED_FORMATS = frozenset({"jpeg"})  # decoded at reduced scale in the DCT (media.decode: drafted)
+
+
+def _scaled(record: Record) -> bool:
+    return record.get("format") in SCALED_FORMATS
 
 
 def pixel_candidates(
@@ -469,6 +490,7 @@ def find_duplicates(
     extra_pairs: Sequence[tuple[int, int]] = (),
     keep_measures: KeepMeasures | None = None,
     verify: Verify | None = None,
+    shape_measures: KeepMeasures | None = None,
 ) -> list[DuplicateInfo]:
     """Group the records (all of which passed the gates).
 
@@ -479,7 +501,8 @@ def find_duplicates(
     themselves: the keep policy picks the kept copy of each set of connected newcomers, the
     newcomers that match it join it, and the rest are grouped again the same way. ``extra_pairs``
     are near-duplicate pairs found elsewhere (by embedding similarity); ``keep_measures`` gives
-    what the bestOriginal policy compares (media.keep_measures), asked only of group members;
+    what the bestOriginal policy compares (media.keep_measures), asked only of group members that
+    need them, and ``shape_measures`` its cheaper part (media.shape_measures), asked of every member;
     ``verify`` confirms crop candidates (``perceptual.crops``): without it, none is searched.
     """
     n = len(records)
@@ -540,6 +563,7 @@ def find_duplicates(
         ra, rb = records[a], records[b]
         if (
             d <= pixels
+            and (d == 0 or _scaled(ra) != _scaled(rb))  # one decode path: same pixels, same hash
             and ra["sha256"] != rb["sha256"]
             and (ra["width"], ra["height"]) == (rb["width"], rb["height"])
             and pixel_digest(ra) == pixel_digest(rb)
@@ -589,6 +613,7 @@ def find_duplicates(
                     cropped.setdefault(a, set()).add(b)
 
     measured: dict[int, Measures | None] = {}
+    outlined: dict[int, Measures | None] = {}
 
     def measures(i: int) -> Measures | None:
         if keep_measures is None:
@@ -596,6 +621,13 @@ def find_duplicates(
         if i not in measured:
             measured[i] = keep_measures(records[i])
         return measured[i]
+
+    def outline(i: int) -> Measures | None:
+        if shape_measures is None or keep_measures is None:
+            return measures(i)
+        if i not in outlined:
+            outlined[i] = shape_measures(records[i])
+        return outlined[i]
 
     asked: set[tuple[int, int]] = set()
     extra_asks: dict[int, int] = {}
@@ -652,7 +684,7 @@ def find_duplicates(
                 published = [i for i in remaining if records[i]["sample_id"] in previously_kept]
                 choices = published or remaining
                 if spec.keep == "bestOriginal":
-                    keeper, why = best_original(choices, records, measures, cropped)
+                    keeper, why = best_original(choices, records, measures, cropped, outline)
                 else:
                     keeper = min(choices, key=lambda i: _keep_order(records[i], spec.keep))
                     why = _POLICY_REASONS[spec.keep]

@@ -194,7 +194,8 @@ def _own(call: Callable[[SampleRow], T]) -> Callable[[Mapping[str, Any]], T]:
 def _processing_row(record: Mapping[str, object]) -> CurationRow:
     """A processed (or carried) record's processing columns, each one set (None where it has none): where
     its manifest row starts. The columns are manifest columns (tests/storage/test_sample_rows.py)."""
-    return cast(CurationRow, {c: record.get(c) for c in manifest.PROCESSING_COLUMNS})
+    columns = manifest.PROCESSING_COLUMNS
+    return cast(CurationRow, dict(zip(columns, map(record.get, columns), strict=True)))  # once per row
 
 
 def curate(
@@ -210,6 +211,7 @@ def curate(
     keep_measures: KeepMeasures | None = None,
     verify: Verify | None = None,
     sampler: Sampler | None = None,
+    shape_measures: KeepMeasures | None = None,
 ) -> Curated:
     """Pure curation over processed records: metadata, labels, filters, gates, dedup, splits.
 
@@ -233,6 +235,7 @@ def curate(
     accepted, duplicates = _group_duplicates(
         [rows[i] for i in candidates], [new[i] for i in candidates], spec, previous, stats,
         pixel_digest=pixel_digest, embedding_pairs=embedding_pairs, keep_measures=keep_measures, verify=verify,
+        shape_measures=shape_measures,
     )  # fmt: skip
     groups = _keep_copies(accepted, duplicates, stats)
     sampled = None
@@ -270,6 +273,7 @@ def _label_and_gate(
     rows: list[CurationRow] = []
     new_rows: list[bool] = []
     candidates: list[int] = []
+    texts = _JsonTexts()
     for record, new in zip(records, is_new, strict=True):
         row = _processing_row(record)
         source_spec = sources[row["source"]]
@@ -280,11 +284,11 @@ def _label_and_gate(
         mapped = tally.taxonomy.apply(row["source"], source_labels)
         tally.add(row["source"], mapped)
         label_set = mapped.labels
-        row["metadata"] = json.dumps(metadata, sort_keys=True)
+        row["metadata"] = texts.metadata(metadata)
         row["synthetic"] = synthetic.is_synthetic(source_spec.synthetic, metadata, spec.synthetic)
         row["capture_time"] = metadata.get("capture_time")
         row["label"] = label_set.label
-        row["labels"] = label_set.to_json()
+        row["labels"] = texts.labels(label_set)
         outcome = privacy.apply(gates.evaluate(row, spec.quality_gates), row, spec.privacy)
         row["flags"] = outcome.flags
         row["disposition"] = outcome.disposition
@@ -314,6 +318,32 @@ def _label_and_gate(
     return rows, new_rows, candidates
 
 
+class _JsonTexts:
+    """The metadata and label JSON of a run's rows, encoded once per distinct value: most rows share a
+    few (no metadata, a folder's class). Keyed by the whole value, and only where the key says all that
+    the text depends on (string values; a label set without boxes)."""
+
+    def __init__(self) -> None:
+        self._metadata: dict[tuple[tuple[str, str], ...], str] = {}
+        self._labels: dict[str | None, str] = {}
+
+    def metadata(self, metadata: dict[str, str]) -> str:
+        if not all(type(v) is str for v in metadata.values()):
+            return json.dumps(metadata, sort_keys=True)
+        key = tuple(sorted(metadata.items()))
+        if (text := self._metadata.get(key)) is None:
+            text = self._metadata[key] = json.dumps(metadata, sort_keys=True)
+        return text
+
+    def labels(self, label_set: annotate.LabelSet) -> str:
+        label = label_set.label
+        if label_set.boxes or not (label is None or type(label) is str):
+            return label_set.to_json()
+        if (text := self._labels.get(label)) is None:
+            text = self._labels[label] = label_set.to_json()
+        return text
+
+
 def _group_duplicates(
     accepted: list[CurationRow],
     is_new: list[bool],
@@ -325,6 +355,7 @@ def _group_duplicates(
     embedding_pairs: EmbeddingPairs | None,
     keep_measures: KeepMeasures | None,
     verify: Verify | None,
+    shape_measures: KeepMeasures | None = None,
 ) -> tuple[list[CurationRow], list[DuplicateInfo]]:
     """Duplicate groups over the accepted rows (``is_new``: processed by this run; published groups kept
     as they were); the rows that survive (a file whose full decode fails leaves) and each one's place in
@@ -347,6 +378,7 @@ def _group_duplicates(
             extra_pairs=extra,
             keep_measures=_own(keep_measures) if keep_measures is not None else None,
             verify=verify,
+            shape_measures=_own(shape_measures) if shape_measures is not None else None,
         )
         # A row whose full decode failed in the exact-pixel check (pixel_digest marks it failed) is a
         # corrupt file: it leaves, and the groups are found again without it, so no copy is dropped
@@ -540,6 +572,7 @@ def _build_version(
         pixel_digest=decodes.pixel_digest,
         embedding_pairs=near if near.enabled else None,
         keep_measures=decodes.keep_measures,
+        shape_measures=decodes.shape_measures,
         verify=geometry.Verifier(  # crop candidates: one guarded reduced decode per file, cached
             lambda sha: store.get(blob_key(sha)),
             max_pixels=settings.max_pixels,
@@ -903,8 +936,9 @@ def _load_labels(listing: Listing) -> dict[str, dict[str, annotate.LabelSet]]:
 
 
 class _FullDecodes:
-    """The run's guarded full decodes, at most one per sha256: exact-pixel digests and the keep
-    measures of group members, carried by content from the previous version when it has them."""
+    """The run's guarded full decodes, at most one per sha256 and purpose: exact-pixel digests (whose
+    decode gives the file's keep measures too) and the keep measures of group members, carried by
+    content from the previous version when it has them."""
 
     def __init__(self, store: ObjectStore, settings: ProcessSettings, previous_rows: list[SampleRow]) -> None:
         self.store = store
@@ -915,7 +949,9 @@ class _FullDecodes:
             r["sha256"]: r["keep_measures"] for r in previous_rows if _stored_keep(r) is not None
         }
         self.unchecked: set[str] = set()
-        self.full: dict[str, tuple[str | Exception, dict[str, float] | None]] = {}
+        self.digests: dict[str, str | Exception] = {}
+        self.measured: dict[str, dict[str, float] | None] = {}
+        self.outlines: dict[str, dict[str, float] | None] = {}  # shape measures alone
 
     def carry_keep_measures(self, fresh: list[SampleRow]) -> None:
         """The same bytes processed again keep their measures, asked for or not."""
@@ -923,12 +959,12 @@ class _FullDecodes:
             if processed.get("sha256") in self.keep_cache and not processed.get("keep_measures"):
                 processed["keep_measures"] = self.keep_cache[processed["sha256"]]
 
-    def _decode(self, row: SampleRow) -> tuple[str | Exception, dict[str, float] | None]:
-        """One guarded full decode per sha256: its pixel digest (or what the decode raised) and its
-        keep measures (None when they cannot be measured)."""
+    def _digest(self, row: SampleRow) -> str | Exception:
+        """One guarded full decode per sha256: its pixel digest, or what the decode raised; its keep
+        measures too, when not measured yet (None when they cannot be measured)."""
         sha = row["sha256"]
-        if sha not in self.full:
-            keep: dict[str, float] = {}
+        if sha not in self.digests:
+            keep: dict[str, float] | None = {} if sha not in self.measured else None
             outcome: str | Exception
             try:
                 outcome = media.pixel_digest(
@@ -939,8 +975,25 @@ class _FullDecodes:
                 )
             except Exception as error:  # judged by the caller: pixel_digest and keep_measures differ
                 outcome = error
-            self.full[sha] = (outcome, keep or None)
-        return self.full[sha]
+            self.digests[sha] = outcome
+            if keep is not None:
+                self.measured[sha] = keep or None
+        return self.digests[sha]
+
+    def _measures(self, row: SampleRow) -> dict[str, float] | None:
+        """The keep measures of one guarded decode per sha256 (None when they cannot be measured): most
+        group members need no pixel digest, and keep_measures decodes a JPEG's luma alone."""
+        sha = row["sha256"]
+        if sha not in self.measured:
+            try:
+                self.measured[sha] = media.keep_measures(
+                    self.store.get(blob_key(sha)),
+                    max_pixels=self.settings.max_pixels,
+                    memory_limit=self.settings.memory_limit,
+                )
+            except Exception:  # too large to decode in full, broken, hostile: compared by stored fields
+                self.measured[sha] = None
+        return self.measured[sha]
 
     def pixel_digest(self, row: SampleRow) -> str:
         """The exact-pixel digest (a full decode, guarded like every decode). A file that fails it is
@@ -952,7 +1005,7 @@ class _FullDecodes:
             return f"unchecked:{row['sha256']}"
         if not row.get("pixel_sha256"):
             cached = self.pixel_cache.get(row["sha256"])
-            outcome = cached or self._decode(row)[0]
+            outcome = cached or self._digest(row)
             if isinstance(outcome, media.ImageRejected):
                 if outcome.reason == "max_pixels":
                     self.unchecked.add(row["sha256"])
@@ -966,22 +1019,55 @@ class _FullDecodes:
             row["pixel_sha256"] = outcome
         return str(row["pixel_sha256"])
 
-    def keep_measures(self, row: SampleRow) -> dict[str, float] | None:
-        """What the bestOriginal keep policy compares (group members only): stored with the row, from
-        an earlier version, or from the run's one guarded full decode of that file."""
+    def _stored(self, row: SampleRow) -> dict[str, float] | None:
+        """The keep measures stored with the row or carried by its content (all, or the shape alone)."""
         stored = _stored_keep(row)
         if stored is None and row["sha256"] in self.keep_cache:
             row["keep_measures"] = self.keep_cache[row["sha256"]]
             stored = _stored_keep(row)
-        if stored is not None:
+        return stored
+
+    def keep_measures(self, row: SampleRow) -> dict[str, float] | None:
+        """What the bestOriginal keep policy compares (group members still in the running): stored with
+        the row, from an earlier version, or from the run's one guarded full decode of that file."""
+        stored = self._stored(row)
+        if stored is not None and "detail" in stored:
             return stored
         # too large to decode in full, or broken: None, compared by its stored fields only
-        measured = self._decode(row)[1]
+        measured = self._measures(row)
         if measured is not None:
-            row["keep_measures"] = json.dumps(
-                {"version": media.KEEP_MEASURES_VERSION, "measures": measured}, sort_keys=True
-            )
+            _store_keep(row, measured)
         return measured
+
+    def shape_measures(self, row: SampleRow) -> dict[str, float] | None:
+        """The keep measures' padded and content_aspect (every group member): stored or carried, from
+        the file's full keep measures when this run has them, or from a decode at the working scale
+        (media.shape_measures), stored with the row so that later versions carry them."""
+        stored = self._stored(row)
+        if stored is None and row["sha256"] in self.measured:
+            stored = self._measures(row)
+        if stored is not None:
+            return {k: stored[k] for k in media.SHAPE_MEASURES if k in stored}
+        sha = row["sha256"]
+        if sha not in self.outlines:
+            try:
+                self.outlines[sha] = media.shape_measures(
+                    self.store.get(blob_key(sha)),
+                    max_pixels=self.settings.max_pixels,
+                    memory_limit=self.settings.memory_limit,
+                )
+            except Exception:  # too large, broken, hostile: no shape, compared by its stored fields
+                self.outlines[sha] = None
+        shape = self.outlines[sha]
+        if shape is not None:
+            _store_keep(row, shape)
+        return shape
+
+
+def _store_keep(row: SampleRow, measures: dict[str, float]) -> None:
+    row["keep_measures"] = json.dumps(
+        {"version": media.KEEP_MEASURES_VERSION, "measures": measures}, sort_keys=True
+    )
 
 
 def _count(
