@@ -163,8 +163,8 @@ def test_merged_decode_gives_what_the_two_decodes_gave(folder: Path) -> None:
 
 
 def test_shape_measures_are_the_keep_measures_shape_at_any_size_and_format() -> None:
-    """The cheap decode gives exactly keep_measures' padded and content_aspect: a JPEG large enough to
-    be DCT-scaled for them (and letterboxed, so the box is not the frame), a small one, lossless ones."""
+    """shape_measures gives exactly keep_measures' padded and content_aspect: a large letterboxed JPEG
+    (the box is not the frame), a small one, a grey one, lossless ones."""
     photo = Image.fromarray(skdata.astronaut()).convert("RGB")
     boxed = Image.new("RGB", (2400, 1500), (0, 0, 0))
     boxed.paste(photo.resize((1500, 1500)), (450, 0))

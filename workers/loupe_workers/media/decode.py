@@ -618,56 +618,43 @@ def keep_measures(
     (the share of the area in uniform letterbox or pillarbox bars), ``content_aspect`` (width over
     height of the content inside them: a letterboxed copy's is another copy's frame), ``band0``.. (the power spectrum
     in third-octave bands) and ``trace1_k`` / ``trace2_k`` (resampling traces: see TRACE_BINS).
-    The first two are shape_measures', from the same reduced decode. Raises ImageRejected."""
+    Raises ImageRejected."""
     header = check_image(data, max_pixels=max_pixels, memory_limit=memory_limit)
-    small = None
     if _luma_only(header):
-        if _shape_scale(header) > 1:  # shape_measures' own DCT-scaled decode (a few % of the full one)
-            small = _shape_grey(check_image(data, max_pixels=max_pixels, memory_limit=memory_limit))
         header.image.draft("L", None)
     load_frame(header)
-    return _keep_values(header, small)
+    return _keep_values(header)
 
 
 def shape_measures(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, memory_limit: int = DEFAULT_MEMORY_LIMIT
 ) -> dict[str, float]:
-    """keep_measures' ``padded`` and ``content_aspect`` alone (the same values), from a decode at about
-    SHAPE_SIDE (a JPEG's luma, DCT-scaled): what the keep policy reads of every group member, where the
-    rest of keep_measures is read only of the copies still in the running. Raises ImageRejected."""
+    """keep_measures' ``padded`` and ``content_aspect`` alone (the same values, from the same decode):
+    what the keep policy reads of every group member, where the rest of keep_measures is read only of
+    the copies still in the running. (A DCT-scaled decode would cost most of a full luma decode: the
+    entropy decoding of every coefficient is the bulk of either.) Raises ImageRejected."""
     header = check_image(data, max_pixels=max_pixels, memory_limit=memory_limit)
+    if _luma_only(header):
+        header.image.draft("L", None)
+    load_frame(header)
     try:
-        return _shape_values(_shape_grey(header), header.width, header.height)[0]
-    except ImageRejected:
-        raise
+        grey = _grey(header.image)
+        return _shape_values(_shape_grey(grey), grey.width, grey.height)[0]
     except Exception as exc:
         raise ImageRejected(
-            "corrupt", f"decode failed: {type(exc).__name__}: {exc}", width=header.width,
+            "corrupt", f"full decode failed: {type(exc).__name__}: {exc}", width=header.width,
             height=header.height, fmt=header.format,
         ) from exc  # fmt: skip
 
 
-def _shape_scale(header: Header) -> int:
-    """The DCT scale (1, 2, 4 or 8) of shape_measures' decode of a JPEG: Pillow's draft rule for the
-    request _shape_grey makes."""
-    width, height = header.width, header.height
-    if max(width, height) < 2 * SHAPE_SIDE:
-        return 1
-    factor = SHAPE_SIDE / max(width, height)
-    request = (max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor)))
-    scale = min(width // request[0], height // request[1])
-    return next(s for s in (8, 4, 2, 1) if scale >= s)
+def _grey(image: Image.Image) -> Image.Image:
+    """The keep measures' grey of a loaded image (an L image is its own: L to RGB to L is the identity)."""
+    return image if image.mode == "L" else _reduced_rgb(image, 1).convert("L")
 
 
-def _shape_grey(header: Header) -> Image.Image:
-    """The grey image the bars are found on (loads ``header``'s image): long side in [SHAPE_SIDE,
-    2 * SHAPE_SIDE), or the whole image when smaller; an RGB JPEG's luma, DCT-scaled on the way."""
-    image = header.image
-    if _luma_only(header):
-        scale = _shape_scale(header)
-        image.draft("L", (-(-header.width // scale), -(-header.height // scale)) if scale > 1 else None)
-    load_frame(header)
-    grey = image if image.mode == "L" else _reduced_rgb(image, 1).convert("L")
+def _shape_grey(grey: Image.Image) -> Image.Image:
+    """The grey image the bars are found on: long side in [SHAPE_SIDE, 2 * SHAPE_SIDE), or the whole
+    image when smaller."""
     factor = max(1, max(grey.size) // SHAPE_SIDE)
     return grey.reduce(factor) if factor >= 2 else grey
 
@@ -711,20 +698,15 @@ def _spectrum_layout(rows: int, cols: int) -> tuple[npt.NDArray[np.float32], npt
     return window, band[inside], inside
 
 
-def _keep_values(header: Header, small: Image.Image | None = None) -> dict[str, float]:
-    """keep_measures of a loaded image (see there), the bars found on ``small`` (_shape_grey's image)
-    or, without it, on the image reduced as _shape_grey would; raises ImageRejected."""
+def _keep_values(header: Header) -> dict[str, float]:
+    """keep_measures of a loaded image (see there); raises ImageRejected."""
     import cv2
     from scipy.fft import rfft2
 
     try:
-        # an L image is its own grey (L to RGB to L is the identity)
-        grey = header.image if header.image.mode == "L" else _reduced_rgb(header.image, 1).convert("L")
+        grey = _grey(header.image)
         width, height = grey.size
-        if small is None:
-            factor = max(1, max(width, height) // SHAPE_SIDE)
-            small = grey.reduce(factor) if factor >= 2 else grey
-        shape, box = _shape_values(small, width, height)
+        shape, box = _shape_values(_shape_grey(grey), width, height)
         padded, content_aspect = shape["padded"], shape["content_aspect"]
         cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
         half_w, half_h = min(KEEP_CROP, box[2] - box[0]) // 2, min(KEEP_CROP, box[3] - box[1]) // 2
