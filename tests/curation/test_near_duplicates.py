@@ -498,6 +498,30 @@ def test_verification_refuses_candidates_of_different_photos(cropped: Files) -> 
         assert geometry.verified(brick, few) is None and geometry.verified(few, brick) is None
 
 
+def test_ratio_matches_are_those_of_bfmatcher_knnmatch() -> None:
+    """The ratio test on batchDistance's arrays keeps exactly the matches BFMatcher.knnMatch's DMatch
+    objects did (the same pairs in the same order, so RANSAC sees the same points): copies, two
+    different photos, and an image against itself with repeated descriptors (ties for the nearest)."""
+    import cv2
+
+    grey = {n: np.asarray(base(n).convert("L")) for n in ("brick", "chelsea", "coins")}
+    feats = {n: geometry.features(g) for n, g in grey.items()}
+    feats["part"] = geometry.features(np.ascontiguousarray(grey["chelsea"][30:-20, 40:-10]))
+    brick = feats["brick"]
+    twice = np.concatenate([brick.descriptors, brick.descriptors])
+    feats["twice"] = geometry.Features(np.concatenate([brick.points, brick.points]), twice, brick.side)
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    for a, b in [("chelsea", "part"), ("part", "chelsea"), ("brick", "coins"), ("brick", "twice"),
+                 ("twice", "brick"), ("brick", "brick")]:  # fmt: skip
+        first, second = feats[a], feats[b]
+        knn = matcher.knnMatch(first.descriptors, second.descriptors, k=2)
+        expected = [(p[0].queryIdx, p[0].trainIdx) for p in knn if p[0].distance < 0.8 * p[1].distance]
+        query, train = geometry._ratio_matches(first, second)
+        assert list(zip(query.tolist(), train.tolist(), strict=True)) == expected, (a, b)
+    assert len(geometry._ratio_matches(feats["chelsea"], feats["part"])[0]) >= geometry.MIN_INLIERS
+    assert len(geometry._ratio_matches(brick, feats["twice"])[0]) == 0  # every nearest is a tie
+
+
 def test_verification_of_an_undecodable_blob_verifies_nothing(cropped: Files) -> None:
     blobs = {"good": encode(base("chelsea")), "bad": b"\xff\xd8\xff\xe0 not a jpeg at all", "empty": b""}
 

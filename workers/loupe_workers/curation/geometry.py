@@ -67,40 +67,47 @@ def features(grey: U8Array, count: int = FEATURES) -> Features:
     side = int(max(image.shape)) if image.size else 0
     if descriptors is None or not keypoints:
         return Features(np.empty((0, 2), np.float32), np.empty((0, 32), np.uint8), side)
-    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
+    points = np.asarray(cv2.KeyPoint.convert(keypoints), dtype=np.float32).reshape(-1, 2)
     return Features(points, np.asarray(descriptors, dtype=np.uint8), side)
 
 
 def match(a: Features, b: Features) -> Match:
     """Ratio-test matches from a to b and the inliers of a RANSAC similarity fitted to them."""
     good = _ratio_matches(a, b)
-    if len(good) < 3:
-        return Match(len(good), 0, 0.0)
+    if len(good[0]) < 3:
+        return Match(len(good[0]), 0, 0.0)
     return _fit(a, b, good)
 
 
-def _ratio_matches(a: Features, b: Features) -> list[Any]:
-    """The matches from a to b that pass Lowe's ratio test (cv2.DMatch); none when either image has
+Pairs = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]  # (index into a, index into b) of each match
+
+
+def _ratio_matches(a: Features, b: Features) -> Pairs:
+    """The matches from a to b that pass Lowe's ratio test, by query order; none when either image has
     fewer than 2 keypoints (the test compares each keypoint's two nearest neighbours)."""
     if len(a.points) < 2 or len(b.points) < 2:
-        return []
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-    pairs = matcher.knnMatch(a.descriptors, b.descriptors, k=2)
-    return [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    # BFMatcher.knnMatch's own search (batchDistance), as arrays: no DMatch object per keypoint; a tie
+    # for the nearest fails the ratio test whichever of the two a search takes first
+    distance, nearest = cv2.batchDistance(
+        a.descriptors, b.descriptors, cv2.CV_32S, normType=cv2.NORM_HAMMING, K=2
+    )
+    query = np.flatnonzero(distance[:, 0] < RATIO * distance[:, 1])
+    return query, nearest[query, 0].astype(np.intp)
 
 
-def _fit(a: Features, b: Features, good: list[Any]) -> Match:
+def _fit(a: Features, b: Features, good: Pairs) -> Match:
     """The RANSAC similarity of at least 3 ratio-test matches: its inliers and scale."""
-    src = a.points[[m.queryIdx for m in good]]
-    dst = b.points[[m.trainIdx for m in good]]
+    src = a.points[good[0]]
+    dst = b.points[good[1]]
     threshold = max(1.0, RANSAC_THRESHOLD * min(a.side, b.side))
     transform, mask = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold, maxIters=2000, confidence=0.99
     )
     if transform is None or mask is None:
-        return Match(len(good), 0, 0.0)
+        return Match(len(good[0]), 0, 0.0)
     scale = float(np.hypot(transform[0, 0], transform[1, 0])) * a.side / max(1, b.side)
-    return Match(len(good), int(np.count_nonzero(mask)), scale)
+    return Match(len(good[0]), int(np.count_nonzero(mask)), scale)
 
 
 def verified(
@@ -111,7 +118,7 @@ def verified(
     good = _ratio_matches(a, b)
     # inliers are a subset of the ratio-test matches: too few of those fail the rule before RANSAC
     # (most pairs of two different photos), with the result match() would have led to
-    if len(good) < max(min_inliers, 3):
+    if len(good[0]) < max(min_inliers, 3):
         return None
     found = _fit(a, b, good)
     if found.inliers >= min_inliers and found.ratio >= min_ratio and MIN_SCALE <= found.scale <= MAX_SCALE:
