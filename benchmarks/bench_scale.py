@@ -490,40 +490,74 @@ spec:
 
 
 TILE = (128, 96)  # small JPEGs (width, height): the per-object stage stays short, curation sees real content
+# Passes over the photos: the non-overlapping grid first (about 16,300 tiles), then the photos rotated by
+# these angles (degrees), each with a grid shifted by half a tile: rotated crops are distinct content (no
+# hash variant matches a 15-degree turn, no tile is an axis-aligned crop of another), so 50,000 and
+# 100,000 tiles stay real photo content.
+ANGLES = (0, 15, 30, 45, 60, 75, 20, 40, 70, 10, 50, 80)
+
+
+def tile_places(size: tuple[int, int], angle: int) -> list[tuple[int, int]]:
+    """Tile corners of one pass over a photo of ``size``: with a turn, the half-tile-shifted grid cells
+    whose corners stay 2 px inside the photo under the turn either way (no fill colour, no blurred edge)."""
+    import math
+
+    width, height = size
+    if angle == 0:
+        return [(left, top) for top in range(0, height - TILE[1] + 1, TILE[1])
+                for left in range(0, width - TILE[0] + 1, TILE[0])]  # fmt: skip
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    cx, cy = width / 2, height / 2
+
+    def inside(x: float, y: float) -> bool:
+        dx, dy = x - cx, y - cy
+        return all(2 <= cx + dx * cos - s * dy * sin <= width - 2 and 2 <= cy + s * dx * sin + dy * cos <= height - 2
+                   for s in (1, -1))  # fmt: skip
+
+    half = (TILE[0] // 2, TILE[1] // 2)
+    return [(left, top) for top in range(half[1], height - TILE[1] + 1, TILE[1])
+            for left in range(half[0], width - TILE[0] + 1, TILE[0])
+            if all(inside(x, y) for x in (left, left + TILE[0]) for y in (top, top + TILE[1]))]  # fmt: skip
 
 
 def make_photo_tiles(folder: Path, count: int, start: int = 0) -> None:
     """Tiles ``start`` to ``start + count`` of the development corpus photos (benchmarks/corpus.py), each
-    a distinct non-overlapping 128x96 crop saved as JPEG in one of three label folders. Tiles are taken
-    round-robin across the photos, so any prefix (and the +1 % that follows it) mixes every photo. Real
-    content matters: the synthetic blocky scenes of earlier runs share sub-window hashes and gave far
-    more crop candidates than photos do. The 36 photos hold about 16,000 such tiles."""
+    a distinct 128x96 crop saved as JPEG in one of three label folders. Tiles are taken round-robin across
+    the photos, pass by pass (``ANGLES``), so any prefix (and the +1 % that follows it) mixes every photo.
+    Real content matters: the synthetic blocky scenes of earlier runs share sub-window hashes and gave far
+    more crop candidates than photos do. The 36 photos hold about 16,300 tiles in the first pass and
+    about 120,000 in all."""
     from PIL import Image
 
     import corpus
 
     photos = corpus.photos()
-    places: list[list[tuple[int, int]]] = []
+    sizes: list[tuple[int, int]] = []
     for path in photos:
         with Image.open(path) as opened:
-            width, height = opened.size
-        places.append([(left, top) for top in range(0, height - TILE[1] + 1, TILE[1])
-                       for left in range(0, width - TILE[0] + 1, TILE[0])])  # fmt: skip
-    order = [
-        (k, spots[i])
-        for i in range(max(map(len, places)))
-        for k, spots in enumerate(places)
-        if i < len(spots)
-    ]
+            sizes.append(opened.size)
+    order: list[tuple[int, int, tuple[int, int]]] = []
+    for angle in ANGLES:
+        places = [tile_places(size, angle) for size in sizes]
+        order += [
+            (k, angle, spots[i])
+            for i in range(max(map(len, places)))
+            for k, spots in enumerate(places)
+            if i < len(spots)
+        ]
+        if len(order) >= start + count:
+            break
     if len(order) < start + count:
         raise SystemExit(f"the corpus holds {len(order)} tiles of {TILE[0]}x{TILE[1]}, not {start + count}")
-    wanted: dict[int, list[tuple[int, tuple[int, int]]]] = {}
+    wanted: dict[tuple[int, int], list[tuple[int, tuple[int, int]]]] = {}
     for n in range(start, start + count):
-        k, spot = order[n]
-        wanted.setdefault(k, []).append((n, spot))
-    for k, tiles in wanted.items():
+        k, angle, spot = order[n]
+        wanted.setdefault((k, angle), []).append((n, spot))
+    for (k, angle), tiles in sorted(wanted.items()):
         with Image.open(photos[k]) as opened:
             photo = opened.convert("RGB")
+        if angle:
+            photo = photo.rotate(angle, resample=Image.Resampling.BICUBIC)
         for n, (left, top) in tiles:
             target = folder / ["scratch", "dent", "ok"][n % 3] / f"tile-{n:06d}.jpg"
             target.parent.mkdir(parents=True, exist_ok=True)

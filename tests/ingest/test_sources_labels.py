@@ -6,7 +6,7 @@ import io
 import json
 import os
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -258,6 +258,17 @@ def test_folder_labels(tmp_path: Path) -> None:
         "plant/line/scratch/a.jpg": LabelSet("scratch"),  # the parent folder, not the top one
     }
     assert found["cats/chelsea.jpg"].to_json() == '{"boxes": [], "label": "cats"}'
+
+
+def test_folder_labels_are_pathlibs_parent_name_for_odd_keys(tmp_path: Path) -> None:
+    # folder labels parse each folder once: any key must still get PurePosixPath(key).parent.name,
+    # and two keys of different folders never share a label through the per-folder memo
+    keys = ["a/x.jpg", "b/x.jpg", "a//y.jpg", "a/./z.jpg", "./w.jpg", "/v.jpg", "//u.jpg", "a/b/..",
+            "a/b/", "a/b/.", "a/b//", "x.jpg", "", "a/b/c.jpg", "b/a/c.jpg", "a/x.jpg", "/a/x.jpg"]  # fmt: skip
+    expected = {k: LabelSet(PurePosixPath(k).parent.name) for k in keys if PurePosixPath(k).parent.name}
+    found = labels(tmp_path, keys, format="folder")
+    assert found == expected and list(found) == list(expected)
+    assert found["a/x.jpg"].label == "a" and found["b/x.jpg"].label == "b" and found["b/a/c.jpg"].label == "a"
 
 
 def test_csv_labels(tmp_path: Path) -> None:

@@ -66,6 +66,27 @@ def test_health_lists_slice_gaps_in_words_and_balance() -> None:
     assert full["slices"][0]["counts"]["1/morning"] == 1
 
 
+def test_health_memos_follow_each_rows_own_texts() -> None:
+    # capture times and slice fields are memoised by the stored texts: rows sharing one text and
+    # differing in the other must each get their own values, and a caller's change to the fields of
+    # one row must not reach the next row with the same metadata
+    rows = [
+        {"metadata": json.dumps({"camera": "1"}), "exif": json.dumps({"capture_time": "2026-11-01T08:00:00"})},
+        {"metadata": json.dumps({"camera": "1"}), "exif": json.dumps({"capture_time": "2026-11-01T23:00:00"})},
+        {"metadata": json.dumps({"camera": "2"}), "exif": json.dumps({"capture_time": "2026-11-01T23:00:00"})},
+        {"metadata": json.dumps({"capture_time": "2026-11-02T14:00:00"}), "exif": None},
+        {"metadata": json.dumps({"capture_time": "2026-11-02T14:00:00"}), "exif": json.dumps({})},
+    ]  # fmt: skip
+    hours = [t.hour if (t := analysis.capture_time(r)) else None for r in rows]
+    assert hours == [8, 23, 23, 14, 14]
+    first = analysis.slice_fields(rows[0])
+    assert first == {"camera": "1", "hourOfDay": "08", "timeOfDay": "morning"}
+    first["camera"] = "changed"
+    assert analysis.slice_fields(rows[1]) == {"camera": "1", "hourOfDay": "23", "timeOfDay": "night"}
+    assert analysis.slice_fields(rows[2])["camera"] == "2"
+    assert analysis.coverage(rows, HealthSpec()) == []  # no slices: nothing to cover
+
+
 def _run(images: Path, store: LocalStore) -> None:
     spec = {
         "sources": [{"name": "cams"}],

@@ -235,3 +235,15 @@ def test_a_commit_reads_each_of_the_parents_part_lists_once(tmp_path: Path) -> N
     lists = [parent.manifest_uri, parent.rejected_uri, parent.lineage_uri]
     assert all(uri.endswith(".parts.json") for uri in lists)
     assert sorted(k for k in spy.gets if k in lists) == sorted(lists)
+
+
+def test_a_run_leaves_nothing_frozen_from_the_cyclic_collector(tmp_path: Path) -> None:
+    """A run freezes its parent's rows out of the collector's full passes (gc.freeze) and unfreezes them
+    when it ends: in a long-lived worker, frozen rows would otherwise stay out of reach of it for good."""
+    import gc
+
+    folder, keys, request, _ = first_version(tmp_path)
+    add_image(folder, keys)
+    result = run_on(request, LocalStore(tmp_path / "store"), tmp_path)
+    assert result.created and result.version == "1.1.0", result.message
+    assert gc.get_freeze_count() == 0

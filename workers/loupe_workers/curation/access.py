@@ -49,7 +49,7 @@ class Listed(Protocol):
 
 
 L = TypeVar("L", bound=Listed)
-R = TypeVar("R", bound=Mapping[str, Any])
+R = TypeVar("R", bound=SampleRow)  # a manifest row (or a CurationRow), handed back in its own type
 
 
 @dataclass(frozen=True)
@@ -293,9 +293,14 @@ def withheld_mask(
     return mask, [Withheld(name, held[name], forbidden[name], use) for name in sorted(held)]
 
 
+def _source(row: SampleRow) -> str | None:
+    # typed: ``.get`` on a row typed by a TypeVar (R) reads as ``object`` to mypy, on a SampleRow it does not
+    return row.get("source")
+
+
 def withhold(
     rows: Sequence[R], access: AccessStats | None, use: Use | None
 ) -> tuple[list[R], list[Withheld]]:
     """The rows a ``use`` may have, and per source what was withheld (sorted by source)."""
-    mask, withheld = withheld_mask((r.get("source") for r in rows), access, use)
+    mask, withheld = withheld_mask((_source(r) for r in rows), access, use)
     return [r for r, keep in zip(rows, mask, strict=True) if keep], withheld

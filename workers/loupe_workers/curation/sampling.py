@@ -26,7 +26,7 @@ import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +36,7 @@ from loupe_api.sampling import GROUPS_REPORTED, SAMPLING_REASON, SamplingGroup, 
 from loupe_workers.curation import label_errors
 from loupe_workers.curation.outliers import stratum_key
 
-Row = Mapping[str, Any]  # a row read (shared with export rows)
+Row = SampleRow  # a manifest row read (the one row type; the name kept for callers)
 R = TypeVar("R", bound=SampleRow)  # a manifest row sampling marks, handed back in its own type
 Vectors = npt.NDArray[np.float32]
 UNIQUENESS_WEIGHTS = (0.6, 0.3, 0.1)  # FiftyOne brain: nearest neighbour counts most
@@ -85,7 +85,7 @@ def stratum_of(row: Row, by: str | None) -> str:
 def weight_of(row: Row, field_name: str, default: float) -> float:
     """The weight of a sample from ``metadata.FIELD``; ``default`` when missing, not a number or < 0."""
     text = row.get("metadata")
-    metadata = json.loads(text) if isinstance(text, str) and text else (text or {})
+    metadata: object = json.loads(text) if isinstance(text, str) and text else (text or {})
     value = metadata.get(field_name.removeprefix("metadata.")) if isinstance(metadata, dict) else None
     try:
         weight = float(value) if value is not None and not isinstance(value, bool) else default
@@ -94,12 +94,15 @@ def weight_of(row: Row, field_name: str, default: float) -> float:
     return weight if math.isfinite(weight) and weight >= 0 else default
 
 
+_NAMED_BY: tuple[Literal["sample_id", "sha256", "key", "uri"], ...] = ("sample_id", "sha256", "key", "uri")
+
+
 def hardness(rows: Sequence[Row], predictions: Iterable[Predicted]) -> dict[str, float]:
     """1 - confidence per sample id, for predictions naming a sample by id, sha256, key or URI (the
     lowest confidence wins when several name one sample, e.g. by key and by sha256)."""
     lookup: dict[str, list[str]] = {}
     for row in rows:
-        for name in ("sample_id", "sha256", "key", "uri"):
+        for name in _NAMED_BY:
             value = row.get(name)
             if value:
                 lookup.setdefault(str(value), []).append(str(row["sample_id"]))

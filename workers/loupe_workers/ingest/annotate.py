@@ -70,10 +70,28 @@ def _majority(classes: list[str]) -> str | None:
     return min(counts, key=lambda c: (-counts[c], c))
 
 
+def _folder_labels(keys: list[str]) -> dict[str, LabelSet]:
+    """Each key's parent folder name (``PurePosixPath(key).parent.name``) as its label, where it has one.
+    pathlib parses once per folder, not once per key: every run lists every key, and pathlib is slow."""
+    by_folder: dict[str, str] = {}
+    out: dict[str, LabelSet] = {}
+    for key in keys:
+        folder, _, name = key.rpartition("/")
+        if not folder or name in ("", "."):  # no folder part, or a last part pathlib drops: pathlib decides
+            label = PurePosixPath(key).parent.name
+        elif (found := by_folder.get(folder)) is not None:
+            label = found
+        else:  # "folder/name" parses as folder's parts, then name: its parent is folder
+            label = by_folder[folder] = PurePosixPath(folder).name
+        if label:
+            out[key] = LabelSet(label)
+    return out
+
+
 def load_labels(spec: LabelImport, store: ObjectStore, keys: list[str]) -> dict[str, LabelSet]:
     """Labels for the given media keys of one source; keys without labels are absent."""
     if spec.format == "folder":
-        return {k: LabelSet(PurePosixPath(k).parent.name) for k in keys if PurePosixPath(k).parent.name}
+        return _folder_labels(keys)
     assert spec.path is not None
     if spec.format == "csv":
         return _csv_labels(spec, store.get(spec.path).decode("utf-8-sig"))

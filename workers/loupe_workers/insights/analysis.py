@@ -19,6 +19,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ def slice_fields(row: Row) -> dict[str, str]:
     """The fields a slice can use: metadata, label, split, and hour/time of day from the capture time."""
     fields: dict[str, str] = {}
     if row.get("metadata"):
-        fields.update({k: str(v) for k, v in json.loads(row["metadata"]).items()})
+        fields.update(_metadata_fields(row["metadata"]))
     if row.get("label"):
         fields["label"] = str(row["label"])
     if row.get("split"):
@@ -92,11 +93,34 @@ def _json_object(text: object) -> dict[str, Any]:
 def capture_time(row: Row) -> datetime | None:
     """The capture time of a row (EXIF first, then the metadata's capture_time), as recorded; None when
     it has none or an impossible one."""
-    for column in ("exif", "metadata"):
-        found = parse_capture_time(_json_object(row.get(column)).get("capture_time"))
+    exif, metadata = row.get("exif"), row.get("metadata")
+    try:
+        return _capture_time(exif, metadata)
+    except TypeError:  # a value that cannot key the memo
+        return _capture_time.__wrapped__(exif, metadata)
+
+
+# Memos by the stored text: health parses every accepted row's metadata and EXIF (twice for the capture
+# time), and most rows of a dataset share the same few texts. Both are pure functions of their arguments.
+@lru_cache(maxsize=1 << 16)
+def _capture_time(exif: object, metadata: object) -> datetime | None:
+    for text in (exif, metadata):
+        found = parse_capture_time(_json_object(text).get("capture_time"))
         if found is not None:
             return found
     return None
+
+
+@lru_cache(maxsize=1 << 16)
+def _metadata_fields_memo(text: str) -> dict[str, str]:
+    return {k: str(v) for k, v in json.loads(text).items()}
+
+
+def _metadata_fields(text: str) -> dict[str, str]:
+    try:
+        return dict(_metadata_fields_memo(text))  # a copy: the memo's dict is shared
+    except TypeError:
+        return {k: str(v) for k, v in json.loads(text).items()}
 
 
 def distribution(values: Sequence[float], bins: int = 10) -> dict[str, Any]:
@@ -125,6 +149,8 @@ def class_balance(rows: Iterable[Row]) -> dict[str, Any]:
 
 def coverage(rows: Sequence[Row], spec: HealthSpec) -> list[dict[str, Any]]:
     """For each configured slice, the samples per combination of values and the combinations missing."""
+    if not spec.slices:  # nothing to cover: no row's fields are needed
+        return []
     fields_of = [slice_fields(r) for r in rows]
     out = []
     for fields in spec.slices:

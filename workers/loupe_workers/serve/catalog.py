@@ -19,7 +19,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -32,15 +32,17 @@ from loupe_api.versions import VersionRecord
 from loupe_storage.store import ObjectStore, blob_key
 from loupe_storage.versions import known_datasets, list_versions
 from loupe_workers.curation.dedup import split_variants
-from loupe_workers.storage.rows import sample_rows
+from loupe_workers.storage.rows import edge_rows, sample_rows
 from loupe_workers.use.exports import Box, pixel_boxes
 from loupe_workers.versioning.diffs import diff_rows
 from loupe_workers.versioning.versions import read_tag, read_version
 
 DISPOSITIONS = tuple(Disposition)
-# numeric columns a range filter may bound (min.NAME / max.NAME) and the sample page lists
-MEASURES = ("sharpness", "noise", "brightness_p99", "brightness_p5", "clipped", "contrast", "tonal_range",
-            "black_level", "entropy", "aspect_ratio", "width", "height", "size")  # fmt: skip
+# numeric columns a range filter may bound (min.NAME / max.NAME) and the sample page lists: SampleRow
+# keys, so a row's value of one is typed (float | None; int | None for the last three)
+Measure = Literal["sharpness", "noise", "brightness_p99", "brightness_p5", "clipped", "contrast", "tonal_range",
+                  "black_level", "entropy", "aspect_ratio", "width", "height", "size"]  # fmt: skip
+MEASURES: tuple[Measure, ...] = get_args(Measure)  # in that order
 CHOICE_FILTERS = ("split", "label", "disposition", "reason", "flag")
 NONE = "(none)"  # the filter value for a missing split, label or reason
 DEFAULT_LIMIT = 60
@@ -508,13 +510,13 @@ class VersionView:
     def _count_facets(self) -> Facets:
         column = self.table.column
         flags = column("flags").chunk(0) if self.size else pa.array([], pa.list_(pa.string()))
-        measures = {}
-        for name in MEASURES:
-            if name in self.table.column_names:
-                span = pc.min_max(column(name)).as_py()
+        measures: dict[str, Span] = {}
+        for measure in MEASURES:
+            if measure in self.table.column_names:
+                span = pc.min_max(column(measure)).as_py()
                 if span["min"] is not None:
-                    measures[name] = Span(float(span["min"]), float(span["max"]))
-        metadata = {}
+                    measures[measure] = Span(float(span["min"]), float(span["max"]))
+        metadata: dict[str, dict[str, int]] = {}
         for name, values in self.metadata.items():
             counted = _counts(v for v in values.to_pylist() if v is not None)
             if len(counted) <= FACET_VALUES:
@@ -600,7 +602,7 @@ class VersionView:
             lineage = self._lineage
         if "key" not in lineage.column_names:
             return ()
-        found = lineage.filter((pc.field("sample_id") == sample_id) & (pc.field("key") == key)).to_pylist()
+        found = edge_rows(lineage.filter((pc.field("sample_id") == sample_id) & (pc.field("key") == key)))
         return tuple(
             LineageEdge(str(e.get("version")), str(e.get("uri")), str(e.get("raw_sha256")), str(e.get("blob")),
                         str(e.get("disposition")))
@@ -609,7 +611,7 @@ class VersionView:
 
     def detail(self, ref: str) -> Detail:
         position = self.position(ref)
-        row = self.table.slice(position, 1).to_pylist()[0]
+        row = sample_rows(self.table.slice(position, 1))[0]
         card = self.cards([position])[0]
         labels = _json(row.get("labels")) or {}
         width, height = int(row.get("width") or 0), int(row.get("height") or 0)

@@ -21,6 +21,12 @@ def sample_rows(table: pa.Table) -> list[SampleRow]:
     return rows
 
 
+def edge_rows(table: pa.Table) -> list[LineageEdge]:
+    """The edges of a lineage table (any subset of its columns)."""
+    edges: list[LineageEdge] = table.to_pylist()
+    return edges
+
+
 def read_version_samples(
     store: ObjectStore, record: VersionRecord, which: Literal["accepted", "rejected"] = "accepted"
 ) -> list[SampleRow]:
@@ -30,5 +36,4 @@ def read_version_samples(
 
 def read_version_edges(store: ObjectStore, record: VersionRecord) -> list[LineageEdge]:
     """A version's lineage edges (accepted first), typed."""
-    edges: list[LineageEdge] = manifest.read_version_table(store, record, "lineage").to_pylist()
-    return edges
+    return edge_rows(manifest.read_version_table(store, record, "lineage"))

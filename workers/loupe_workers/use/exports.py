@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from loupe_api.samples import SampleRow
 from loupe_storage.store import ObjectStore, StoreError, blob_key
 
 FORMATS = ("imagefolder", "coco", "yolo", "hf", "webdataset")
@@ -117,7 +118,7 @@ def pixel_boxes(labels: Mapping[str, Any], width: int, height: int) -> tuple[Box
 
 
 def samples_from_rows(
-    rows: Iterable[Mapping[str, Any]], rendition: str | None = None, store: ObjectStore | None = None
+    rows: Iterable[SampleRow], rendition: str | None = None, store: ObjectStore | None = None
 ) -> list[Sample]:
     """Export samples of manifest rows, ordered by split, then sample id; with ``rendition``, each
     sample's rendition of that name (spec.renditions) instead of its raw bytes, boxes moved onto it
@@ -519,7 +520,7 @@ def _orientation(store: ObjectStore | None, sha256: str) -> int:
         return 1
 
 
-def _rendition_sample(row: Mapping[str, Any], name: str, store: ObjectStore | None) -> Sample:
+def _rendition_sample(row: SampleRow, name: str, store: ObjectStore | None) -> Sample:
     """The export sample of a row's rendition ``name``; a one-line ExportError when it has none."""
     try:
         entries = json.loads(row.get("renditions") or "{}") or {}
