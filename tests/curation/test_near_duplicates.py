@@ -5,6 +5,7 @@ dropped by an append; the best original kept."""
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -233,6 +234,60 @@ def test_groups_do_not_chain() -> None:
     a, _, c, _ = (r["sample_id"] for r in chain)
     assert [(i.kept, i.of) for i in result] == [(True, None), (False, a), (True, None), (False, c)]
     assert result[0].group != result[2].group
+
+
+def test_what_a_star_leaves_is_judged_only_against_what_it_is_linked_to() -> None:
+    # k - b, b - c1, b - c2, b - c3, b - stretched, stretched - original: k is kept and takes b; the
+    # three c's are then alone, and the original (4:3) and its stretched copy (16:9, fewer pixels) are
+    # judged between themselves: the c's shapes must not make 16:9 "the shape most copies share"
+    sets = iter(bits(5, 5 * k) for k in range(6))
+    k_bits, c1, c2, c3, s_bits, o_bits = (next(sets) for _ in range(6))
+    wide = {"width": 1920, "height": 1080}
+    records = [
+        synthetic("k", k_bits, width=2000, height=1125), synthetic("b", 0, **wide),
+        synthetic("c1", c1, width=640, height=360), synthetic("c2", c2, width=640, height=360),
+        synthetic("c3", c3, width=640, height=360), synthetic("stretched", s_bits, width=1280, height=720),
+        synthetic("original", s_bits | o_bits, width=1600, height=1200),
+    ]  # fmt: skip
+    result = find_duplicates(
+        records, DedupSpec(), is_new=[True] * len(records), previously_kept=set(),
+        pixel_digest=lambda r: r["sha256"],
+    )  # fmt: skip
+    by_key = dict(zip((r["key"] for r in records), result, strict=True))
+    assert by_key["k"].kept and by_key["b"].of == records[0]["sample_id"]
+    assert all(by_key[c].group is None for c in ("c1", "c2", "c3"))
+    assert by_key["original"].kept and by_key["stretched"].of == records[-1]["sample_id"]
+
+
+@pytest.mark.parametrize("largest", [256, 3])
+def test_a_long_chain_of_similar_photos_is_grouped_in_stars(
+    largest: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 400 newcomers whose hashes walk 3 bits at a time: one connected set. Above LARGEST_COMPARED it is
+    # grouped around its best-connected members; either way every group is a star whose members are
+    # each within max_distance of the kept copy, and every linked newcomer is grouped or kept
+    from loupe_workers.curation import dedup
+
+    monkeypatch.setattr(dedup, "LARGEST_COMPARED", largest)
+    rng = np.random.default_rng(7)
+    value, records = 0, []
+    for k in range(400):
+        for bit in rng.choice(64, size=3, replace=False).tolist():
+            value ^= 1 << bit
+        records.append(synthetic(f"r{k:03d}", value, width=int(rng.integers(90, 110))))
+    spec = DedupSpec.model_validate({"perceptual": {"transforms": False, "crops": False}})
+    result = find_duplicates(records, spec, is_new=[True] * len(records), previously_kept=set(),
+                             pixel_digest=lambda r: r["sha256"])  # fmt: skip
+    index = {r["sample_id"]: i for i, r in enumerate(records)}
+    hashes = [int(r["hash"], 16) for r in records]
+    copies = [(i, index[info.of]) for i, info in enumerate(result) if not info.kept]
+    assert len(copies) > 100
+    for i, keeper in copies:
+        assert result[keeper].kept and result[keeper].of is None and result[keeper].group == result[i].group
+        assert (hashes[i] ^ hashes[keeper]).bit_count() <= spec.perceptual.max_distance
+    # a kept copy that names a group has members in it
+    members = Counter(keeper for _, keeper in copies)
+    assert all(members[i] >= 1 for i, info in enumerate(result) if info.group is not None and info.kept)
 
 
 def test_an_append_never_drops_a_published_sample() -> None:
@@ -706,3 +761,107 @@ def test_mirrored_crops_of_different_photos_are_not_grouped(mirrored: Files) -> 
         assert info.group, key  # every photo has its crop, in a group of its own photo
         assert photo_of_group.setdefault(info.group, key.split("/")[0]) == key.split("/")[0], key
     assert len(photo_of_group) == len(MIRRORED_NAMES)
+
+
+def _window_candidates_by_dict(
+    records: list[Record],
+    query: Any,
+    max_distance: int,
+    per_record: int,
+    skip: Callable[[int, int], bool],
+    mirrored: bool,
+) -> list[tuple[int, int, int, int, bool]]:
+    """window_candidates as it was written before its reduction moved into arrays: a dict of each pair's
+    best hit, then each query record's closest pairs, in Python, each query record's whole hash searched
+    against every window (the reference it must agree with). Two fixes: the dict stored (distance,
+    inner, mirrored) but compared (distance, mirrored, inner) with it, so a direct hit did not always win
+    over a mirrored one at equal distance, as it was meant to; and a query whole hash's hit named the
+    window's record as the inner one (the crop), not its own."""
+    from loupe_workers.curation.dedup import MIRRORED
+    from loupe_workers.curation.hamming import cross_pairs, hex_to_u64
+
+    n = len(records)
+    variants = [split_variants(r) for r in records]
+    windows = [value for _, sub in variants for value in sub]
+    owner = np.repeat(np.arange(n, dtype=np.int64), [len(sub) for _, sub in variants])
+    hashes = hex_to_u64(windows)
+    whole_owner, whole_hex = list(range(n)), [r["hash"] for r in records]
+    if mirrored:
+        for i, (turned, _) in enumerate(variants):
+            if len(turned) > MIRRORED:
+                whole_owner.append(i)
+                whole_hex.append(turned[MIRRORED])
+    whole, of_whole = hex_to_u64(whole_hex), np.array(whole_owner, dtype=np.int64)
+    flipped = np.arange(len(whole_owner)) >= n
+    best: dict[tuple[int, int], tuple[int, bool, int]] = {}  # pair -> (distance, mirrored, inner)
+
+    def add(outer: Any, inner: Any, d: Any, flips: Any) -> None:
+        for a, b, distance, flip in zip(
+            outer.tolist(), inner.tolist(), d.tolist(), flips.tolist(), strict=True
+        ):
+            if a == b:
+                continue
+            pair = (min(a, b), max(a, b))
+            if (distance, flip, b) < best.get(pair, (max_distance + 1, True, 0)) and not skip(*pair):
+                best[pair] = (distance, flip, b)
+
+    queried, mine = np.flatnonzero(query[of_whole]), np.flatnonzero(query[owner])
+    qi, ti, d = cross_pairs(hashes[mine], whole, max_distance)
+    add(owner[mine[qi]], of_whole[ti], d, flipped[ti])
+    qi, ti, d = cross_pairs(whole[queried], hashes, max_distance)
+    add(owner[ti], of_whole[queried[qi]], d, flipped[queried[qi]])
+    per: dict[int, list[tuple[int, bool, int, int, int]]] = {}
+    for (a, b), (distance, flip, inner) in best.items():
+        for end in (a, b):
+            if query[end]:
+                per.setdefault(end, []).append((distance, flip, a, b, inner))
+    chosen: set[tuple[int, int, int, int, bool]] = set()
+    for found in per.values():
+        chosen.update(
+            (a, b, distance, inner, flip) for distance, flip, a, b, inner in sorted(found)[:per_record]
+        )
+    return sorted(chosen, key=lambda c: (c[2], c[4], c[0], c[1]))
+
+
+def _chained_records(n: int, seed: int) -> list[Record]:
+    """Records whose hashes walk a few bits at a time (neighbours close, a chain of similar images),
+    each with 7 orientation hashes and windows a few bits from its own hash or from a neighbour's."""
+    rng = np.random.default_rng(seed)
+    value = int(rng.integers(0, 1 << 63))
+    out: list[Record] = []
+
+    def flipped(x: int, bits: int) -> str:
+        for bit in rng.choice(64, size=bits, replace=False).tolist():
+            x ^= 1 << bit
+        return f"{x:016x}"
+
+    for k in range(n):
+        value = int(flipped(value, 3), 16)
+        turned = [flipped(value, int(rng.integers(0, 20))) for _ in range(7)]
+        windows = [flipped(value, int(rng.integers(2, 14))) for _ in range(int(rng.integers(0, 9)))]
+        out.append(
+            {"hash": f"{value:016x}", "hash_variants": turned + windows if windows or k % 2 else turned}
+        )
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_window_candidates_are_those_of_the_per_pair_dict(seed: int) -> None:
+    # many hits per pair (windows near a chain of hashes), equal distances direct and mirrored, ties
+    # broken by index, skipped pairs, old and new records: the array reduction must give the very list
+    records = _chained_records(120, seed)
+    rng = np.random.default_rng(seed)
+    query = rng.random(len(records)) < 0.6
+    linked = {(a, a + d) for a in range(len(records)) for d in (1, 2) if rng.random() < 0.3}
+
+    def skip(a: int, b: int) -> bool:
+        return (a, b) in linked
+
+    for mirrored in (True, False):
+        for distance, per_record in ((16, 8), (10, 2), (20, 1000), (12, 0)):
+            expected = _window_candidates_by_dict(records, query, distance, per_record, skip, mirrored)
+            found = window_candidates(records, query, distance, per_record, skip, mirrored=mirrored)
+            assert found == expected, (mirrored, distance, per_record)
+            assert all(type(c[4]) is bool and type(c[2]) is int for c in found)
+            if per_record in (8, 2):
+                assert expected  # the case exercises the ranking

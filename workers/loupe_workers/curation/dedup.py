@@ -76,6 +76,9 @@ ANISOTROPY_MARGIN = (
 SAME_RESOLUTION = 0.98  # pixel counts within 2 % are the same resolution
 SAME_COMPRESSION = 0.9  # bytes per pixel within 10 % (same format) are the same compression
 SAME_DETAIL = 0.95  # fine detail within 5 % is as sharp
+# Newcomers linked into one connected set of up to this many are grouped around its best original; a
+# larger set (a chain of similar photos: one photo's copies number tens) around its best-connected members
+LARGEST_COMPARED = 256
 
 
 @dataclass
@@ -269,7 +272,8 @@ def best_original(
         shape: float = majority
         narrow(lambda i: abs(_log_aspect(records[i]) - shape) > ASPECT_TOLERANCE, "not stretched")
 
-    narrow(lambda i: any(o in candidates for o in inside.get(i, ())), "not cropped")
+    running = set(candidates)
+    narrow(lambda i: any(o in running for o in inside.get(i, ())), "not cropped")
     # an upscale bears the resampling trace of the factor from the copy it was made from
     # (a crop's size says nothing of a scale factor)
     sizes = sorted(
@@ -448,36 +452,49 @@ def window_candidates(
     whole = hex_to_u64(whole_hex)
     of_whole = np.array(whole_owner, dtype=np.int64)
     flipped = np.arange(len(whole_owner)) >= n
-    best: dict[tuple[int, int], tuple[int, int, bool]] = {}  # pair -> (distance, inner, mirrored)
-
-    def add(outer: IntArray, inner: IntArray, d: npt.NDArray[np.uint8], flips: npt.NDArray[np.bool_]) -> None:
-        for a, b, distance, flip in zip(
-            outer.tolist(), inner.tolist(), d.tolist(), flips.tolist(), strict=True
-        ):
-            if a == b:
-                continue
-            pair = (min(a, b), max(a, b))
-            # a direct candidate is preferred at equal distance (its verification needs no mirrored decode)
-            if (distance, flip, b) < best.get(pair, (max_distance + 1, True, 0)) and not skip(*pair):
-                best[pair] = (distance, b, flip)
-
     queried = np.flatnonzero(query[of_whole])
     mine = np.flatnonzero(query[owner])  # windows of query records against every whole hash
+    others = np.flatnonzero(~query[owner])  # and query whole hashes against the other records' windows
     qi, ti, d = cross_pairs(hashes[mine], whole, max_distance)
-    add(owner[mine[qi]], of_whole[ti], d, flipped[ti])
-    qi, ti, d = cross_pairs(whole[queried], hashes, max_distance)  # query whole hashes against windows
-    add(of_whole[queried[qi]], owner[ti], d, flipped[queried[qi]])
-    per: dict[int, list[tuple[int, bool, int, int, int]]] = {}
-    for (a, b), (distance, inner, flip) in best.items():
-        for end in (a, b):
-            if query[end]:
-                per.setdefault(end, []).append((distance, flip, a, b, inner))
-    chosen: set[tuple[int, int, int, int, bool]] = set()
-    for found in per.values():
-        chosen.update(
-            (a, b, distance, inner, flip) for distance, flip, a, b, inner in sorted(found)[:per_record]
-        )
-    return sorted(chosen, key=lambda c: (c[2], c[4], c[0], c[1]))
+    qj, tj, e = cross_pairs(whole[queried], hashes[others], max_distance)
+    # (outer: the window's record, inner: the whole hash's, distance, mirrored) of every hit, reduced in
+    # arrays: a large first version finds tens of millions, which as Python tuples took more memory
+    # than the rest of the run
+    outer = np.concatenate([owner[mine[qi]], owner[others[tj]]])
+    inner = np.concatenate([of_whole[ti], of_whole[queried[qj]]])
+    distance = np.concatenate([d, e]).astype(np.int64)
+    flip = np.concatenate([flipped[ti], flipped[queried[qj]]])
+    apart = outer != inner
+    outer, inner, distance, flip = outer[apart], inner[apart], distance[apart], flip[apart]
+    low, high = np.minimum(outer, inner), np.maximum(outer, inner)
+    # each pair's best hit: the smallest distance, a direct one before a mirrored one at equal distance
+    # (its verification needs no mirrored decode), then the smaller inner index
+    by_pair = np.lexsort((inner, flip, distance, low * n + high))
+    firsts = _group_starts((low * n + high)[by_pair])
+    best = by_pair[firsts]
+    kept = np.array([not skip(a, b) for a, b in zip(low[best].tolist(), high[best].tolist(), strict=True)],
+                    dtype=bool)  # fmt: skip
+    best = best[kept]
+    a, b, inner, distance, flip = low[best], high[best], inner[best], distance[best], flip[best]
+    # each query record's per_record closest pairs (by distance, direct first, then the pair)
+    ends = np.concatenate([a, b])
+    pair = np.tile(np.arange(len(a), dtype=np.int64), 2)
+    asked = query[ends]
+    ends, pair = ends[asked], pair[asked]
+    ranked = np.lexsort((b[pair], a[pair], flip[pair], distance[pair], ends))
+    starts = _group_starts(ends[ranked])
+    rank = np.arange(len(ranked)) - np.maximum.accumulate(np.where(starts, np.arange(len(ranked)), 0))
+    chosen = np.unique(pair[ranked[rank < per_record]])
+    chosen = chosen[np.lexsort((b[chosen], a[chosen], flip[chosen], distance[chosen]))]
+    return list(zip(a[chosen].tolist(), b[chosen].tolist(), distance[chosen].tolist(), inner[chosen].tolist(),
+                    flip[chosen].tolist(), strict=True))  # fmt: skip
+
+
+def _group_starts(ordered: IntArray) -> BoolArray:
+    """Where each run of equal values of a sorted array starts."""
+    starts = np.ones(len(ordered), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    return starts
 
 
 def find_duplicates(
@@ -499,7 +516,8 @@ def find_duplicates(
     were: a published kept copy stays kept, and its duplicates stay its duplicates; a newcomer that
     matches published copies joins the closest one; the other newcomers form groups among
     themselves: the keep policy picks the kept copy of each set of connected newcomers, the
-    newcomers that match it join it, and the rest are grouped again the same way. ``extra_pairs``
+    newcomers that match it join it, and what is left is split into connected sets again and grouped
+    the same way (a set larger than LARGEST_COMPARED around its best-connected members). ``extra_pairs``
     are near-duplicate pairs found elsewhere (by embedding similarity); ``keep_measures`` gives
     what the bestOriginal policy compares (media.keep_measures), asked only of group members that
     need them, and ``shape_measures`` its cheaper part (media.shape_measures), asked of every member;
@@ -664,45 +682,74 @@ def find_duplicates(
             kind_of[i] = DupKind.NEAR if inexact else DupKind.EXACT
         else:
             pool.append(i)
-    # the rest: stars among themselves
-    in_pool = set(pool)
+    # the rest: stars among themselves, one connected set at a time
     reason_of: dict[int, str] = {}
-    if pool:
-        index = {i: k for k, i in enumerate(pool)}
-        firsts = [index[a] for a in pool for b in edges.get(a, {}) if b in in_pool and a < b]
-        seconds = [index[b] for a in pool for b in edges.get(a, {}) if b in in_pool and a < b]
+
+    def connected_sets(members: Sequence[int]) -> list[list[int]]:
+        """The connected sets of ``members`` (ascending) by their edges among themselves, each ascending."""
+        inside = set(members)
+        index = {i: k for k, i in enumerate(members)}
+        pairs = [(index[a], index[b]) for a in members for b in edges.get(a, {}) if b in inside and a < b]
         labels = connected_groups(
-            len(pool), np.array(firsts, dtype=np.int64), np.array(seconds, dtype=np.int64)
+            len(members),
+            np.array([p for p, _ in pairs], dtype=np.int64),
+            np.array([q for _, q in pairs], dtype=np.int64),
         )
-        components: dict[int, list[int]] = {}
-        for i, label in zip(pool, labels.tolist(), strict=True):
-            components.setdefault(label, []).append(i)
-        for component in components.values():
-            remaining = list(component)
-            while len(remaining) > 1:
-                # a published copy processed again (new code, changed file) is kept before a newcomer
-                published = [i for i in remaining if records[i]["sample_id"] in previously_kept]
-                choices = published or remaining
-                if spec.keep == "bestOriginal":
-                    keeper, why = best_original(choices, records, measures, cropped, outline)
-                else:
-                    keeper = min(choices, key=lambda i: _keep_order(records[i], spec.keep))
-                    why = _POLICY_REASONS[spec.keep]
-                joined = [i for i in remaining if i != keeper and i in edges.get(keeper, {})]
-                if crop_linked:  # crops verified against a copy of the kept copy
-                    near_keeper = {keeper, *joined}
-                    for i in remaining:
-                        if i in near_keeper or not crop_linked.get(i, set()) & near_keeper:
-                            continue
-                        if verify_with_keeper(keeper, i):
-                            joined.append(i)
-                for i in joined:
-                    keeper_of[i] = keeper
-                    kind_of[i] = DupKind.EXACT if edges[keeper][i][1] else DupKind.NEAR
-                if joined:
-                    reason_of[keeper] = why
-                taken = {keeper, *joined}
-                remaining = [i for i in remaining if i not in taken]
+        found: dict[int, list[int]] = {}
+        for i, label in zip(members, labels.tolist(), strict=True):
+            found.setdefault(label, []).append(i)
+        return list(found.values())
+
+    def choose(choices: list[int]) -> tuple[int, str]:
+        # a published copy processed again (new code, changed file) is kept before a newcomer
+        published = [i for i in choices if records[i]["sample_id"] in previously_kept]
+        choices = published or choices
+        if spec.keep == "bestOriginal":
+            return best_original(choices, records, measures, cropped, outline)
+        return min(choices, key=lambda i: _keep_order(records[i], spec.keep)), _POLICY_REASONS[spec.keep]
+
+    def star(keeper: int, why: str, left: set[int]) -> set[int]:
+        """``keeper`` and the members of ``left`` that join it (its duplicates, and crops verified against
+        it that were verified against one of those), marked; the members taken."""
+        joined = sorted(i for i in edges.get(keeper, {}) if i in left and i != keeper)
+        if crop_linked:  # crops verified against a copy of the kept copy
+            near_keeper = {keeper, *joined}
+            linked = {c for j in near_keeper for c in crop_linked.get(j, ())}
+            for i in sorted(c for c in linked if c in left and c not in near_keeper):
+                if verify_with_keeper(keeper, i):
+                    joined.append(i)
+        for i in joined:
+            keeper_of[i] = keeper
+            kind_of[i] = DupKind.EXACT if edges[keeper][i][1] else DupKind.NEAR
+        if joined:
+            reason_of[keeper] = why
+        return {keeper, *joined}
+
+    work = connected_sets(pool)
+    while work:
+        remaining = work.pop()
+        if len(remaining) < 2:
+            continue
+        if len(remaining) <= LARGEST_COMPARED:
+            # the kept copy is the best original of the whole connected set; what its star leaves is
+            # split into connected sets again, so no copy is judged against photos it is not linked to
+            keeper, why = choose(remaining)
+            taken = star(keeper, why, set(remaining))
+            work.extend(connected_sets([i for i in remaining if i not in taken]))
+            continue
+        # A larger connected set is a chain of similar photos, not one photo's copies: comparing all of
+        # it once per star is quadratic (cubic with the letterbox test). Its best-connected members come
+        # first, each with its closest neighbours, and the best original of those is a kept copy.
+        left = set(remaining)
+        degree = {i: sum(1 for j in edges.get(i, {}) if j in left) for i in remaining}
+        for seed in sorted(remaining, key=lambda i: (-degree[i], i)):
+            if seed not in left:
+                continue
+            around = sorted((edges[seed][j][0], j) for j in edges.get(seed, {}) if j in left)
+            if not around:
+                continue
+            keeper, why = choose(sorted([seed, *(j for _, j in around[: LARGEST_COMPARED - 1])]))
+            left -= star(keeper, why, left)  # seed is the keeper or one of its duplicates: it is taken
     stars: dict[int, list[int]] = {}
     for i, keeper in keeper_of.items():
         stars.setdefault(keeper, []).append(i)
