@@ -167,6 +167,39 @@ def test_a_full_decode_failing_in_the_pixel_check_quarantines_that_row(
     assert not again.created, again.message
 
 
+@pytest.mark.parametrize("failing", ["keep_measures", "shape_measures"])
+def test_a_full_decode_failing_in_the_keep_policy_quarantines_that_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """The bestOriginal keep policy's full decodes (keep and shape measures) fail like the pixel check's:
+    the file is corrupt, quarantined with the reason, and its copies are grouped without it."""
+    images = tmp_path / "images"
+    images.mkdir()
+    original = photo("astronaut")
+    # an upscale (another size: no pixel check), whose full measures the upscale test reads
+    larger = png(original.resize((original.width * 3 // 2, original.height * 3 // 2)))
+    (images / "a.png").write_bytes(png(original))
+    (images / "b.png").write_bytes(larger)
+    real = getattr(media, failing)
+
+    def flaky(data: bytes, **limits: int) -> Any:
+        if data == larger:
+            raise OSError("decoder exploded")
+        return real(data, **limits)
+
+    monkeypatch.setattr(media, failing, flaky)
+    store = tmp_path / "store"
+    result = run_dataset(request(images, store))
+    assert result.created
+    accepted, others = outcome(store)
+    assert set(accepted) == {"a.png"} and not accepted["a.png"].get("dup_group")
+    assert others["b.png"]["disposition"] == "quarantined" and others["b.png"]["reason"] == "corrupt"
+    assert others["b.png"]["detail"] == "full decode failed: OSError: decoder exploded"
+    assert result.stats.quarantined == {"corrupt": 1} and result.stats.near_duplicates == 0
+    again = run_dataset(request(images, store))
+    assert not again.created, again.message
+
+
 # --- 2. PNG mutants are never accepted ----------------------------------------------------------
 
 

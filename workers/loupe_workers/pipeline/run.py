@@ -962,6 +962,7 @@ class _FullDecodes:
         self.digests: dict[str, str | Exception] = {}
         self.measured: dict[str, dict[str, float] | None] = {}
         self.outlines: dict[str, dict[str, float] | None] = {}  # shape measures alone
+        self.broken: dict[str, str] = {}  # sha256 -> why its keep or shape decode failed (a corrupt file)
 
     def carry_keep_measures(self, fresh: list[SampleRow]) -> None:
         """The same bytes processed again keep their measures, asked for or not."""
@@ -1001,9 +1002,26 @@ class _FullDecodes:
                     max_pixels=self.settings.max_pixels,
                     memory_limit=self.settings.memory_limit,
                 )
-            except Exception:  # too large to decode in full, broken, hostile: compared by stored fields
+            except Exception as error:  # too large to decode in full: compared by stored fields
                 self.measured[sha] = None
+                self._note_broken(sha, error)
+        self._mark_broken(row)
         return self.measured[sha]
+
+    def _note_broken(self, sha: str, error: Exception) -> None:
+        """A decode that failed other than by its size (broken, hostile): the file is corrupt."""
+        if isinstance(error, media.ImageRejected) and error.reason in ("max_pixels", "format"):
+            return
+        detail = (
+            error.detail if isinstance(error, media.ImageRejected) else f"{type(error).__name__}: {error}"
+        )
+        self.broken.setdefault(sha, detail if "decode failed" in detail else f"full decode failed: {detail}")
+
+    def _mark_broken(self, row: SampleRow) -> None:
+        # marked failed like a failed pixel check: curate quarantines it and groups the rest without it
+        detail = self.broken.get(row["sha256"])
+        if detail is not None and row["status"] == Status.OK:
+            row.update({"status": Status.FAILED, "fail_reason": "corrupt", "fail_detail": detail})
 
     def pixel_digest(self, row: SampleRow) -> str:
         """The exact-pixel digest (a full decode, guarded like every decode). A file that fails it is
@@ -1066,8 +1084,10 @@ class _FullDecodes:
                     max_pixels=self.settings.max_pixels,
                     memory_limit=self.settings.memory_limit,
                 )
-            except Exception:  # too large, broken, hostile: no shape, compared by its stored fields
+            except Exception as error:  # too large: no shape, compared by its stored fields
                 self.outlines[sha] = None
+                self._note_broken(sha, error)
+        self._mark_broken(row)
         shape = self.outlines[sha]
         if shape is not None:
             _store_keep(row, shape)
