@@ -845,10 +845,16 @@ def _chained_records(n: int, seed: int) -> list[Record]:
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_window_candidates_are_those_of_the_per_pair_dict(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "block"), [(0, 1 << 31), (1, 1 << 31), (2, 1 << 31), (0, 700), (1, 3000)])
+def test_window_candidates_are_those_of_the_per_pair_dict(
+    seed: int, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # many hits per pair (windows near a chain of hashes), equal distances direct and mirrored, ties
-    # broken by index, skipped pairs, old and new records: the array reduction must give the very list
+    # broken by index, skipped pairs, old and new records: the array reduction must give the very list,
+    # searched in one block or in many (a pair's hits then spread over blocks)
+    from loupe_workers.curation import dedup
+
+    monkeypatch.setattr(dedup, "SEARCH_BLOCK", block)
     records = _chained_records(120, seed)
     rng = np.random.default_rng(seed)
     query = rng.random(len(records)) < 0.6

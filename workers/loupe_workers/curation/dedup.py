@@ -455,27 +455,21 @@ def window_candidates(
     queried = np.flatnonzero(query[of_whole])
     mine = np.flatnonzero(query[owner])  # windows of query records against every whole hash
     others = np.flatnonzero(~query[owner])  # and query whole hashes against the other records' windows
-    qi, ti, d = cross_pairs(hashes[mine], whole, max_distance)
-    qj, tj, e = cross_pairs(whole[queried], hashes[others], max_distance)
-    # (outer: the window's record, inner: the whole hash's, distance, mirrored) of every hit, reduced in
-    # arrays: a large first version finds tens of millions, which as Python tuples took more memory
-    # than the rest of the run
-    outer = np.concatenate([owner[mine[qi]], owner[others[tj]]])
-    inner = np.concatenate([of_whole[ti], of_whole[queried[qj]]])
-    distance = np.concatenate([d, e]).astype(np.int64)
-    flip = np.concatenate([flipped[ti], flipped[queried[qj]]])
-    apart = outer != inner
-    outer, inner, distance, flip = outer[apart], inner[apart], distance[apart], flip[apart]
-    low, high = np.minimum(outer, inner), np.maximum(outer, inner)
-    # each pair's best hit: the smallest distance, a direct one before a mirrored one at equal distance
-    # (its verification needs no mirrored decode), then the smaller inner index
-    by_pair = np.lexsort((inner, flip, distance, low * n + high))
-    firsts = _group_starts((low * n + high)[by_pair])
-    best = by_pair[firsts]
-    kept = np.array([not skip(a, b) for a, b in zip(low[best].tolist(), high[best].tolist(), strict=True)],
-                    dtype=bool)  # fmt: skip
-    best = best[kept]
-    a, b, inner, distance, flip = low[best], high[best], inner[best], distance[best], flip[best]
+    # Searched a block of queries at a time, each block's hits (a window's record as outer, the whole
+    # hash's as inner) reduced to one per pair before the next: a first version of 50,000 similar tiles
+    # finds hundreds of millions of hits, so memory must follow the pairs, not the hits.
+    found: list[tuple[IntArray, IntArray, IntArray, IntArray, BoolArray]] = []
+    for block in _blocks(mine, len(whole)):
+        qi, ti, d = cross_pairs(hashes[block], whole, max_distance)
+        found.append(_best_hits(owner[block[qi]], of_whole[ti], d, flipped[ti], n))
+    for block in _blocks(queried, len(others)):
+        qj, tj, e = cross_pairs(whole[block], hashes[others], max_distance)
+        found.append(_best_hits(owner[others[tj]], of_whole[block[qj]], e, flipped[block[qj]], n))
+    a, b, inner, distance, flip = (np.concatenate(column) for column in zip(*found, strict=True))
+    best = _best_hits_of_pairs(a, b, inner, distance, flip, n)
+    a, b, inner, distance, flip = a[best], b[best], inner[best], distance[best], flip[best]
+    kept = np.array([not skip(x, y) for x, y in zip(a.tolist(), b.tolist(), strict=True)], dtype=bool)
+    a, b, inner, distance, flip = a[kept], b[kept], inner[kept], distance[kept], flip[kept]
     # each query record's per_record closest pairs (by distance, direct first, then the pair)
     ends = np.concatenate([a, b])
     pair = np.tile(np.arange(len(a), dtype=np.int64), 2)
@@ -488,6 +482,39 @@ def window_candidates(
     chosen = chosen[np.lexsort((b[chosen], a[chosen], flip[chosen], distance[chosen]))]
     return list(zip(a[chosen].tolist(), b[chosen].tolist(), distance[chosen].tolist(), inner[chosen].tolist(),
                     flip[chosen].tolist(), strict=True))  # fmt: skip
+
+
+SEARCH_BLOCK = 1 << 31  # query x table hashes compared per block of a crop candidate search
+
+
+def _blocks(queries: IntArray, table: int) -> list[IntArray]:
+    """``queries`` in blocks of about SEARCH_BLOCK comparisons against a table of ``table`` hashes."""
+    rows = max(1, SEARCH_BLOCK // max(1, table))
+    return [queries[start : start + rows] for start in range(0, len(queries), rows)] or [queries]
+
+
+def _best_hits_of_pairs(
+    low: IntArray, high: IntArray, inner: IntArray, distance: IntArray, flip: BoolArray, n: int
+) -> IntArray:
+    """Where each pair (low < high) has its best hit, by pair: the smallest distance, a direct hit before
+    a mirrored one at equal distance (its verification needs no mirrored decode), then the smaller inner."""
+    key = low * n + high
+    by_pair = np.lexsort((inner, flip, distance, key))
+    found: IntArray = by_pair[_group_starts(key[by_pair])]
+    return found
+
+
+def _best_hits(
+    outer: IntArray, inner: IntArray, distance: npt.NDArray[np.uint8], flip: BoolArray, n: int
+) -> tuple[IntArray, IntArray, IntArray, IntArray, BoolArray]:
+    """Hits (outer, inner, distance, mirrored) reduced to each pair's best: (low, high, inner, distance,
+    mirrored) by pair; a record's hit on itself dropped."""
+    apart = outer != inner
+    outer, inner, flip = outer[apart], inner[apart], flip[apart]
+    wide = distance[apart].astype(np.int64)
+    low, high = np.minimum(outer, inner), np.maximum(outer, inner)
+    best = _best_hits_of_pairs(low, high, inner, wide, flip, n)
+    return low[best], high[best], inner[best], wide[best], flip[best]
 
 
 def _group_starts(ordered: IntArray) -> BoolArray:
