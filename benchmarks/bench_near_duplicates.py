@@ -589,9 +589,15 @@ def main(argv: list[str] | None = None) -> int:
 
         even = (n / dedup_rate - analyse_s) / (n * per_member) if per_member else math.inf
         shares = "; ".join(f"{share:.0%} grouped {modelled(share):.1f} ({modelled(share) / dedup_rate:.2f}x)" for share in (0.05, 0.2, 0.5))  # fmt: skip
+        # below 0: the analysis alone is slower than imagededup's whole run, at any share
+        parity = (
+            f"as fast as imagededup up to {min(even, 1.0):.0%} grouped"
+            if even >= 0
+            else f"slower than imagededup even with no file grouped (analysis alone {n / analyse_s / dedup_rate:.2f}x)"
+        )
         print(f"  modelled at other shares of files in duplicate groups ({1000 * analyse_s / n:.1f} ms a file, "
               f"+{1000 * per_member:.1f} ms a group member, measured here with {members / n:.0%} grouped): "
-              f"{shares}; as fast as imagededup up to {min(even, 1.0):.0%} grouped")  # fmt: skip
+              f"{shares}; {parity}")  # fmt: skip
     labels = list(rows)
     width = max(len(k) for k in next(iter(rows.values())) if not k.startswith("_"))
     print()
