@@ -459,17 +459,28 @@ def window_candidates(
     # hash's as inner) reduced to one per pair before the next: a first version of 50,000 similar tiles
     # finds hundreds of millions of hits, so memory must follow the pairs, not the hits.
     found: list[tuple[IntArray, IntArray, IntArray, IntArray, BoolArray]] = []
+    ranks = _RankBounds(query, per_record, max_distance)
+
+    def keep(hits: tuple[IntArray, IntArray, IntArray, IntArray, BoolArray]) -> None:
+        close = ranks.may_rank(hits[0], hits[1], hits[3])
+        low, high, inner, distance, flip = (hits[0][close], hits[1][close], hits[2][close], hits[3][close],
+                                            hits[4][close])  # fmt: skip
+        kept = np.array(
+            [not skip(x, y) for x, y in zip(low.tolist(), high.tolist(), strict=True)], dtype=bool
+        )
+        low, high, inner, distance, flip = low[kept], high[kept], inner[kept], distance[kept], flip[kept]
+        ranks.count(low, high, distance)
+        found.append((low, high, inner, distance, flip))
+
     for block in _blocks(mine, len(whole)):
         qi, ti, d = cross_pairs(hashes[block], whole, max_distance)
-        found.append(_best_hits(owner[block[qi]], of_whole[ti], d, flipped[ti], n))
+        keep(_best_hits(owner[block[qi]], of_whole[ti], d, flipped[ti], n))
     for block in _blocks(queried, len(others)):
         qj, tj, e = cross_pairs(whole[block], hashes[others], max_distance)
-        found.append(_best_hits(owner[others[tj]], of_whole[block[qj]], e, flipped[block[qj]], n))
+        keep(_best_hits(owner[others[tj]], of_whole[block[qj]], e, flipped[block[qj]], n))
     a, b, inner, distance, flip = (np.concatenate(column) for column in zip(*found, strict=True))
     best = _best_hits_of_pairs(a, b, inner, distance, flip, n)
     a, b, inner, distance, flip = a[best], b[best], inner[best], distance[best], flip[best]
-    kept = np.array([not skip(x, y) for x, y in zip(a.tolist(), b.tolist(), strict=True)], dtype=bool)
-    a, b, inner, distance, flip = a[kept], b[kept], inner[kept], distance[kept], flip[kept]
     # each query record's per_record closest pairs (by distance, direct first, then the pair)
     ends = np.concatenate([a, b])
     pair = np.tile(np.arange(len(a), dtype=np.int64), 2)
@@ -515,6 +526,37 @@ def _best_hits(
     low, high = np.minimum(outer, inner), np.maximum(outer, inner)
     best = _best_hits_of_pairs(low, high, inner, wide, flip, n)
     return low[best], high[best], inner[best], wide[best], flip[best]
+
+
+class _RankBounds:
+    """Per query record, a distance no pair beyond which can be among its ``per_record`` closest: the
+    distance within which it already has PAIR_REPEATS x per_record hits that were kept (a pair is found
+    at most PAIR_REPEATS times over the blocks, so those are at least per_record distinct pairs). A hit
+    beyond the bounds of both its records is dropped as it is found, so the pairs kept stay about
+    per_record a record however many hits the search finds."""
+
+    PAIR_REPEATS = 4  # a pair's hits: from each side's windows (a record's windows may span two blocks)
+
+    def __init__(self, query: BoolArray, per_record: int, max_distance: int) -> None:
+        self.query = query
+        self.needed = self.PAIR_REPEATS * per_record
+        self.counts = np.zeros((len(query), max_distance + 1), dtype=np.int64)
+        self.bound = np.where(query, max_distance, -1).astype(np.int64)  # no bound for others: -1
+
+    def may_rank(self, low: IntArray, high: IntArray, distance: IntArray) -> BoolArray:
+        close: BoolArray = distance <= np.maximum(self.bound[low], self.bound[high])
+        return close
+
+    def count(self, low: IntArray, high: IntArray, distance: IntArray) -> None:
+        ends = np.concatenate([low, high])
+        at = np.concatenate([distance, distance])
+        asked = self.query[ends]
+        ends, at = ends[asked], at[asked]
+        np.add.at(self.counts, (ends, at), 1)
+        touched = np.unique(ends)
+        enough = np.cumsum(self.counts[touched], axis=1) >= self.needed
+        reached = enough.any(axis=1)
+        self.bound[touched[reached]] = np.argmax(enough[reached], axis=1)
 
 
 def _group_starts(ordered: IntArray) -> BoolArray:
