@@ -117,10 +117,7 @@ def _metadata_fields_memo(text: str) -> dict[str, str]:
 
 
 def _metadata_fields(text: str) -> dict[str, str]:
-    try:
-        return dict(_metadata_fields_memo(text))  # a copy: the memo's dict is shared
-    except TypeError:
-        return {k: str(v) for k, v in json.loads(text).items()}
+    return dict(_metadata_fields_memo(text))  # a copy: the memo's dict is shared
 
 
 def distribution(values: Sequence[float], bins: int = 10) -> dict[str, Any]:

@@ -994,34 +994,27 @@ class _FullDecodes:
     def _measures(self, row: SampleRow) -> dict[str, float] | None:
         """The keep measures of one guarded decode per sha256 (None when they cannot be measured): most
         group members need no pixel digest, and keep_measures decodes a JPEG's luma alone."""
+        return self._decoded(row, media.keep_measures, self.measured)
+
+    def _decoded(
+        self, row: SampleRow, read: Callable[..., dict[str, float]], cache: dict[str, dict[str, float] | None]
+    ) -> dict[str, float] | None:
+        """``read`` of the row's blob, guarded, once per sha256 (None when it fails). A file too large to
+        decode in full is compared by its stored fields; one that fails otherwise is marked failed like a
+        failed pixel check: curate quarantines it and groups the rest without it."""
         sha = row["sha256"]
-        if sha not in self.measured:
+        if sha not in cache:
+            limits = {"max_pixels": self.settings.max_pixels, "memory_limit": self.settings.memory_limit}
             try:
-                self.measured[sha] = media.keep_measures(
-                    self.store.get(blob_key(sha)),
-                    max_pixels=self.settings.max_pixels,
-                    memory_limit=self.settings.memory_limit,
-                )
-            except Exception as error:  # too large to decode in full: compared by stored fields
-                self.measured[sha] = None
-                self._note_broken(sha, error)
-        self._mark_broken(row)
-        return self.measured[sha]
-
-    def _note_broken(self, sha: str, error: Exception) -> None:
-        """A decode that failed other than by its size (broken, hostile): the file is corrupt."""
-        if isinstance(error, media.ImageRejected) and error.reason in ("max_pixels", "format"):
-            return
-        detail = (
-            error.detail if isinstance(error, media.ImageRejected) else f"{type(error).__name__}: {error}"
-        )
-        self.broken.setdefault(sha, detail if "decode failed" in detail else f"full decode failed: {detail}")
-
-    def _mark_broken(self, row: SampleRow) -> None:
-        # marked failed like a failed pixel check: curate quarantines it and groups the rest without it
-        detail = self.broken.get(row["sha256"])
+                cache[sha] = read(self.store.get(blob_key(sha)), **limits)
+            except Exception as error:  # whatever a hostile file triggers must not stop the run
+                cache[sha] = None
+                if (detail := _failure_detail(error)) is not None:
+                    self.broken.setdefault(sha, detail)
+        detail = self.broken.get(sha)
         if detail is not None and row["status"] == Status.OK:
-            row.update({"status": Status.FAILED, "fail_reason": "corrupt", "fail_detail": detail})
+            _mark_corrupt(row, detail)
+        return cache[sha]
 
     def pixel_digest(self, row: SampleRow) -> str:
         """The exact-pixel digest (a full decode, guarded like every decode). A file that fails it is
@@ -1034,15 +1027,12 @@ class _FullDecodes:
         if not row.get("pixel_sha256"):
             cached = self.pixel_cache.get(row["sha256"])
             outcome = cached or self._digest(row)
-            if isinstance(outcome, media.ImageRejected):
-                if outcome.reason == "max_pixels":
+            if isinstance(outcome, Exception):  # whatever a hostile file triggers must not stop the run
+                detail = _failure_detail(outcome)
+                if detail is None:
                     self.unchecked.add(row["sha256"])
                     return f"unchecked:{row['sha256']}"
-                row.update({"status": Status.FAILED, "fail_reason": "corrupt", "fail_detail": outcome.detail})
-                return f"corrupt:{row['sha256']}"
-            if isinstance(outcome, Exception):  # whatever a hostile file triggers must not stop the run
-                detail = f"full decode failed: {type(outcome).__name__}: {outcome}"
-                row.update({"status": Status.FAILED, "fail_reason": "corrupt", "fail_detail": detail})
+                _mark_corrupt(row, detail)
                 return f"corrupt:{row['sha256']}"
             row["pixel_sha256"] = outcome
         return str(row["pixel_sha256"])
@@ -1076,22 +1066,22 @@ class _FullDecodes:
             stored = self._measures(row)
         if stored is not None:
             return {k: stored[k] for k in media.SHAPE_MEASURES if k in stored}
-        sha = row["sha256"]
-        if sha not in self.outlines:
-            try:
-                self.outlines[sha] = media.shape_measures(
-                    self.store.get(blob_key(sha)),
-                    max_pixels=self.settings.max_pixels,
-                    memory_limit=self.settings.memory_limit,
-                )
-            except Exception as error:  # too large: no shape, compared by its stored fields
-                self.outlines[sha] = None
-                self._note_broken(sha, error)
-        self._mark_broken(row)
-        shape = self.outlines[sha]
+        shape = self._decoded(row, media.shape_measures, self.outlines)
         if shape is not None:
             _store_keep(row, shape)
         return shape
+
+
+def _failure_detail(error: Exception) -> str | None:
+    """Why a full decode that raised ``error`` makes its file corrupt; None for one refused by its size
+    (max_pixels: compared by its hash and stored fields only)."""
+    if isinstance(error, media.ImageRejected):
+        return None if error.reason == "max_pixels" else error.detail
+    return f"full decode failed: {type(error).__name__}: {error}"
+
+
+def _mark_corrupt(row: SampleRow, detail: str) -> None:
+    row.update({"status": Status.FAILED, "fail_reason": "corrupt", "fail_detail": detail})
 
 
 def _store_keep(row: SampleRow, measures: dict[str, float]) -> None:
